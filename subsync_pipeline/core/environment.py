@@ -1,0 +1,30 @@
+"""The environment variables of SPEC §6 and their local defaults under ./data/, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR = Path("data")
+
+DEFAULTS: dict[str, str] = {
+    "SUBSYNC_CONFIG": str(DATA_DIR / "subsync.yaml"),
+    "SUBSYNC_LANDING_DIR": str(DATA_DIR / "landing"),
+    "PERSONIFY_DB_URL": f"sqlite:///{DATA_DIR / 'personify_sandbox.db'}",
+    "SUBSYNC_DB_URL": f"sqlite:///{DATA_DIR / 'subsync_state.db'}",
+    "SUBSYNC_REPORTS_DIR": str(DATA_DIR / "reports"),
+}
+
+
+def setting(name: str) -> str:
+    """The value of one of subsync's environment variables, or its local default."""
+    return os.environ.get(name) or DEFAULTS[name]
+
+
+def config_path() -> Path | None:
+    """The config file to load: SUBSYNC_CONFIG, else ./data/subsync.yaml if present, else built-in defaults."""
+    explicit = os.environ.get("SUBSYNC_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = Path(DEFAULTS["SUBSYNC_CONFIG"])
+    return default if default.exists() else None

@@ -1,0 +1,163 @@
+"""The precedence hierarchy of SPEC §4, vectorised over every event of the keys being resolved.
+
+Rules, per key (MASTER_CUSTOMER_ID, SUB_CUSTOMER_ID, area), events in (occurred_at, event_id) order:
+- under a forced status only a forced event applies; otherwise an event applies when it is forced,
+  when the key has no status yet, or when its rank <= the rank of the event that set the status;
+- an applied event sets status, rank and forced-ness; one that changes the status is a status change;
+- the first applied subscribe is the key's first subscribe, a `first_subscribe` event only if it
+  carries timestamp_subscribed; the first applied unsubscribe is `first_unsubscribe`.
+
+Why this is a cumulative computation and not a fold: an applied non-forced event never raises the
+current rank, so the rank that set the status is the running minimum of all earlier ranks of the
+key; and a forced status can only be replaced by another forced one, so from a key's first forced
+event on, exactly the forced events apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+KEY: list[str] = ["master_customer_id", "sub_customer_id", "area"]
+EVENT_COLUMNS: list[str] = [
+    *KEY,
+    "event_id",
+    "event_type",
+    "source",
+    "force_optin",
+    "occurred_at",
+    "timestamp_subscribed",
+]
+
+SUBSCRIBE = "subscribe"
+UNSUBSCRIBE = "unsubscribe"
+SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"
+
+APPLIED = "applied"
+NO_CHANGE = "no_change"
+BLOCKED_BY_PRECEDENCE = "blocked_by_precedence"
+BLOCKED_BY_FORCED = "blocked_by_forced"
+DECISIONS: tuple[str, ...] = (APPLIED, NO_CHANGE, BLOCKED_BY_PRECEDENCE, BLOCKED_BY_FORCED)
+
+FIRST_SUBSCRIBE = "first_subscribe"
+FIRST_UNSUBSCRIBE = "first_unsubscribe"
+
+STATUS_COLUMNS: list[str] = [
+    *KEY,
+    "status",
+    "forced",
+    "opt_in_date",
+    "opt_in_source",
+    "first_subscribed_date",
+    "first_unsubscribed_date",
+    "last_subscribe_request_date",
+    "last_unsubscribe_request_date",
+]
+
+
+def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFrame:
+    """Decide every event: returns the events in key and time order with the decision columns.
+
+    `events` holds EVENT_COLUMNS (extra columns are carried through): `source` canonical,
+    `force_optin` bool, `occurred_at` and `timestamp_subscribed` naive UTC (NaT when absent).
+    Added: `applied`, `decision`, `status_change`, `status_after` (the key's status once the event
+    is decided), `under_forced` (the key was forced before the event) and `first_time`.
+    """
+    frame = events.sort_values([*KEY, "occurred_at", "event_id"], kind="mergesort")
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        return frame.assign(
+            applied=pd.Series(dtype=bool),
+            decision=pd.Series(dtype=object),
+            status_change=pd.Series(dtype=bool),
+            status_after=pd.Series(dtype=object),
+            under_forced=pd.Series(dtype=bool),
+            first_time=pd.Series(dtype=object),
+        )
+
+    group = frame.groupby(KEY, sort=False).ngroup().to_numpy()
+    rank = frame["source"].map(source_ranks)
+    if rank.isna().any():
+        unknown = sorted(frame.loc[rank.isna(), "source"].astype(str).unique())
+        raise ValueError(f"no rank for source(s) {unknown}")
+    rank = rank.astype("int64")
+    forced = frame["force_optin"].astype(bool)
+
+    forced_count = forced.astype("int64").groupby(group).cumsum()
+    under_forced = (forced_count - forced.astype("int64")) > 0
+    prior_min_rank = rank.groupby(group).cummin().groupby(group).shift(1)
+    outranks_status = prior_min_rank.isna() | (rank <= prior_min_rank)
+    applied = (forced | (~under_forced & outranks_status)).astype(bool)
+
+    new_status = frame["event_type"].map({SUBSCRIBE: SUBSCRIBED, UNSUBSCRIBE: UNSUBSCRIBED})
+    status_after = new_status.where(applied).groupby(group).ffill()
+    status_before = status_after.groupby(group).shift(1)
+    status_change = applied & (status_before.isna() | (status_before != new_status))
+
+    decision = np.select(
+        [status_change, applied, under_forced],
+        [APPLIED, NO_CHANGE, BLOCKED_BY_FORCED],
+        default=BLOCKED_BY_PRECEDENCE,
+    )
+
+    is_subscribe = frame["event_type"].eq(SUBSCRIBE)
+    applied_subscribe = applied & is_subscribe
+    applied_unsubscribe = applied & ~is_subscribe
+    first_subscribe = (
+        applied_subscribe
+        & applied_subscribe.astype("int64").groupby(group).cumsum().eq(1)
+        & frame["timestamp_subscribed"].notna()
+    )
+    first_unsubscribe = applied_unsubscribe & applied_unsubscribe.astype("int64").groupby(
+        group
+    ).cumsum().eq(1)
+    first_time = np.select(
+        [first_subscribe, first_unsubscribe], [FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE], default=None
+    )
+
+    return frame.assign(
+        applied=applied,
+        decision=decision,
+        status_change=status_change.astype(bool),
+        status_after=status_after,
+        under_forced=under_forced.astype(bool),
+        first_time=first_time,
+    )
+
+
+def current_status(decided: pd.DataFrame) -> pd.DataFrame:
+    """One row per key with a status: what CUS_OPT_IN must hold once every event is applied.
+
+    `decided` is the output of `resolve`. The date and source are those of the status change that
+    set the current status; `forced` is the key's current forced-ness (a later forced re-statement
+    of the same status locks it without changing its date).
+    """
+    changes = decided.loc[decided["status_change"]]
+    last_change = changes.groupby(KEY, sort=False).tail(1).set_index(KEY)
+    applied = decided.loc[decided["applied"]]
+    last_applied = applied.groupby(KEY, sort=False).tail(1).set_index(KEY)
+
+    result = pd.DataFrame(index=last_change.index)
+    result["status"] = last_change["status_after"]
+    result["forced"] = last_applied["force_optin"].astype(bool) | last_applied["under_forced"]
+    result["opt_in_date"] = last_change["occurred_at"]
+    result["opt_in_source"] = last_change["source"]
+
+    firsts = decided.loc[decided["first_time"].notna()].set_index(KEY)
+    first_sub = firsts.loc[firsts["first_time"].eq(FIRST_SUBSCRIBE), "timestamp_subscribed"]
+    first_unsub = firsts.loc[firsts["first_time"].eq(FIRST_UNSUBSCRIBE), "occurred_at"]
+    result["first_subscribed_date"] = first_sub.reindex(result.index)
+    result["first_unsubscribed_date"] = first_unsub.reindex(result.index)
+
+    requests = decided.groupby([*KEY, "event_type"], sort=False)["occurred_at"].max()
+    requests = requests.unstack("event_type")
+    for event_type, column in (
+        (SUBSCRIBE, "last_subscribe_request_date"),
+        (UNSUBSCRIBE, "last_unsubscribe_request_date"),
+    ):
+        dates = requests[event_type] if event_type in requests else pd.Series(dtype="datetime64[ns]")
+        result[column] = dates.reindex(result.index).astype("datetime64[ns]")
+    return result.reset_index()[STATUS_COLUMNS]
