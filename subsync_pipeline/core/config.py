@@ -1,4 +1,4 @@
-"""The subsync YAML config (SPEC §7), loaded into typed models that fail fast on a bad key or value."""
+"""The subsync YAML config (SPEC §7), loaded into typed models that fail fast on bad input."""
 
 from __future__ import annotations
 
@@ -143,7 +143,9 @@ class SubsyncConfig(_Strict):
 
         bad = {src: dst for src, dst in value.items() if dst.strip().lower() not in ALL_COLUMNS}
         if bad:
-            raise ValueError(f"renames to unknown column(s) {bad}; targets must be in {ALL_COLUMNS}")
+            raise ValueError(
+                f"renames to unknown column(s) {bad}; targets must be in {ALL_COLUMNS}"
+            )
         return {src.strip().lower(): dst.strip().lower() for src, dst in value.items()}
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ def setting(name: str) -> str:
 
 
 def config_path() -> Path | None:
-    """The config file to load: SUBSYNC_CONFIG, else ./data/subsync.yaml if present, else built-in defaults."""
+    """SUBSYNC_CONFIG, else ./data/subsync.yaml if present, else None (built-in defaults)."""
     explicit = os.environ.get("SUBSYNC_CONFIG")
     if explicit:
         return Path(explicit)

@@ -3,7 +3,8 @@
 Rules, per key (MASTER_CUSTOMER_ID, SUB_CUSTOMER_ID, area), events in (occurred_at, event_id) order:
 - under a forced status only a forced event applies; otherwise an event applies when it is forced,
   when the key has no status yet, or when its rank <= the rank of the event that set the status;
-- an applied event sets status, rank and forced-ness; one that changes the status is a status change;
+- an applied event sets status, rank and forced-ness; one that changes the status is a
+  status change;
 - the first applied subscribe is the key's first subscribe, a `first_subscribe` event only if it
   carries timestamp_subscribed; the first applied unsubscribe is `first_unsubscribe`.
 
@@ -98,7 +99,7 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
     status_change = applied & (status_before.isna() | (status_before != new_status))
 
     decision = np.select(
-        [status_change, applied, under_forced],
+        [status_change.to_numpy(), applied.to_numpy(), under_forced.to_numpy()],
         [APPLIED, NO_CHANGE, BLOCKED_BY_FORCED],
         default=BLOCKED_BY_PRECEDENCE,
     )
@@ -114,9 +115,9 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
     first_unsubscribe = applied_unsubscribe & applied_unsubscribe.astype("int64").groupby(
         group
     ).cumsum().eq(1)
-    first_time = np.select(
-        [first_subscribe, first_unsubscribe], [FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE], default=None
-    )
+    first_time = pd.Series(None, index=frame.index, dtype=object)
+    first_time.loc[first_subscribe] = FIRST_SUBSCRIBE
+    first_time.loc[first_unsubscribe] = FIRST_UNSUBSCRIBE
 
     return frame.assign(
         applied=applied,
@@ -152,12 +153,13 @@ def current_status(decided: pd.DataFrame) -> pd.DataFrame:
     result["first_subscribed_date"] = first_sub.reindex(result.index)
     result["first_unsubscribed_date"] = first_unsub.reindex(result.index)
 
-    requests = decided.groupby([*KEY, "event_type"], sort=False)["occurred_at"].max()
-    requests = requests.unstack("event_type")
-    for event_type, column in (
-        (SUBSCRIBE, "last_subscribe_request_date"),
-        (UNSUBSCRIBE, "last_unsubscribe_request_date"),
-    ):
-        dates = requests[event_type] if event_type in requests else pd.Series(dtype="datetime64[ns]")
-        result[column] = dates.reindex(result.index).astype("datetime64[ns]")
+    requests = (
+        decided.groupby([*KEY, "event_type"], sort=False)["occurred_at"]
+        .max()
+        .unstack("event_type")
+        .reindex(columns=[SUBSCRIBE, UNSUBSCRIBE])
+        .reindex(result.index)
+    )
+    result["last_subscribe_request_date"] = requests[SUBSCRIBE].astype("datetime64[ns]")
+    result["last_unsubscribe_request_date"] = requests[UNSUBSCRIBE].astype("datetime64[ns]")
     return result.reset_index()[STATUS_COLUMNS]

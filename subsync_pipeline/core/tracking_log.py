@@ -10,6 +10,7 @@ import csv
 import gzip
 import hashlib
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +31,13 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 OPTIONAL_COLUMNS: tuple[str, ...] = ("scope_name", "force_optin", "timestamp_subscribed")
 ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 TRACKING_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz")
+
+# Bookkeeping columns start with "_" so they cannot collide with a file's own (extra) headers.
+LINE = "_line_number"
+FILE_ID = "_file_id"
+SOURCE_FILE = "_source_file"
+DAY = "_day"
+FINGERPRINT = "_fingerprint"
 
 FILE_OK = "ok"
 FILE_UNREADABLE = "file_unreadable"
@@ -64,7 +72,7 @@ def content_hash(path: Path) -> str:
 
 def _empty_rows() -> pd.DataFrame:
     frame = pd.DataFrame({column: pd.Series(dtype=str) for column in ALL_COLUMNS})
-    frame["line_number"] = pd.Series(dtype="int64")
+    frame[LINE] = pd.Series(dtype="int64")
     return frame
 
 
@@ -72,15 +80,13 @@ def _failure(status: str, error: str) -> FileRead:
     return FileRead(rows=_empty_rows(), status=status, error=error)
 
 
-def _normalise_headers(
-    headers: list[str], renames: dict[str, str]
-) -> tuple[list[str], str | None]:
+def _normalise_headers(headers: list[str], renames: dict[str, str]) -> tuple[list[str], str | None]:
     normalised = []
     for header in headers:
         key = str(header).strip().lstrip("\ufeff").strip().lower()
         normalised.append(renames.get(key, key))
-    seen: set[str] = set()
-    dupes = sorted({h for h in normalised if h in ALL_COLUMNS and (h in seen or seen.add(h))})
+    counts = Counter(normalised)
+    dupes = sorted(h for h in ALL_COLUMNS if counts[h] > 1)
     if dupes:
         return normalised, f"column(s) {dupes} appear more than once after renaming"
     return normalised, None
@@ -129,7 +135,7 @@ def read_tracking_file(path: Path, renames: dict[str, str] | None = None) -> Fil
         if column not in frame.columns:
             frame[column] = ""
     # The header is line 1; blank lines are skipped by the reader, so this counts records.
-    frame["line_number"] = np.arange(2, len(frame) + 2, dtype="int64")
+    frame[LINE] = np.arange(2, len(frame) + 2, dtype="int64")
     return FileRead(rows=frame.reset_index(drop=True), status=FILE_OK)
 
 
@@ -162,7 +168,8 @@ def parse_timestamps(values: pd.Series, tz: ZoneInfo) -> pd.Series:
         result.loc[local] = (
             localised.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
         )
-    return result
+    # Databases keep microseconds; rounding here keeps what we compare equal to what we wrote.
+    return result.dt.floor("us")
 
 
 def local_days(utc: pd.Series, tz: ZoneInfo) -> pd.Series:

@@ -1,0 +1,1 @@
+"""The seven assets of SPEC §6, one module per stage."""

@@ -1,0 +1,63 @@
+"""Stage 4: the one-way write into Personify360, one transaction per table."""
+
+import dagster as dg
+
+from subsync_pipeline.core import sync
+from subsync_pipeline.core.personify.connection import masked
+from subsync_pipeline.core.personify.writers import WriteCounts
+from subsync_pipeline.partitions import daily_partitions_def
+from subsync_pipeline.resources import PersonifyDatabaseResource, SubsyncConfigResource
+
+
+def _write_metadata(counts: WriteCounts, url: str) -> dict[str, dg.MetadataValue]:
+    return {
+        **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.as_dict().items()},
+        "personify": dg.MetadataValue.text(masked(url)),
+    }
+
+
+@dg.asset(
+    partitions_def=daily_partitions_def,
+    group_name="personify",
+    kinds={"sql"},
+    description=(
+        "Personify's CUS_OPT_IN: one row per contact and mapped interest area, upserted to its "
+        "resolved status. Skipped when config.personify.write_opt_in is false."
+    ),
+)
+def personify_cus_opt_in(
+    context: dg.AssetExecutionContext,
+    contact_subscription_status: sync.ResolvedDays,
+    subsync_config: SubsyncConfigResource,
+    personify_db: PersonifyDatabaseResource,
+) -> dg.Output[WriteCounts]:
+    config = subsync_config.load()
+    if not config.personify.write_opt_in:
+        context.log.info("config.personify.write_opt_in is false: CUS_OPT_IN left as it is")
+        return dg.Output(WriteCounts(), metadata={"skipped": True})
+    counts = sync.write_opt_in(personify_db.engine, config, contact_subscription_status)
+    return dg.Output(counts, metadata=_write_metadata(counts, personify_db.url))
+
+
+@dg.asset(
+    partitions_def=daily_partitions_def,
+    group_name="personify",
+    kinds={"sql"},
+    description=(
+        "Personify's CUS_ACTIVITY: one row per status change, keyed by EXTERNAL_ID = Real Magnet "
+        "event_id, reconciled for the contacts the day touches. Skipped when "
+        "config.personify.write_activity is false."
+    ),
+)
+def personify_cus_activity(
+    context: dg.AssetExecutionContext,
+    contact_subscription_status: sync.ResolvedDays,
+    subsync_config: SubsyncConfigResource,
+    personify_db: PersonifyDatabaseResource,
+) -> dg.Output[WriteCounts]:
+    config = subsync_config.load()
+    if not config.personify.write_activity:
+        context.log.info("config.personify.write_activity is false: CUS_ACTIVITY left as it is")
+        return dg.Output(WriteCounts(), metadata={"skipped": True})
+    counts = sync.write_activity(personify_db.engine, config, contact_subscription_status)
+    return dg.Output(counts, metadata=_write_metadata(counts, personify_db.url))

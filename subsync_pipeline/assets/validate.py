@@ -1,0 +1,74 @@
+"""Stage 2: every row validated (Pandera + a bulk CUSTOMER lookup) or rejected with reasons."""
+
+import dagster as dg
+import pandas as pd
+
+from subsync_pipeline.core import sync
+from subsync_pipeline.core.ingest import RawTrackingLog
+from subsync_pipeline.core.quality import member_match_rate, reject_counts
+from subsync_pipeline.partitions import daily_partitions_def
+from subsync_pipeline.resources import (
+    PersonifyDatabaseResource,
+    StateDatabaseResource,
+    SubsyncConfigResource,
+)
+
+
+@dg.multi_asset(
+    partitions_def=daily_partitions_def,
+    outs={
+        "validated_tracking_records": dg.AssetOut(
+            group_name="validate",
+            kinds={"pandera", "pandas"},
+            description=(
+                "Rows that passed every check, including a Custom Member ID that exists in "
+                "Personify's CUSTOMER; stored in the event ledger of SUBSYNC_DB_URL."
+            ),
+        ),
+        "rejected_tracking_records": dg.AssetOut(
+            group_name="validate",
+            kinds={"pandas"},
+            description=(
+                "Rows (and whole files) that failed, with file, line, reason codes and every "
+                "original value, kept in SUBSYNC_DB_URL so a steward can fix them in Real Magnet."
+            ),
+        ),
+    },
+)
+def validated_and_rejected_tracking_records(
+    context: dg.AssetExecutionContext,
+    raw_tracking_log: RawTrackingLog,
+    subsync_config: SubsyncConfigResource,
+    state_db: StateDatabaseResource,
+    personify_db: PersonifyDatabaseResource,
+) -> tuple[dg.Output[sync.ValidatedDays], dg.Output[pd.DataFrame]]:
+    config = subsync_config.load()
+    validated = sync.validate_days(
+        state_db.engine, personify_db.engine, config, raw_tracking_log, context.run_id
+    )
+    events, rejected = validated.result.events, validated.result.rejected
+    by_reason = reject_counts(rejected)
+    match_rate = member_match_rate(len(raw_tracking_log.rows), rejected)
+    context.log.info(
+        f"{len(events)} validated, {len(rejected)} rejected "
+        f"({', '.join(f'{k}: {v}' for k, v in by_reason.items()) or 'none'})"
+    )
+    return (
+        dg.Output(
+            validated,
+            output_name="validated_tracking_records",
+            metadata={
+                "validated": dg.MetadataValue.int(len(events)),
+                "member_match_rate": dg.MetadataValue.float(match_rate),
+                "contacts_touched": dg.MetadataValue.int(len(validated.touched_members)),
+            },
+        ),
+        dg.Output(
+            rejected,
+            output_name="rejected_tracking_records",
+            metadata={
+                "rejected": dg.MetadataValue.int(len(rejected)),
+                **{f"rejected_{code}": dg.MetadataValue.int(n) for code, n in by_reason.items()},
+            },
+        ),
+    )

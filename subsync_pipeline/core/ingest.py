@@ -1,0 +1,114 @@
+"""Assembling a day's raw tracking log from the manifest's files (the raw_tracking_log asset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from subsync_pipeline.core.config import SubsyncConfig
+from subsync_pipeline.core.manifest import ScanResult, assign_days
+from subsync_pipeline.core.tracking_log import (
+    ALL_COLUMNS,
+    DAY,
+    FILE_ID,
+    FILE_OK,
+    FILE_UNREADABLE,
+    FINGERPRINT,
+    LINE,
+    SOURCE_FILE,
+    read_tracking_file,
+    row_fingerprints,
+)
+
+FILE_COLUMNS: list[str] = [
+    "file_id",
+    "path",
+    "day",
+    "status",
+    "error",
+    "rows_read",
+    "repeats_dropped",
+]
+
+
+@dataclass(frozen=True)
+class RawTrackingLog:
+    """The rows of some days, every value as landed, plus what happened to each file read."""
+
+    rows: pd.DataFrame
+    files: pd.DataFrame
+    days: tuple[str, ...]
+
+    @property
+    def failed_files(self) -> pd.DataFrame:
+        return self.files.loc[self.files["status"].ne(FILE_OK)]
+
+
+def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTrackingLog:
+    """The rows of the files covering `days` whose day is one of `days`, exact repeats dropped.
+
+    An exact repeat (the same event with the same content, in one file or several) is kept once:
+    its first occurrence in manifest order.
+    """
+    wanted = set(days)
+    frames: list[pd.DataFrame] = []
+    files: list[dict[str, object]] = []
+    for entry in scan.covering(wanted):
+        # A file that fails as a whole is reported under the first of its days being processed.
+        first_day = min(wanted.intersection(entry.days))
+        read = scan.parsed.get(entry.path)
+        if read is None:
+            if not Path(entry.path).exists():
+                files.append(
+                    _file_row(
+                        entry.file_id, entry.path, first_day, FILE_UNREADABLE, "the file is gone"
+                    )
+                )
+                continue
+            read = read_tracking_file(Path(entry.path), config.columns)
+        if read.status != FILE_OK:
+            files.append(_file_row(entry.file_id, entry.path, first_day, read.status, read.error))
+            continue
+        rows = read.rows
+        row_days, _ = assign_days(rows, config, fallback=entry.days[0])
+        keep = row_days.isin(wanted)
+        rows = rows.loc[keep].copy()
+        rows[DAY] = row_days[keep]
+        rows[FILE_ID] = entry.file_id
+        rows[SOURCE_FILE] = entry.path
+        frames.append(rows)
+        files.append(
+            _file_row(entry.file_id, entry.path, first_day, FILE_OK, None, rows_read=len(rows))
+        )
+
+    if frames:
+        rows = pd.concat(frames, ignore_index=True)
+        rows[FINGERPRINT] = row_fingerprints(rows)
+        rows = rows.sort_values([FILE_ID, LINE], kind="mergesort")
+        repeat = rows.duplicated(FINGERPRINT, keep="first")
+        dropped = rows.loc[repeat].groupby(FILE_ID).size()
+        rows = rows.loc[~repeat].reset_index(drop=True)
+    else:
+        rows = pd.DataFrame(
+            columns=[*ALL_COLUMNS, LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT], dtype=object
+        )
+        dropped = pd.Series(dtype="int64")
+    file_frame = pd.DataFrame(files, columns=FILE_COLUMNS)
+    file_frame["repeats_dropped"] = file_frame["file_id"].map(dropped).fillna(0).astype("int64")
+    return RawTrackingLog(rows=rows, files=file_frame, days=tuple(sorted(wanted)))
+
+
+def _file_row(
+    file_id: int, path: str, day: str, status: str, error: str | None, rows_read: int = 0
+) -> dict[str, object]:
+    return {
+        "file_id": file_id,
+        "path": path,
+        "day": day,
+        "status": status,
+        "error": error,
+        "rows_read": rows_read,
+        "repeats_dropped": 0,
+    }

@@ -1,0 +1,106 @@
+"""The event ledger, decisions and rejects in the state database.
+
+The ledger holds every validated event ever seen, keyed by event_id, so a day is always resolved
+over the full history of the contacts it touches — the basis of convergence in any day order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subsync_pipeline.core import state
+from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
+
+MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
+
+
+def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
+    table = temp_table(
+        conn,
+        "subsync_members",
+        [
+            sa.Column("master_customer_id", sa.String(24)),
+            sa.Column("sub_customer_id", sa.Integer),
+        ],
+    )
+    insert_frame(conn, table, members[MEMBER].drop_duplicates())
+    return table
+
+
+def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
+    return sa.exists().where(
+        members.c.master_customer_id == table.c.master_customer_id,
+        members.c.sub_customer_id == table.c.sub_customer_id,
+    )
+
+
+def store_validation(
+    conn: Connection,
+    days: list[str],
+    file_ids: list[int],
+    events: pd.DataFrame,
+    rejects: pd.DataFrame,
+    run_id: str,
+    now: datetime,
+) -> pd.DataFrame:
+    """Replace the days' slice of the ledger and of the rejects; return the members touched.
+
+    The slice is what the files read now say about these days; events of files that are no longer
+    readable stay, so nothing validated is lost. Touched members are those with an event in the
+    slice before or after, so a contact whose event disappeared is re-resolved as well.
+    """
+    ledger = state.event_ledger
+    before = read_frame(
+        conn,
+        sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id)
+        .where(ledger.c.day.in_(days))
+        .distinct(),
+    )
+    stage = temp_table(conn, "subsync_events", [sa.Column(c.name, c.type) for c in ledger.columns])
+    insert_frame(conn, stage, events)
+    if file_ids:
+        conn.execute(ledger.delete().where(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
+    conn.execute(ledger.delete().where(sa.exists().where(stage.c.event_id == ledger.c.event_id)))
+    conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], sa.select(*stage.c)))
+    stage.drop(conn)
+
+    rejected = state.rejected_records
+    conn.execute(rejected.delete().where(rejected.c.day.in_(days)))
+    insert_frame(conn, rejected, rejects.assign(rejected_in_run=run_id, rejected_at=now))
+
+    touched = pd.concat([before, events[MEMBER]], ignore_index=True)
+    touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
+    return touched.drop_duplicates().reset_index(drop=True)
+
+
+def member_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+    """Every ledger event of `members`, whatever day it came from."""
+    ledger = state.event_ledger
+    stage = _member_stage(conn, members)
+    history = read_frame(conn, sa.select(ledger).where(_of_members(ledger, stage)))
+    stage.drop(conn)
+    for column in ("occurred_at", "timestamp_subscribed"):
+        history[column] = pd.to_datetime(history[column]).astype("datetime64[ns]")
+    history["force_optin"] = history["force_optin"].astype(bool)
+    history["sub_customer_id"] = history["sub_customer_id"].astype("int64")
+    return history
+
+
+def store_decisions(
+    conn: Connection, members: pd.DataFrame, decided: pd.DataFrame, run_id: str, now: datetime
+) -> int:
+    """Replace the decisions of `members` (the audit trail) with those of this resolution."""
+    table = state.decisions
+    stage = _member_stage(conn, members)
+    conn.execute(table.delete().where(_of_members(table, stage)))
+    stage.drop(conn)
+    rows: dict[str, Any] = {
+        name: decided[name] for name in state.DECISION_COLUMNS if name in decided
+    }
+    frame = pd.DataFrame(rows).assign(decided_in_run=run_id, decided_at=now)
+    return insert_frame(conn, table, frame)

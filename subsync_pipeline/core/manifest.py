@@ -1,0 +1,213 @@
+"""The file manifest: which landed files exist, what they hold, and which days they cover.
+
+Every scan records new and changed files (size, mtime, content hash, days, row count, status) so a
+day's run reads only the files covering that day, and so the duplicate_event rule can judge an
+event id against every file ever recorded, in recording order, whatever order days run in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subsync_pipeline.core import state
+from subsync_pipeline.core.config import SubsyncConfig
+from subsync_pipeline.core.sql import insert_frame, read_frame
+from subsync_pipeline.core.tracking_log import (
+    FILE_OK,
+    LINE,
+    FileRead,
+    content_hash,
+    is_tracking_file,
+    local_days,
+    parse_timestamps,
+    read_tracking_file,
+    row_fingerprints,
+)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    file_id: int
+    path: str
+    content_hash: str
+    days: tuple[str, ...]
+    row_count: int
+    status: str
+    error: str | None
+
+
+@dataclass
+class ScanResult:
+    """The manifest after a scan, plus the files this scan parsed (so they need not be re-read)."""
+
+    entries: list[ManifestEntry]
+    parsed: dict[str, FileRead] = field(default_factory=dict)
+    new_or_changed: list[str] = field(default_factory=list)
+
+    def covering(self, days: set[str]) -> list[ManifestEntry]:
+        return [entry for entry in self.entries if days.intersection(entry.days)]
+
+
+def list_landed_files(landing_dir: Path) -> list[Path]:
+    """Tracking files directly in the landing folder, in path order (the recording order)."""
+    if not landing_dir.is_dir():
+        raise FileNotFoundError(
+            f"landing folder {landing_dir} does not exist; set SUBSYNC_LANDING_DIR or create it"
+        )
+    root = landing_dir.resolve()
+    files = []
+    for path in sorted(landing_dir.iterdir()):
+        if not is_tracking_file(path) or not path.is_file():
+            continue
+        # A link that leads out of the landing folder is not a landed file.
+        if not path.resolve().is_relative_to(root):
+            continue
+        files.append(path)
+    return files
+
+
+def assign_days(
+    rows: pd.DataFrame, config: SubsyncConfig, fallback: str
+) -> tuple[pd.Series, pd.Series]:
+    """The partition day of every row, and its occurred_at as naive UTC.
+
+    A row whose occurred_at cannot be read, or falls before config.start_date, still needs a day so
+    it is rejected (and reported) in some partition rather than lost: it takes the file's earliest
+    valid day, or `fallback` when the file has none.
+    """
+    occurred = parse_timestamps(rows["occurred_at"], config.tz)
+    days = local_days(occurred, config.tz)
+    in_range = days.notna() & (days >= config.start_date.isoformat())
+    valid_days = days[in_range]
+    file_day = valid_days.min() if not valid_days.empty else fallback
+    return days.where(in_range, file_day).astype(str), occurred
+
+
+def fallback_day(config: SubsyncConfig, now: datetime) -> str:
+    """The day a file with no usable timestamp is reported under: the day it was first recorded."""
+    local = now.replace(tzinfo=UTC).astimezone(config.tz).date()
+    return max(local, config.start_date).isoformat()
+
+
+def _load_entries(conn: Connection) -> list[dict[str, Any]]:
+    query = sa.select(state.file_manifest).order_by(state.file_manifest.c.file_id)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _entry(row: dict[str, Any]) -> ManifestEntry:
+    return ManifestEntry(
+        file_id=int(row["file_id"]),
+        path=str(row["path"]),
+        content_hash=str(row["content_hash"]),
+        days=tuple(json.loads(row["days"])),
+        row_count=int(row["row_count"]),
+        status=str(row["status"]),
+        error=row["error"],
+    )
+
+
+def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResult:
+    """Record new and changed files in the manifest (in the caller's transaction)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    known = {row["path"]: row for row in _load_entries(conn)}
+    result = ScanResult(entries=[])
+    for path in list_landed_files(landing_dir):
+        key = str(path)
+        stat = path.stat()
+        previous = known.get(key)
+        if (
+            previous is not None
+            and previous["size"] == stat.st_size
+            and previous["mtime"] == stat.st_mtime
+        ):
+            continue
+        digest = content_hash(path)
+        if previous is not None and previous["content_hash"] == digest:
+            conn.execute(
+                state.file_manifest.update()
+                .where(state.file_manifest.c.file_id == previous["file_id"])
+                .values(size=stat.st_size, mtime=stat.st_mtime, updated_at=now)
+            )
+            continue
+        read = read_tracking_file(path, config.columns)
+        result.parsed[key] = read
+        result.new_or_changed.append(key)
+        default_day = fallback_day(config, now)
+        if read.status == FILE_OK and not read.rows.empty:
+            days, _ = assign_days(read.rows, config, default_day)
+            covered = sorted(days.unique().tolist())
+        else:
+            days = pd.Series(dtype=str)
+            covered = [default_day]
+        values = {
+            "size": stat.st_size,
+            "mtime": stat.st_mtime,
+            "content_hash": digest,
+            "days": json.dumps(covered),
+            "row_count": len(read.rows),
+            "status": read.status,
+            "error": read.error,
+            "updated_at": now,
+        }
+        if previous is None:
+            inserted = conn.execute(
+                state.file_manifest.insert().values(path=key, recorded_at=now, **values)
+            )
+            file_id = inserted.inserted_primary_key[0]  # type: ignore[index]
+        else:
+            file_id = previous["file_id"]
+            conn.execute(
+                state.file_manifest.update()
+                .where(state.file_manifest.c.file_id == file_id)
+                .values(**values)
+            )
+            conn.execute(
+                state.event_versions.delete().where(state.event_versions.c.file_id == file_id)
+            )
+        if not read.rows.empty:
+            versions = pd.DataFrame(
+                {
+                    "file_id": file_id,
+                    "line_number": read.rows[LINE],
+                    "event_id": read.rows["event_id"].str.strip(),
+                    "fingerprint": row_fingerprints(read.rows),
+                    "day": days,
+                }
+            )
+            insert_frame(conn, state.event_versions, versions)
+    result.entries = [_entry(row) for row in _load_entries(conn)]
+    return result
+
+
+def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
+    """For every event id seen on `days`, the fingerprint of its version recorded first anywhere.
+
+    Returns event_id -> winner_fingerprint; the first is by (file_id, line_number), i.e. manifest
+    order, so the winner does not depend on which day is processed first.
+    """
+    versions = state.event_versions
+    day_ids = sa.select(versions.c.event_id).where(versions.c.day.in_(days))
+    query = sa.select(
+        versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
+    ).where(versions.c.event_id.in_(day_ids))
+    frame = read_frame(conn, query)
+    if frame.empty:
+        return pd.DataFrame({"event_id": [], "winner_fingerprint": []})
+    frame = frame.sort_values(["event_id", "file_id", "line_number"], kind="mergesort")
+    winners = frame.drop_duplicates("event_id", keep="first")
+    return winners.rename(columns={"fingerprint": "winner_fingerprint"})[
+        ["event_id", "winner_fingerprint"]
+    ].reset_index(drop=True)
+
+
+def days_of(entries: list[ManifestEntry]) -> list[date]:
+    """Every day some recorded file covers."""
+    return sorted({date.fromisoformat(day) for entry in entries for day in entry.days})

@@ -1,0 +1,1 @@
+"""Personify360: the tables subsync reads and writes, the rows it derives, and the writers."""

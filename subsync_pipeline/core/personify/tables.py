@@ -1,0 +1,113 @@
+"""Personify's tables as SQLAlchemy objects (SPEC §5), and the check that they exist as expected.
+
+Personify owns these tables: subsync never creates, drops or truncates them (the sandbox command
+is the only exception) and refuses to write when one is missing or lacks a column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subsync_pipeline.core.config import PersonifyTables as TableNames
+
+ADDBY = "SUBSYNC"
+
+
+class PersonifySchemaError(RuntimeError):
+    """A Personify table or column subsync needs is missing; nothing has been written."""
+
+
+@dataclass(frozen=True)
+class PersonifyTables:
+    customer: sa.Table
+    opt_in: sa.Table
+    activity: sa.Table
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    return (schema or None), table
+
+
+def personify_tables(names: TableNames) -> PersonifyTables:
+    """Table objects for the configured (already identifier-checked) names."""
+    meta = sa.MetaData()
+    schema, name = _split(names.customer)
+    customer = sa.Table(
+        name,
+        meta,
+        sa.Column("MASTER_CUSTOMER_ID", sa.String(24), primary_key=True),
+        sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
+        sa.Column("CUSTOMER_STATUS_CODE", sa.String(24)),
+        sa.Column("PRIMARY_EMAIL_ADDRESS", sa.String(100)),
+        schema=schema,
+    )
+    schema, name = _split(names.opt_in)
+    opt_in = sa.Table(
+        name,
+        meta,
+        sa.Column("MASTER_CUSTOMER_ID", sa.String(24), primary_key=True),
+        sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
+        sa.Column("OPT_IN_CODE", sa.String(24), primary_key=True),
+        sa.Column("OPT_IN_FLAG", sa.CHAR(1)),
+        sa.Column("OPT_IN_DATE", sa.DateTime),
+        sa.Column("OPT_IN_SOURCE", sa.String(40)),
+        sa.Column("FORCED_FLAG", sa.CHAR(1)),
+        sa.Column("FIRST_SUBSCRIBED_DATE", sa.DateTime),
+        sa.Column("FIRST_UNSUBSCRIBED_DATE", sa.DateTime),
+        sa.Column("LAST_SUBSCRIBE_REQUEST_DATE", sa.DateTime),
+        sa.Column("LAST_UNSUBSCRIBE_REQUEST_DATE", sa.DateTime),
+        sa.Column("ADDDATE", sa.DateTime),
+        sa.Column("ADDBY", sa.String(24)),
+        sa.Column("MODDATE", sa.DateTime),
+        sa.Column("MODBY", sa.String(24)),
+        schema=schema,
+    )
+    schema, name = _split(names.activity)
+    activity = sa.Table(
+        name,
+        meta,
+        sa.Column(
+            "ACTIVITY_ID",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("MASTER_CUSTOMER_ID", sa.String(24)),
+        sa.Column("SUB_CUSTOMER_ID", sa.Integer),
+        sa.Column("ACTIVITY_CODE", sa.String(24)),
+        sa.Column("ACTIVITY_SUBCODE", sa.String(24)),
+        sa.Column("ACTIVITY_DATE", sa.DateTime),
+        sa.Column("ACTIVITY_TEXT", sa.String(2000)),
+        sa.Column("EXTERNAL_ID", sa.String(64)),
+        sa.Column("ADDDATE", sa.DateTime),
+        sa.Column("ADDBY", sa.String(24)),
+        schema=schema,
+    )
+    return PersonifyTables(customer=customer, opt_in=opt_in, activity=activity)
+
+
+def check_tables(conn: Connection, tables: list[sa.Table]) -> None:
+    """Fail, naming every missing table and column, unless all `tables` exist as subsync needs."""
+    inspector = sa.inspect(conn)
+    problems = []
+    for table in tables:
+        if not inspector.has_table(table.name, schema=table.schema):
+            problems.append(f"table {table.fullname} does not exist")
+            continue
+        present = {
+            column["name"].upper() for column in inspector.get_columns(table.name, table.schema)
+        }
+        missing = [column.name for column in table.columns if column.name.upper() not in present]
+        if missing:
+            problems.append(f"table {table.fullname} lacks column(s) {', '.join(missing)}")
+    if problems:
+        url = conn.engine.url.render_as_string(hide_password=True)
+        raise PersonifySchemaError(
+            f"Personify database {url} is not as subsync needs it: {'; '.join(problems)}. "
+            "Nothing was written. Check config.personify.tables, or create a sandbox with "
+            "`subsync sandbox`."
+        )

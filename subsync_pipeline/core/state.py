@@ -1,0 +1,124 @@
+"""subsync's own state database (SUBSYNC_DB_URL): file manifest, event versions, event ledger,
+decisions and rejects. subsync owns this schema and creates it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+# Files in recording order: file_id is the "file recorded first" of the duplicate_event rule.
+file_manifest = sa.Table(
+    "file_manifest",
+    metadata,
+    sa.Column("file_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.String(1024), nullable=False, unique=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("days", sa.Text, nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# One row per (file, line) event seen, so a duplicate event_id is judged against every file in the
+# manifest, not only against the days processed so far.
+event_versions = sa.Table(
+    "event_versions",
+    metadata,
+    sa.Column("file_id", sa.Integer, nullable=False),
+    sa.Column("line_number", sa.Integer, nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("fingerprint", sa.BigInteger, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Index("ix_event_versions_event_id", "event_id"),
+    sa.Index("ix_event_versions_file_id", "file_id"),
+    sa.Index("ix_event_versions_day", "day"),
+)
+
+event_ledger = sa.Table(
+    "event_ledger",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("day", sa.String(10), nullable=False, index=True),
+    sa.Column("file_id", sa.Integer, nullable=False),
+    sa.Column("line_number", sa.Integer, nullable=False),
+    sa.Column("master_customer_id", sa.String(24), nullable=False),
+    sa.Column("sub_customer_id", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.String(16), nullable=False),
+    sa.Column("scope_type", sa.String(32), nullable=False),
+    sa.Column("scope_id", sa.String(255), nullable=False),
+    sa.Column("scope_name", sa.String(255)),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("force_optin", sa.Boolean, nullable=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Column("timestamp_subscribed", sa.DateTime),
+    sa.Index("ix_event_ledger_member", "master_customer_id", "sub_customer_id"),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("master_customer_id", sa.String(24), nullable=False),
+    sa.Column("sub_customer_id", sa.Integer, nullable=False),
+    sa.Column("area", sa.String(300), nullable=False),
+    sa.Column("mapped", sa.Boolean, nullable=False),
+    sa.Column("decision", sa.String(32), nullable=False),
+    sa.Column("status_change", sa.Boolean, nullable=False),
+    sa.Column("status_after", sa.String(16)),
+    sa.Column("first_time", sa.String(32)),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("decided_in_run", sa.String(64)),
+    sa.Column("decided_at", sa.DateTime, nullable=False),
+    sa.Index("ix_decisions_member", "master_customer_id", "sub_customer_id"),
+)
+
+rejected_records = sa.Table(
+    "rejected_records",
+    metadata,
+    sa.Column("reject_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("day", sa.String(10), nullable=False, index=True),
+    sa.Column("file_id", sa.Integer),
+    sa.Column("source_file", sa.String(1024), nullable=False),
+    sa.Column("line_number", sa.Integer),
+    sa.Column("event_id", sa.String(255)),
+    sa.Column("reasons", sa.String(512), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("original_values", sa.Text),
+    sa.Column("rejected_in_run", sa.String(64)),
+    sa.Column("rejected_at", sa.DateTime, nullable=False),
+)
+
+LEDGER_COLUMNS: list[str] = [c.name for c in event_ledger.columns]
+REJECT_COLUMNS: list[str] = [
+    c.name for c in rejected_records.columns if c.name not in ("reject_id",)
+]
+DECISION_COLUMNS: list[str] = [c.name for c in decisions.columns]
+
+
+def create_state_engine(url: str) -> Engine:
+    """An engine on the state database, with its schema in place."""
+    connect_args: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several runs may share one SQLite state file; wait for a lock instead of failing.
+        connect_args["timeout"] = 60
+    engine = sa.create_engine(url, connect_args=connect_args)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

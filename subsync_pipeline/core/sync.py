@@ -1,0 +1,151 @@
+"""The daily sync as plain functions over engines: what each asset does, without Dagster.
+
+landing files -> raw rows -> validated events + rejects -> resolved statuses -> Personify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from subsync_pipeline.core import ledger, manifest
+from subsync_pipeline.core.config import SubsyncConfig
+from subsync_pipeline.core.ingest import RawTrackingLog, read_days
+from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
+from subsync_pipeline.core.personify.tables import check_tables, personify_tables
+from subsync_pipeline.core.personify.writers import WriteCounts, writer_for
+from subsync_pipeline.core.resolution import current_status, resolve
+from subsync_pipeline.core.tracking_log import FILE_OK
+from subsync_pipeline.core.validation import (
+    ValidationResult,
+    file_rejects,
+    normalise,
+    validate,
+)
+
+
+@dataclass(frozen=True)
+class ValidatedDays:
+    """Validation of some days, and the contacts whose history it changed."""
+
+    days: tuple[str, ...]
+    result: ValidationResult
+    touched_members: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class ResolvedDays:
+    """Every event of the touched contacts, decided; and each key's current status."""
+
+    days: tuple[str, ...]
+    decided: pd.DataFrame
+    statuses: pd.DataFrame
+    candidate_event_ids: pd.Series
+
+
+def ingest(
+    state_engine: Engine, landing_dir: Path, config: SubsyncConfig, days: list[str]
+) -> RawTrackingLog:
+    """Record new and changed files in the manifest, then read the rows of `days`."""
+    with state_engine.begin() as conn:
+        scan = manifest.scan(conn, landing_dir, config)
+    return read_days(scan, days, config)
+
+
+def validate_days(
+    state_engine: Engine,
+    personify_engine: Engine,
+    config: SubsyncConfig,
+    raw: RawTrackingLog,
+    run_id: str,
+) -> ValidatedDays:
+    """Validate raw rows; store validated events in the ledger and rejects beside them."""
+    days = list(raw.days)
+    tables = personify_tables(config.personify.tables)
+    normalised = normalise(raw.rows, config)
+    candidates = normalised.loc[
+        normalised["member_id_ok"], ["master_customer_id", "sub_customer_id"]
+    ]
+    with personify_engine.connect() as conn:
+        check_tables(conn, [tables.customer])
+        known = writer_for(conn, tables).known_members(conn, candidates)
+    with state_engine.begin() as conn:
+        winners = manifest.winning_versions(conn, days)
+        result = validate(raw.rows, config, known, winners)
+        rejected = pd.concat([file_rejects(raw.failed_files), result.rejected], ignore_index=True)
+        result = ValidationResult(events=result.events, rejected=rejected)
+        read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()
+        touched = ledger.store_validation(
+            conn, days, read_ok, result.events, rejected, run_id, audit_now()
+        )
+    return ValidatedDays(days=raw.days, result=result, touched_members=touched)
+
+
+def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
+    """Key each event by its OPT_IN_CODE, or by `<scope_type>:<scope_id>` when unmapped."""
+    areas = pd.DataFrame(
+        [
+            {"scope_type": a.scope_type, "scope_id": a.scope_id, "opt_in_code": a.opt_in_code}
+            for a in config.interest_areas
+        ],
+        columns=["scope_type", "scope_id", "opt_in_code"],
+    ).astype({"scope_type": str, "scope_id": str})
+    keyed = events.merge(areas, how="left", on=["scope_type", "scope_id"])
+    keyed["mapped"] = keyed["opt_in_code"].notna()
+    keyed["area"] = keyed["opt_in_code"].where(
+        keyed["mapped"], keyed["scope_type"] + ":" + keyed["scope_id"]
+    )
+    return keyed
+
+
+def resolve_days(
+    state_engine: Engine, config: SubsyncConfig, validated: ValidatedDays, run_id: str
+) -> ResolvedDays:
+    """Resolve the full history of every touched contact and keep the decisions as audit trail."""
+    members = validated.touched_members
+    with state_engine.begin() as conn:
+        history = ledger.member_history(conn, members)
+        decided = resolve(with_areas(history, config), config.source_ranks)
+        ledger.store_decisions(conn, members, decided, run_id, audit_now())
+    statuses = current_status(decided)
+    mapped = decided.drop_duplicates(["master_customer_id", "sub_customer_id", "area"])
+    statuses = statuses.merge(
+        mapped[["master_customer_id", "sub_customer_id", "area", "mapped"]],
+        on=["master_customer_id", "sub_customer_id", "area"],
+        how="left",
+    )
+    rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
+    candidates = pd.concat([decided["event_id"], rejected_ids[rejected_ids.str.len() <= 64]])
+    return ResolvedDays(
+        days=validated.days,
+        decided=decided,
+        statuses=statuses,
+        candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
+    )
+
+
+def write_opt_in(
+    personify_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+) -> WriteCounts:
+    """Upsert CUS_OPT_IN for the resolved mapped keys, in one transaction."""
+    tables = personify_tables(config.personify.tables)
+    rows = opt_in_rows(resolved.statuses)
+    with personify_engine.begin() as conn:
+        check_tables(conn, [tables.opt_in])
+        return writer_for(conn, tables).upsert_opt_in(conn, rows, audit_now())
+
+
+def write_activity(
+    personify_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+) -> WriteCounts:
+    """Reconcile CUS_ACTIVITY for the resolved contacts' events, in one transaction."""
+    tables = personify_tables(config.personify.tables)
+    rows = activity_rows(resolved.decided, config.personify.activity_codes)
+    with personify_engine.begin() as conn:
+        check_tables(conn, [tables.activity])
+        return writer_for(conn, tables).reconcile_activity(
+            conn, resolved.candidate_event_ids, rows, audit_now()
+        )

@@ -1,0 +1,332 @@
+"""Row validation (SPEC §3): a Pandera model collects every failure lazily, named by reason code;
+member ids are then checked against Personify's CUSTOMER in one bulk lookup by the caller, and
+duplicate event ids against the manifest's first-recorded version.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from subsync_pipeline.core.config import EVENT_TYPES, SCOPE_TYPES, SOURCES, SubsyncConfig
+from subsync_pipeline.core.tracking_log import (
+    ALL_COLUMNS,
+    DAY,
+    FILE_ID,
+    FINGERPRINT,
+    LINE,
+    SOURCE_FILE,
+    parse_timestamps,
+)
+
+MISSING_MEMBER_ID = "missing_member_id"
+INVALID_MEMBER_ID = "invalid_member_id"
+UNKNOWN_MEMBER = "unknown_member"
+INVALID_EVENT_TYPE = "invalid_event_type"
+INVALID_SCOPE_TYPE = "invalid_scope_type"
+INVALID_SOURCE = "invalid_source"
+INVALID_TIMESTAMP = "invalid_timestamp"
+TRACKING_DISABLED = "tracking_disabled"
+DUPLICATE_EVENT = "duplicate_event"
+# Not in SPEC §3, which has no code for these; without them such rows could not be written safely.
+INVALID_EVENT_ID = "invalid_event_id"
+MISSING_SCOPE_ID = "missing_scope_id"
+INVALID_FORCE_OPTIN = "invalid_force_optin"
+
+REASON_CODES: tuple[str, ...] = (
+    MISSING_MEMBER_ID,
+    INVALID_MEMBER_ID,
+    UNKNOWN_MEMBER,
+    INVALID_EVENT_TYPE,
+    INVALID_SCOPE_TYPE,
+    INVALID_SOURCE,
+    INVALID_TIMESTAMP,
+    TRACKING_DISABLED,
+    DUPLICATE_EVENT,
+    INVALID_EVENT_ID,
+    MISSING_SCOPE_ID,
+    INVALID_FORCE_OPTIN,
+)
+
+SOURCE_ALIASES: dict[str, str] = {
+    "subscription_page": "preference_centre",
+    "unsubscribe_link": "preference_centre",
+    "user": "in_app",
+    "manual": "in_app",
+}
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+_EXTERNAL_ID_MAX = 64  # CUS_ACTIVITY.EXTERNAL_ID varchar(64)
+_MASTER_ID_MAX = 24  # CUSTOMER.MASTER_CUSTOMER_ID varchar(24)
+_SUB_ID = re.compile(r"^[0-9]{1,9}$")
+
+EVENT_COLUMNS: list[str] = [
+    "event_id",
+    "day",
+    "file_id",
+    "line_number",
+    "master_customer_id",
+    "sub_customer_id",
+    "event_type",
+    "scope_type",
+    "scope_id",
+    "scope_name",
+    "source",
+    "force_optin",
+    "occurred_at",
+    "timestamp_subscribed",
+]
+REJECT_COLUMNS: list[str] = [
+    "day",
+    "file_id",
+    "source_file",
+    "line_number",
+    "event_id",
+    "reasons",
+    "error",
+    "original_values",
+]
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    events: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+def split_member_ids(custom_member_id: pd.Series, pattern: str) -> pd.DataFrame:
+    """`MASTER` or `MASTER|SUB` -> master, sub (default 0) and whether the id is well formed."""
+    parts = custom_member_id.str.partition("|")
+    master, has_sub, sub_text = parts[0], parts[1].ne(""), parts[2]
+    master_ok = master.str.match(pattern) & master.str.len().between(1, _MASTER_ID_MAX)
+    sub_ok = ~has_sub | sub_text.str.match(_SUB_ID.pattern)
+    well_formed = (master_ok & sub_ok).astype(bool)
+    sub = pd.to_numeric(sub_text.where(has_sub & sub_ok, "0"), errors="coerce")
+    return pd.DataFrame(
+        {
+            "master_customer_id": master,
+            "sub_customer_id": sub.fillna(0).astype("int64"),
+            "well_formed": well_formed,
+        },
+        index=custom_member_id.index,
+    )
+
+
+def normalise(rows: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
+    """Trim every value; case-fold the coded ones; map source aliases; parse flags and times."""
+    frame = pd.DataFrame(index=rows.index)
+    for column in ALL_COLUMNS:
+        frame[column] = rows[column].astype(str).str.strip()
+    for column in ("event_type", "scope_type", "source", "force_optin"):
+        frame[column] = frame[column].str.casefold()
+    frame["source"] = frame["source"].replace(SOURCE_ALIASES)
+    ids = split_member_ids(frame["custom_member_id"], config.member_id_pattern)
+    frame["master_customer_id"] = ids["master_customer_id"]
+    frame["sub_customer_id"] = ids["sub_customer_id"]
+    frame["member_id_ok"] = ids["well_formed"]
+    frame["occurred_at_utc"] = parse_timestamps(frame["occurred_at"], config.tz)
+    frame["timestamp_subscribed_utc"] = parse_timestamps(frame["timestamp_subscribed"], config.tz)
+    frame["force_optin_flag"] = frame["force_optin"].isin(_TRUE)
+    return frame
+
+
+def _start_utc(config: SubsyncConfig) -> pd.Timestamp:
+    start = datetime.combine(config.start_date, time(0), tzinfo=config.tz)
+    return pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
+
+
+def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
+    """The Pandera model for normalised rows under `config`; each check is named by reason code."""
+    start_utc = _start_utc(config)
+
+    class TrackingRecord(pa.DataFrameModel):
+        event_id: Series[str]
+        custom_member_id: Series[str]
+        member_id_ok: Series[bool]
+        event_type: Series[str] = pa.Field(isin=EVENT_TYPES)
+        scope_type: Series[str] = pa.Field(isin=SCOPE_TYPES)
+        scope_id: Series[str]
+        source: Series[str] = pa.Field(isin=SOURCES)
+        force_optin: Series[str] = pa.Field(isin=sorted(_TRUE | _FALSE))
+        occurred_at_utc: Series[pd.Timestamp] = pa.Field(nullable=True)
+
+        @pa.check("event_id", name=INVALID_EVENT_ID)
+        def _event_id(cls, value: Series[str]) -> Series[bool]:
+            return value.str.len().between(1, _EXTERNAL_ID_MAX)  # type: ignore[return-value]
+
+        @pa.check("custom_member_id", name=MISSING_MEMBER_ID)
+        def _member_present(cls, value: Series[str]) -> Series[bool]:
+            return value.ne("")  # type: ignore[return-value]
+
+        @pa.dataframe_check(name=INVALID_MEMBER_ID)
+        def _member_format(cls, frame: pd.DataFrame) -> Series[bool]:
+            return frame["custom_member_id"].eq("") | frame["member_id_ok"]  # type: ignore[return-value]
+
+        @pa.check("scope_id", name=MISSING_SCOPE_ID)
+        def _scope_id(cls, value: Series[str]) -> Series[bool]:
+            return value.ne("")  # type: ignore[return-value]
+
+        @pa.check("occurred_at_utc", name=INVALID_TIMESTAMP)
+        def _occurred_at(cls, value: Series[pd.Timestamp]) -> Series[bool]:
+            return value.notna() & (value >= start_utc)  # type: ignore[return-value]
+
+        @pa.dataframe_check(name=INVALID_TIMESTAMP)
+        def _timestamp_subscribed(cls, frame: pd.DataFrame) -> Series[bool]:
+            given = frame["timestamp_subscribed"].ne("")
+            return ~given | frame["timestamp_subscribed_utc"].notna()  # type: ignore[return-value]
+
+        class Config:
+            strict = False
+            coerce = False
+
+    return TrackingRecord
+
+
+# The Field(isin=...) checks report under Pandera's own check names; map them to reason codes.
+_BUILTIN_CHECK_REASONS: dict[str, str] = {
+    "event_type": INVALID_EVENT_TYPE,
+    "scope_type": INVALID_SCOPE_TYPE,
+    "source": INVALID_SOURCE,
+    "force_optin": INVALID_FORCE_OPTIN,
+}
+
+
+def schema_reasons(frame: pd.DataFrame, config: SubsyncConfig) -> pd.Series:
+    """Reason codes per row from the Pandera model (a list per failing row, indexed like frame)."""
+    model = tracking_record_model(config)
+    try:
+        model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        row_cases = cases.loc[cases["index"].notna()]
+        if len(row_cases) < len(cases):
+            structural = cases.loc[cases["index"].isna(), ["column", "check"]].drop_duplicates()
+            raise RuntimeError(
+                f"tracking records do not have the expected shape: {structural.to_dict('records')}"
+            ) from errors
+        reasons = np.where(
+            row_cases["column"].isin(_BUILTIN_CHECK_REASONS.keys())
+            & ~row_cases["check"].isin(REASON_CODES),
+            row_cases["column"].map(_BUILTIN_CHECK_REASONS),
+            row_cases["check"],
+        )
+        return pd.Series(reasons, index=row_cases["index"].astype("int64").to_numpy())
+    return pd.Series(dtype=object)
+
+
+def validate(
+    rows: pd.DataFrame,
+    config: SubsyncConfig,
+    known_members: pd.DataFrame,
+    winners: pd.DataFrame,
+) -> ValidationResult:
+    """Split raw rows into validated events and rejects (with every reason that applies).
+
+    `known_members` holds the (master_customer_id, sub_customer_id) pairs that exist in CUSTOMER
+    among the rows' well-formed ids; `winners` maps event_id -> winner_fingerprint (see manifest).
+    """
+    rows = rows.reset_index(drop=True)
+    frame = normalise(rows, config)
+    reasons = schema_reasons(frame, config)
+
+    extra: list[pd.Series] = []
+    disabled_types = [
+        event_type
+        for event_type, enabled in (
+            ("subscribe", config.tracking.subscribe_enabled),
+            ("unsubscribe", config.tracking.unsubscribe_enabled),
+        )
+        if not enabled
+    ]
+    disabled = frame["event_type"].isin(disabled_types)
+    extra.append(pd.Series(TRACKING_DISABLED, index=frame.index[disabled.to_numpy()]))
+
+    known = known_members.assign(_known=True)
+    looked_up = frame[["master_customer_id", "sub_customer_id"]].merge(
+        known, how="left", on=["master_customer_id", "sub_customer_id"]
+    )
+    unknown = frame["member_id_ok"].to_numpy() & looked_up["_known"].isna().to_numpy()
+    extra.append(pd.Series(UNKNOWN_MEMBER, index=frame.index[unknown]))
+
+    winner = frame["event_id"].map(winners.set_index("event_id")["winner_fingerprint"])
+    duplicate = winner.notna() & winner.ne(rows[FINGERPRINT])
+    extra.append(pd.Series(DUPLICATE_EVENT, index=frame.index[duplicate.to_numpy()]))
+
+    all_reasons = pd.concat([reasons, *extra])
+    order = {code: i for i, code in enumerate(REASON_CODES)}
+    by_row = (
+        pd.DataFrame({"row": all_reasons.index, "reason": all_reasons.to_numpy()})
+        .drop_duplicates()
+        .assign(order=lambda f: f["reason"].map(order))
+        .sort_values(["row", "order"])
+        .groupby("row")["reason"]
+        .agg(";".join)
+    )
+    is_rejected = frame.index.isin(by_row.index)
+
+    good = frame.loc[~is_rejected]
+    good_rows = rows.loc[~is_rejected]
+    events = pd.DataFrame(
+        {
+            "event_id": good["event_id"],
+            "day": good_rows[DAY],
+            "file_id": good_rows[FILE_ID].astype("int64"),
+            "line_number": good_rows[LINE].astype("int64"),
+            "master_customer_id": good["master_customer_id"],
+            "sub_customer_id": good["sub_customer_id"].astype("int64"),
+            "event_type": good["event_type"],
+            "scope_type": good["scope_type"],
+            "scope_id": good["scope_id"],
+            "scope_name": good["scope_name"].where(good["scope_name"].ne(""), None),
+            "source": good["source"],
+            "force_optin": good["force_optin_flag"].astype(bool),
+            "occurred_at": good["occurred_at_utc"],
+            "timestamp_subscribed": good["timestamp_subscribed_utc"],
+        }
+    ).reset_index(drop=True)
+
+    bad_rows = rows.loc[is_rejected]
+    rejected = pd.DataFrame(
+        {
+            "day": bad_rows[DAY],
+            "file_id": bad_rows[FILE_ID].astype("int64"),
+            "source_file": bad_rows[SOURCE_FILE],
+            "line_number": bad_rows[LINE].astype("int64"),
+            "event_id": bad_rows["event_id"],
+            "reasons": by_row.reindex(bad_rows.index),
+            "error": None,
+            "original_values": original_values(bad_rows),
+        }
+    ).reset_index(drop=True)
+    return ValidationResult(events=events, rejected=rejected)
+
+
+def original_values(rows: pd.DataFrame) -> pd.Series:
+    """Each row's values exactly as landed (every column of its file) as a JSON object."""
+    columns = [c for c in rows.columns if not str(c).startswith("_")]
+    if rows.empty:
+        return pd.Series(dtype=object, index=rows.index)
+    lines = rows[columns].to_json(orient="records", lines=True, force_ascii=False)
+    return pd.Series(lines.strip("\n").split("\n"), index=rows.index)
+
+
+def file_rejects(files: pd.DataFrame) -> pd.DataFrame:
+    """One reject row per file that could not be read at all, with its reason and error."""
+    return pd.DataFrame(
+        {
+            "day": files["day"],
+            "file_id": files["file_id"].astype("int64"),
+            "source_file": files["path"],
+            "line_number": None,
+            "event_id": None,
+            "reasons": files["status"],
+            "error": files["error"],
+            "original_values": None,
+        }
+    ).reset_index(drop=True)

@@ -1,0 +1,103 @@
+"""Dagster resources: the I/O subsync does (config file, landing folder, databases, reports)."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy.engine import Engine
+
+from subsync_pipeline.core.config import SubsyncConfig, load_config
+from subsync_pipeline.core.environment import DEFAULTS, config_path
+from subsync_pipeline.core.personify.connection import create_personify_engine
+from subsync_pipeline.core.state import create_state_engine
+
+
+class SubsyncConfigResource(dg.ConfigurableResource):
+    """The YAML config (SUBSYNC_CONFIG); empty path means the built-in defaults."""
+
+    path: str = ""
+
+    def load(self) -> SubsyncConfig:
+        return load_config(self.path or None)
+
+
+class LandingFolderResource(dg.ConfigurableResource):
+    """Where Real Magnet tracking-log files land (SUBSYNC_LANDING_DIR)."""
+
+    path: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path)
+
+
+class ReportsFolderResource(dg.ConfigurableResource):
+    """Where the per-day data-quality reports are written (SUBSYNC_REPORTS_DIR)."""
+
+    path: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path)
+
+
+class StateDatabaseResource(dg.ConfigurableResource):
+    """subsync's own state (SUBSYNC_DB_URL): manifest, ledger, decisions, rejects."""
+
+    url: str
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = create_state_engine(self.url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_state_engine(self.url)
+        return self._engine
+
+
+class PersonifyDatabaseResource(dg.ConfigurableResource):
+    """Personify360 (PERSONIFY_DB_URL): CUSTOMER is read, CUS_OPT_IN / CUS_ACTIVITY written."""
+
+    url: str
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = create_personify_engine(self.url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_personify_engine(self.url)
+        return self._engine
+
+
+def _from_env(name: str) -> str | dg.EnvVar:
+    """EnvVar (resolved at run time, hidden in the UI) when set; else the local ./data default."""
+    return dg.EnvVar(name) if os.environ.get(name) else DEFAULTS[name]
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources of the deployed code location, from the environment of SPEC §6."""
+    path = config_path()
+    return {
+        "subsync_config": SubsyncConfigResource(
+            path=dg.EnvVar("SUBSYNC_CONFIG")
+            if os.environ.get("SUBSYNC_CONFIG")
+            else str(path or "")
+        ),
+        "landing": LandingFolderResource(path=_from_env("SUBSYNC_LANDING_DIR")),
+        "state_db": StateDatabaseResource(url=_from_env("SUBSYNC_DB_URL")),
+        "personify_db": PersonifyDatabaseResource(url=_from_env("PERSONIFY_DB_URL")),
+        "reports": ReportsFolderResource(path=_from_env("SUBSYNC_REPORTS_DIR")),
+    }
