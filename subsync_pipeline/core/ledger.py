@@ -24,8 +24,8 @@ def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
         conn,
         "subsync_members",
         [
-            sa.Column("master_customer_id", sa.String(24)),
-            sa.Column("sub_customer_id", sa.Integer),
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
         ],
     )
     insert_frame(conn, table, members[MEMBER].drop_duplicates())
@@ -33,9 +33,9 @@ def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
 
 
 def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
-    return sa.exists().where(
-        members.c.master_customer_id == table.c.master_customer_id,
-        members.c.sub_customer_id == table.c.sub_customer_id,
+    # A semi-join the planners drive from the (small) member list through the member index.
+    return sa.tuple_(table.c.master_customer_id, table.c.sub_customer_id).in_(
+        sa.select(members.c.master_customer_id, members.c.sub_customer_id)
     )
 
 
@@ -61,11 +61,15 @@ def store_validation(
         .where(ledger.c.day.in_(days))
         .distinct(),
     )
-    stage = temp_table(conn, "subsync_events", [sa.Column(c.name, c.type) for c in ledger.columns])
+    stage = temp_table(
+        conn,
+        "subsync_events",
+        [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
+    )
     insert_frame(conn, stage, events)
     if file_ids:
         conn.execute(ledger.delete().where(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
-    conn.execute(ledger.delete().where(sa.exists().where(stage.c.event_id == ledger.c.event_id)))
+    conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(stage.c.event_id))))
     conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], sa.select(*stage.c)))
     stage.drop(conn)
 

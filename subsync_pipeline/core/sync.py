@@ -65,7 +65,8 @@ def validate_days(
     """Validate raw rows; store validated events in the ledger and rejects beside them."""
     days = list(raw.days)
     tables = personify_tables(config.personify.tables)
-    normalised = normalise(raw.rows, config)
+    rows = raw.rows.reset_index(drop=True)
+    normalised = normalise(rows, config)
     candidates = normalised.loc[
         normalised["member_id_ok"], ["master_customer_id", "sub_customer_id"]
     ]
@@ -74,7 +75,7 @@ def validate_days(
         known = writer_for(conn, tables).known_members(conn, candidates)
     with state_engine.begin() as conn:
         winners = manifest.winning_versions(conn, days)
-        result = validate(raw.rows, config, known, winners)
+        result = validate(rows, normalised, config, known, winners)
         rejected = pd.concat([file_rejects(raw.failed_files), result.rejected], ignore_index=True)
         result = ValidationResult(events=result.events, rejected=rejected)
         read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()

@@ -119,7 +119,10 @@ def split_member_ids(custom_member_id: pd.Series, pattern: str) -> pd.DataFrame:
 
 
 def normalise(rows: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
-    """Trim every value; case-fold the coded ones; map source aliases; parse flags and times."""
+    """Trim every value; case-fold the coded ones; map source aliases; parse flags and times.
+
+    The result is indexed like `rows`.
+    """
     frame = pd.DataFrame(index=rows.index)
     for column in ALL_COLUMNS:
         frame[column] = rows[column].astype(str).str.strip()
@@ -222,17 +225,17 @@ def schema_reasons(frame: pd.DataFrame, config: SubsyncConfig) -> pd.Series:
 
 def validate(
     rows: pd.DataFrame,
+    frame: pd.DataFrame,
     config: SubsyncConfig,
     known_members: pd.DataFrame,
     winners: pd.DataFrame,
 ) -> ValidationResult:
     """Split raw rows into validated events and rejects (with every reason that applies).
 
-    `known_members` holds the (master_customer_id, sub_customer_id) pairs that exist in CUSTOMER
-    among the rows' well-formed ids; `winners` maps event_id -> winner_fingerprint (see manifest).
+    `frame` is `normalise(rows)`; `known_members` holds the (master_customer_id,
+    sub_customer_id) pairs among its well-formed ids that exist in CUSTOMER; `winners` maps
+    event_id -> winner_fingerprint (see manifest.winning_versions).
     """
-    rows = rows.reset_index(drop=True)
-    frame = normalise(rows, config)
     reasons = schema_reasons(frame, config)
 
     extra: list[pd.Series] = []

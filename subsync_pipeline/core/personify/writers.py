@@ -45,8 +45,11 @@ class WriteCounts:
         return asdict(self)
 
 
-def _copy_columns(table: sa.Table, names: list[str]) -> list[sa.Column[Any]]:
-    return [sa.Column(name, table.c[name].type) for name in names]
+def _copy_columns(
+    table: sa.Table, names: list[str], key: tuple[str, ...] = ()
+) -> list[sa.Column[Any]]:
+    """Staging columns typed like the target's; `key` makes the lookups joins can index."""
+    return [sa.Column(name, table.c[name].type, primary_key=name in key) for name in names]
 
 
 def _same(left: sa.Table, right: sa.Table, names: list[str]) -> sa.ColumnElement[bool]:
@@ -98,7 +101,11 @@ class PersonifyWriter:
         stage = self.stage(
             conn,
             "members",
-            _copy_columns(customer, ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]),
+            _copy_columns(
+                customer,
+                ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"],
+                key=("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"),
+            ),
             frame,
         )
         query = (
@@ -118,7 +125,9 @@ class PersonifyWriter:
     def upsert_opt_in(self, conn: Connection, rows: pd.DataFrame, now: datetime) -> WriteCounts:
         """Make CUS_OPT_IN hold `rows` for their keys: update rows whose data differ, insert new."""
         target = self.tables.opt_in
-        stage = self.stage(conn, "opt_in", _copy_columns(target, OPT_IN_COLUMNS), rows)
+        stage = self.stage(
+            conn, "opt_in", _copy_columns(target, OPT_IN_COLUMNS, key=tuple(OPT_IN_KEY)), rows
+        )
         updated = conn.execute(
             sa.update(target)
             .where(_same(target, stage, OPT_IN_KEY), _differs(target, stage, OPT_IN_DATA_COLUMNS))
@@ -160,10 +169,12 @@ class PersonifyWriter:
         ids = self.stage(
             conn,
             "activity_ids",
-            _copy_columns(target, ["EXTERNAL_ID"]),
+            _copy_columns(target, ["EXTERNAL_ID"], key=("EXTERNAL_ID",)),
             pd.DataFrame({"EXTERNAL_ID": candidates.drop_duplicates()}),
         )
-        stage = self.stage(conn, "activity", _copy_columns(target, ACTIVITY_COLUMNS), rows)
+        stage = self.stage(
+            conn, "activity", _copy_columns(target, ACTIVITY_COLUMNS, key=("EXTERNAL_ID",)), rows
+        )
 
         foreign = (
             conn.execute(
@@ -183,7 +194,7 @@ class PersonifyWriter:
 
         ours = sa.and_(
             target.c.ADDBY == ADDBY,
-            sa.exists().where(ids.c.EXTERNAL_ID == target.c.EXTERNAL_ID),
+            target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID)),
         )
         identical = sa.exists().where(
             stage.c.EXTERNAL_ID == target.c.EXTERNAL_ID,
