@@ -26,7 +26,7 @@ def contact_subscription_status(
 ) -> dg.Output[sync.ResolvedDays]:
     config = subsync_config.load()
     resolved = sync.resolve_days(
-        state_db.engine, config, validated_tracking_records, context.run_id
+        state_db.engine, config, validated_tracking_records, context.run.run_id
     )
     decided = resolved.decided
     of_days = decided.loc[decided["day"].isin(resolved.days)]

@@ -44,7 +44,7 @@ def validated_and_rejected_tracking_records(
 ) -> tuple[dg.Output[sync.ValidatedDays], dg.Output[pd.DataFrame]]:
     config = subsync_config.load()
     validated = sync.validate_days(
-        state_db.engine, personify_db.engine, config, raw_tracking_log, context.run_id
+        state_db.engine, personify_db.engine, config, raw_tracking_log, context.run.run_id
     )
     events, rejected = validated.result.events, validated.result.rejected
     by_reason = reject_counts(rejected)

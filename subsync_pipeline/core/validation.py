@@ -102,8 +102,10 @@ class ValidationResult:
 
 def split_member_ids(custom_member_id: pd.Series, pattern: str) -> pd.DataFrame:
     """`MASTER` or `MASTER|SUB` -> master, sub (default 0) and whether the id is well formed."""
-    parts = custom_member_id.str.partition("|")
-    master, has_sub, sub_text = parts[0], parts[1].ne(""), parts[2]
+    parts = custom_member_id.str.extract(r"^(?P<master>[^|]*)(?:\|(?P<sub>.*))?$")
+    master = parts["master"].fillna("")
+    has_sub = custom_member_id.str.contains("|", regex=False)
+    sub_text = parts["sub"].fillna("")
     master_ok = master.str.match(pattern) & master.str.len().between(1, _MASTER_ID_MAX)
     sub_ok = ~has_sub | sub_text.str.match(_SUB_ID.pattern)
     well_formed = (master_ok & sub_ok).astype(bool)
@@ -175,8 +177,10 @@ def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
         def _scope_id(cls, value: Series[str]) -> Series[bool]:
             return value.ne("")  # type: ignore[return-value]
 
-        @pa.check("occurred_at_utc", name=INVALID_TIMESTAMP)
-        def _occurred_at(cls, value: Series[pd.Timestamp]) -> Series[bool]:
+        # A frame-wide check: Pandera leaves nulls out of a nullable column's own checks.
+        @pa.dataframe_check(name=INVALID_TIMESTAMP)
+        def _occurred_at(cls, frame: pd.DataFrame) -> Series[bool]:
+            value = frame["occurred_at_utc"]
             return value.notna() & (value >= start_utc)  # type: ignore[return-value]
 
         @pa.dataframe_check(name=INVALID_TIMESTAMP)

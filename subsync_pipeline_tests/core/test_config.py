@@ -1,0 +1,112 @@
+"""Config (SPEC §7): the documented example loads; a bad key or value fails at load, named."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from pathlib import Path
+
+import pytest
+
+from subsync_pipeline.core.config import ConfigError, load_config, parse_config
+
+SPEC_EXAMPLE = """
+timezone: America/New_York
+start_date: "2026-01-01"
+schedule_time: "02:00"
+member_id_pattern: "^[0-9]{1,24}$"
+tracking: {subscribe_enabled: true, unsubscribe_enabled: true}
+interest_areas:
+  - {scope_type: group, scope_id: "1201", opt_in_code: NEWSLETTER}
+  - {scope_type: message_category, scope_id: "77", opt_in_code: EVENTS}
+source_ranks: {preference_centre: 1, api: 2, in_app: 2, csv_upload: 2, form: 3, importer: 4,
+  third_party: 5}
+columns: {}
+personify:
+  write_opt_in: true
+  write_activity: true
+  activity_codes: {subscribe: RM_SUBSCRIBE, unsubscribe: RM_UNSUBSCRIBE}
+  tables: {customer: CUSTOMER, opt_in: CUS_OPT_IN, activity: CUS_ACTIVITY}
+quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
+"""
+
+
+def test_spec_example_loads(tmp_path: Path) -> None:
+    path = tmp_path / "subsync.yaml"
+    path.write_text(SPEC_EXAMPLE, encoding="utf-8")
+    config = load_config(path)
+    assert config.start_date == date(2026, 1, 1)
+    assert config.schedule_time == time(2, 0)
+    assert config.area_map() == {
+        ("group", "1201"): "NEWSLETTER",
+        ("message_category", "77"): "EVENTS",
+    }
+    assert config.source_ranks["third_party"] == 5
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None)
+    assert config.timezone == "America/New_York"
+    assert config.personify.tables.opt_in == "CUS_OPT_IN"
+    assert config.personify.activity_codes.subscribe == "RM_SUBSCRIBE"
+
+
+def test_partial_source_ranks_keep_the_other_defaults() -> None:
+    config = parse_config({"source_ranks": {"form": 1}})
+    assert config.source_ranks["form"] == 1 and config.source_ranks["importer"] == 4
+
+
+def test_unquoted_numeric_scope_id_is_text() -> None:
+    config = parse_config(
+        {"interest_areas": [{"scope_type": "group", "scope_id": 1201, "opt_in_code": "NEWS"}]}
+    )
+    assert config.area_map() == {("group", "1201"): "NEWS"}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"timezone": "Mars/Olympus"}, "timezone: Value error, unknown IANA time zone"),
+        ({"start_date": "yesterday"}, "start_date:"),
+        ({"member_id_pattern": "(["}, "member_id_pattern: Value error, not a valid regular"),
+        ({"source_ranks": {"fax": 1}}, "source_ranks: Value error, unknown source(s) ['fax']"),
+        ({"tracking": {"subscribe": False}}, "tracking.subscribe: Extra inputs"),
+        ({"typo_key": 1}, "typo_key: Extra inputs are not permitted"),
+        (
+            {"interest_areas": [{"scope_type": "list", "scope_id": "1", "opt_in_code": "X"}]},
+            "interest_areas.0.scope_type:",
+        ),
+        (
+            {"personify": {"tables": {"opt_in": "dbo.CUS_OPT_IN; DROP TABLE x"}}},
+            "personify.tables.opt_in: Value error",
+        ),
+        ({"quality": {"max_reject_rate": 2}}, "quality.max_reject_rate:"),
+        ({"columns": {"Member": "member"}}, "columns: Value error, renames to unknown column"),
+        (
+            {
+                "interest_areas": [
+                    {"scope_type": "group", "scope_id": "1", "opt_in_code": "A"},
+                    {"scope_type": "group", "scope_id": "1", "opt_in_code": "B"},
+                ]
+            },
+            "maps group 1 to both A and B",
+        ),
+    ],
+)
+def test_bad_config_names_key_and_problem(data: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, "site.yaml")
+    assert str(error.value).startswith("site.yaml: invalid config")
+    assert expected in str(error.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("timezone: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(listing)

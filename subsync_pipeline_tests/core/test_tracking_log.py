@@ -1,0 +1,119 @@
+"""Reading tracking-log files (SPEC §2): headers, encodings, compression, timestamps."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from subsync_pipeline.core.tracking_log import (
+    FILE_OK,
+    FILE_UNREADABLE,
+    LINE,
+    MISSING_COLUMNS,
+    local_days,
+    parse_timestamps,
+    read_tracking_file,
+)
+
+HEADER = "event_id,email,custom_member_id,event_type,scope_type,scope_id,source,occurred_at"
+ROW = "E1,a@example.org,100,subscribe,group,1201,api,2026-11-20T09:00:00"
+NY = ZoneInfo("America/New_York")
+
+
+def test_headers_are_case_insensitive_order_free_and_renamable(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "\ufeffOccurred_At,Source,SCOPE_ID,scope_type,Event_Type,Member,email,EVENT_ID,extra\n"
+        "2026-11-20T09:00:00,api,1201,group,subscribe,100,a@example.org,E1,x\n",
+        encoding="utf-8",
+    )
+    read = read_tracking_file(path, {"member": "custom_member_id"})
+    assert read.status == FILE_OK
+    row = read.rows.iloc[0]
+    assert (row["custom_member_id"], row["event_id"], row["extra"]) == ("100", "E1", "x")
+    assert row["force_optin"] == "" and row[LINE] == 2
+
+
+def test_gzip_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress(f"{HEADER}\n{ROW}\n{ROW}\n".encode()))
+    read = read_tracking_file(path)
+    assert read.status == FILE_OK and read.rows[LINE].tolist() == [2, 3]
+
+
+def test_values_are_kept_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(f"{HEADER}\nE1,a@x.org,000123,subscribe,group,0077,api,NA\n")
+    row = read_tracking_file(path).rows.iloc[0]
+    assert (row["custom_member_id"], row["scope_id"], row["occurred_at"]) == (
+        "000123",
+        "0077",
+        "NA",
+    )
+
+
+def test_whole_file_failures_name_the_problem(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert read_tracking_file(empty).status == FILE_UNREADABLE
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(
+        f"{HEADER}\n".encode() + "E1,caf\xe9@x.org,1,subscribe,group,1,api,x\n".encode("latin-1")
+    )
+    read = read_tracking_file(latin)
+    assert read.status == FILE_UNREADABLE and "UTF-8" in (read.error or "")
+
+    missing = tmp_path / "missing.csv"
+    missing.write_text("event_id,email\nE1,a@x.org\n")
+    read = read_tracking_file(missing)
+    assert read.status == MISSING_COLUMNS
+    assert "custom_member_id" in (read.error or "") and "occurred_at" in (read.error or "")
+
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(gzip.compress(f"{HEADER}\n{ROW}\n".encode() * 50)[:40])
+    assert read_tracking_file(truncated).status == FILE_UNREADABLE
+
+
+def test_timestamps_with_and_without_offsets() -> None:
+    values = pd.Series(
+        [
+            "2026-11-20T09:00:00",  # local New York time (EST, -5)
+            "2026-11-20T09:00:00Z",
+            "2026-11-20T23:30:00-05:00",
+            "2026-07-01T09:00:00",  # EDT, -4
+            "2026-11-20",
+            "not a time",
+            "",
+        ]
+    )
+    parsed = parse_timestamps(values, NY)
+    assert parsed.iloc[0] == pd.Timestamp("2026-11-20T14:00:00")
+    assert parsed.iloc[1] == pd.Timestamp("2026-11-20T09:00:00")
+    assert parsed.iloc[2] == pd.Timestamp("2026-11-21T04:30:00")
+    assert parsed.iloc[3] == pd.Timestamp("2026-07-01T13:00:00")
+    assert parsed.iloc[4] == pd.Timestamp("2026-11-20T05:00:00")
+    assert parsed.iloc[5:].isna().all()
+    days = local_days(parsed, NY)
+    # 23:30 at -05:00 is still the 20th in New York although it is the 21st in UTC.
+    assert days.iloc[:5].tolist() == [
+        "2026-11-20",
+        "2026-11-20",
+        "2026-11-20",
+        "2026-07-01",
+        "2026-11-20",
+    ]
+    assert days.iloc[5:].isna().all()
+
+
+def test_dst_edges() -> None:
+    values = pd.Series(["2026-11-01T01:30:00", "2026-03-08T02:30:00"])
+    parsed = parse_timestamps(values, NY)
+    # The repeated hour is read as its first occurrence (EDT); the skipped hour moves forward.
+    assert parsed.tolist() == [
+        pd.Timestamp("2026-11-01T05:30:00"),
+        pd.Timestamp("2026-03-08T07:00:00"),
+    ]

@@ -1,0 +1,211 @@
+"""A throwaway subsync deployment for tests: landing folder, config, state DB and a sandbox
+Personify (SQLite file or a database on the tests' PostgreSQL server), materialised through
+Dagster for real.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+import yaml
+
+from subsync_pipeline.assets import sync_assets
+from subsync_pipeline.core.config import PersonifyTables as TableNames
+from subsync_pipeline.core.personify.tables import personify_tables
+from subsync_pipeline.core.sandbox import create_sandbox_personify
+from subsync_pipeline.core.tracking_log import ALL_COLUMNS
+from subsync_pipeline.resources import (
+    LandingFolderResource,
+    PersonifyDatabaseResource,
+    ReportsFolderResource,
+    StateDatabaseResource,
+    SubsyncConfigResource,
+)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "timezone": "America/New_York",
+    "start_date": "2026-01-01",
+    "interest_areas": [
+        {"scope_type": "group", "scope_id": "1201", "opt_in_code": "NEWSLETTER"},
+        {"scope_type": "message_category", "scope_id": "77", "opt_in_code": "EVENTS"},
+    ],
+}
+MEMBERS: list[str] = [f"{n:06d}" for n in range(100, 140)]
+
+# Audit columns and the generated key differ between any two runs by construction.
+OPT_IN_COMPARED = [
+    "MASTER_CUSTOMER_ID",
+    "SUB_CUSTOMER_ID",
+    "OPT_IN_CODE",
+    "OPT_IN_FLAG",
+    "OPT_IN_DATE",
+    "OPT_IN_SOURCE",
+    "FORCED_FLAG",
+    "FIRST_SUBSCRIBED_DATE",
+    "FIRST_UNSUBSCRIBED_DATE",
+    "LAST_SUBSCRIBE_REQUEST_DATE",
+    "LAST_UNSUBSCRIBE_REQUEST_DATE",
+]
+ACTIVITY_COMPARED = [
+    "EXTERNAL_ID",
+    "MASTER_CUSTOMER_ID",
+    "SUB_CUSTOMER_ID",
+    "ACTIVITY_CODE",
+    "ACTIVITY_SUBCODE",
+    "ACTIVITY_DATE",
+    "ACTIVITY_TEXT",
+    "ADDBY",
+]
+
+
+def event(
+    event_id: str,
+    member: str,
+    event_type: str,
+    source: str,
+    occurred_at: str,
+    *,
+    scope_type: str = "group",
+    scope_id: str = "1201",
+    force: bool = False,
+    timestamp_subscribed: str = "",
+    email: str | None = None,
+    scope_name: str = "Weekly News",
+) -> dict[str, str]:
+    """One tracking-log row with sensible defaults (group 1201 = NEWSLETTER)."""
+    return {
+        "event_id": event_id,
+        "email": email if email is not None else f"m{member}@example.org",
+        "custom_member_id": member,
+        "event_type": event_type,
+        "scope_type": scope_type,
+        "scope_id": scope_id,
+        "scope_name": scope_name,
+        "source": source,
+        "force_optin": "true" if force else "false",
+        "occurred_at": occurred_at,
+        "timestamp_subscribed": timestamp_subscribed,
+    }
+
+
+@dataclass
+class Deployment:
+    root: Path
+    personify_url: str
+    state_db_url: str | None = None
+    config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def state_url(self) -> str:
+        return self.state_db_url or f"sqlite:///{self.root / 'state.db'}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "subsync.yaml"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def set_config(self, **changes: Any) -> None:
+        self.config = {**self.config, **changes}
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            "subsync_config": SubsyncConfigResource(path=str(self.config_path)),
+            "landing": LandingFolderResource(path=str(self.landing)),
+            "state_db": StateDatabaseResource(url=self.state_url),
+            "personify_db": PersonifyDatabaseResource(url=self.personify_url),
+            "reports": ReportsFolderResource(path=str(self.reports)),
+        }
+
+    def land(
+        self, name: str, rows: Iterable[Mapping[str, str]], columns: list[str] | None = None
+    ) -> Path:
+        """Write a tracking-log CSV into the landing folder."""
+        path = self.landing / name
+        header = columns or list(ALL_COLUMNS)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def materialize(
+        self, day: str, instance: dg.DagsterInstance | None = None, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
+        with dg.instance_for_test() if instance is None else nullcontext(instance) as inst:
+            return dg.materialize(
+                sync_assets,
+                partition_key=day,
+                resources=self.resources(),
+                instance=inst,
+                raise_on_error=raise_on_error,
+            )
+
+    def engine(self) -> sa.Engine:
+        return sa.create_engine(self.personify_url)
+
+    def table(self, which: str) -> pd.DataFrame:
+        tables = personify_tables(TableNames())
+        table = {"opt_in": tables.opt_in, "activity": tables.activity}[which]
+        engine = self.engine()
+        with engine.connect() as conn:
+            result = conn.execute(sa.select(table))
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        engine.dispose()
+        return frame
+
+    def opt_in(self) -> pd.DataFrame:
+        """CUS_OPT_IN without audit columns, in key order: comparable across deployments."""
+        frame = self.table("opt_in")[OPT_IN_COMPARED]
+        return frame.sort_values(OPT_IN_COMPARED[:3]).reset_index(drop=True)
+
+    def activity(self) -> pd.DataFrame:
+        frame = self.table("activity")[ACTIVITY_COMPARED]
+        return frame.sort_values("EXTERNAL_ID").reset_index(drop=True)
+
+    def state(self, query: str) -> pd.DataFrame:
+        engine = sa.create_engine(self.state_url)
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(query))
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        engine.dispose()
+        return frame
+
+
+def deploy(
+    root: Path,
+    personify_url: str | None = None,
+    state_url: str | None = None,
+    members: list[str] = MEMBERS,
+) -> Deployment:
+    """A fresh deployment under `root` whose CUSTOMER table holds `members` (sub id 0)."""
+    root.mkdir(parents=True, exist_ok=True)
+    url = personify_url or f"sqlite:///{root / 'personify.db'}"
+    customers = pd.DataFrame(
+        {
+            "MASTER_CUSTOMER_ID": members,
+            "SUB_CUSTOMER_ID": 0,
+            "CUSTOMER_STATUS_CODE": "ACTIVE",
+            "PRIMARY_EMAIL_ADDRESS": [f"m{m}@example.org" for m in members],
+        }
+    )
+    create_sandbox_personify(url, customers=customers, reset=True)
+    deployment = Deployment(root=root, personify_url=url, state_db_url=state_url)
+    deployment.landing.mkdir(exist_ok=True)
+    deployment.set_config()
+    return deployment

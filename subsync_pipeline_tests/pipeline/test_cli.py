@@ -1,0 +1,68 @@
+"""SPEC §6's CLI line, run in a subprocess against a temporary SQLite Personify."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from subsync_pipeline_tests.harness import Deployment, deploy, event
+
+DAY = "2026-11-20"
+
+
+def run_cli(deployment: Deployment, personify_url: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SUBSYNC_CONFIG": str(deployment.config_path),
+        "SUBSYNC_LANDING_DIR": str(deployment.landing),
+        "PERSONIFY_DB_URL": personify_url,
+        "SUBSYNC_DB_URL": deployment.state_url,
+        "SUBSYNC_REPORTS_DIR": str(deployment.reports),
+    }
+    env.pop("DAGSTER_HOME", None)
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "asset", "materialize", "-m", "subsync_pipeline.definitions"]
+    return subprocess.run(
+        [*command, "--select", "*", "--partition", DAY],
+        cwd=deployment.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_cli_materializes_a_day(tmp_path: Path) -> None:
+    deployment = deploy(tmp_path)
+    deployment.land(
+        "a.csv",
+        [
+            event("C1", "000100", "subscribe", "api", "2026-11-20T09:00:00"),
+            event("C2", "000101", "unsubscribe", "form", "2026-11-20T09:00:00", scope_id="9999"),
+        ],
+    )
+    process = run_cli(deployment, deployment.personify_url)
+    assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-4000:]
+    assert deployment.opt_in()["OPT_IN_CODE"].tolist() == ["NEWSLETTER"]
+    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["C1", "C2"]
+    assert (deployment.reports / DAY / "report.html").is_file()
+
+
+def test_cli_fails_clearly_when_personify_lacks_its_tables(tmp_path: Path) -> None:
+    deployment = deploy(tmp_path)
+    deployment.land("a.csv", [event("C1", "000100", "subscribe", "api", "2026-11-20T09:00:00")])
+    empty = tmp_path / "empty_personify.db"
+    engine = sa.create_engine(f"sqlite:///{empty}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x int)")
+    engine.dispose()
+    process = run_cli(deployment, f"sqlite:///{empty}")
+    assert process.returncode != 0
+    output = process.stdout + process.stderr
+    assert "table CUSTOMER does not exist" in output
+    assert "Nothing was written" in output
