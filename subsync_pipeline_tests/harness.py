@@ -19,6 +19,10 @@ import yaml
 
 from subsync_pipeline.assets import sync_assets
 from subsync_pipeline.core.config import PersonifyTables as TableNames
+from subsync_pipeline.core.personify.rows import (
+    ACTIVITY_DATA_COLUMNS,
+    OPT_IN_COLUMNS,
+)
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import create_sandbox_personify
 from subsync_pipeline.core.tracking_log import ALL_COLUMNS
@@ -41,29 +45,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 MEMBERS: list[str] = [f"{n:06d}" for n in range(100, 140)]
 
 # Audit columns and the generated key differ between any two runs by construction.
-OPT_IN_COMPARED = [
-    "MASTER_CUSTOMER_ID",
-    "SUB_CUSTOMER_ID",
-    "OPT_IN_CODE",
-    "OPT_IN_FLAG",
-    "OPT_IN_DATE",
-    "OPT_IN_SOURCE",
-    "FORCED_FLAG",
-    "FIRST_SUBSCRIBED_DATE",
-    "FIRST_UNSUBSCRIBED_DATE",
-    "LAST_SUBSCRIBE_REQUEST_DATE",
-    "LAST_UNSUBSCRIBE_REQUEST_DATE",
-]
-ACTIVITY_COMPARED = [
-    "EXTERNAL_ID",
-    "MASTER_CUSTOMER_ID",
-    "SUB_CUSTOMER_ID",
-    "ACTIVITY_CODE",
-    "ACTIVITY_SUBCODE",
-    "ACTIVITY_DATE",
-    "ACTIVITY_TEXT",
-    "ADDBY",
-]
+OPT_IN_COMPARED = OPT_IN_COLUMNS
+ACTIVITY_COMPARED = ["EXTERNAL_ID", *ACTIVITY_DATA_COLUMNS, "ADDBY"]
 
 
 def event(

@@ -1,19 +1,36 @@
 """Stage 4: the one-way write into Personify360, one transaction per table."""
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from subsync_pipeline.core import sync
+from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.partitions import daily_partitions_def
 from subsync_pipeline.resources import PersonifyDatabaseResource, SubsyncConfigResource
 
 
-def _write_metadata(counts: WriteCounts, url: str) -> dict[str, dg.MetadataValue]:
-    return {
-        **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.as_dict().items()},
-        "personify": dg.MetadataValue.text(masked(url)),
-    }
+def _write(
+    context: dg.AssetExecutionContext,
+    enabled_key: str,
+    config: SubsyncConfig,
+    write: Callable[[], WriteCounts],
+    url: str,
+) -> dg.Output[WriteCounts]:
+    """Run one table's write unless config.personify.<enabled_key> switches it off."""
+    if not getattr(config.personify, enabled_key):
+        context.log.info(f"config.personify.{enabled_key} is false: the table is left as it is")
+        return dg.Output(WriteCounts(), metadata={"skipped": True})
+    counts = write()
+    return dg.Output(
+        counts,
+        metadata={
+            **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.as_dict().items()},
+            "personify": dg.MetadataValue.text(masked(url)),
+        },
+    )
 
 
 @dg.asset(
@@ -32,11 +49,13 @@ def personify_cus_opt_in(
     personify_db: PersonifyDatabaseResource,
 ) -> dg.Output[WriteCounts]:
     config = subsync_config.load()
-    if not config.personify.write_opt_in:
-        context.log.info("config.personify.write_opt_in is false: CUS_OPT_IN left as it is")
-        return dg.Output(WriteCounts(), metadata={"skipped": True})
-    counts = sync.write_opt_in(personify_db.engine, config, contact_subscription_status)
-    return dg.Output(counts, metadata=_write_metadata(counts, personify_db.url))
+    return _write(
+        context,
+        "write_opt_in",
+        config,
+        lambda: sync.write_opt_in(personify_db.engine, config, contact_subscription_status),
+        personify_db.url,
+    )
 
 
 @dg.asset(
@@ -56,8 +75,10 @@ def personify_cus_activity(
     personify_db: PersonifyDatabaseResource,
 ) -> dg.Output[WriteCounts]:
     config = subsync_config.load()
-    if not config.personify.write_activity:
-        context.log.info("config.personify.write_activity is false: CUS_ACTIVITY left as it is")
-        return dg.Output(WriteCounts(), metadata={"skipped": True})
-    counts = sync.write_activity(personify_db.engine, config, contact_subscription_status)
-    return dg.Output(counts, metadata=_write_metadata(counts, personify_db.url))
+    return _write(
+        context,
+        "write_activity",
+        config,
+        lambda: sync.write_activity(personify_db.engine, config, contact_subscription_status),
+        personify_db.url,
+    )

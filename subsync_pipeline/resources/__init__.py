@@ -42,44 +42,41 @@ class ReportsFolderResource(dg.ConfigurableResource):
         return Path(self.path)
 
 
-class StateDatabaseResource(dg.ConfigurableResource):
+class _DatabaseResource(dg.ConfigurableResource):
+    """One SQLAlchemy engine per run, created when the run starts and disposed when it ends."""
+
+    url: str
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def create_engine(self) -> Engine:
+        raise NotImplementedError
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = self.create_engine()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self.create_engine()
+        return self._engine
+
+
+class StateDatabaseResource(_DatabaseResource):
     """subsync's own state (SUBSYNC_DB_URL): manifest, ledger, decisions, rejects."""
 
-    url: str
-    _engine: Engine | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._engine = create_state_engine(self.url)
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = create_state_engine(self.url)
-        return self._engine
+    def create_engine(self) -> Engine:
+        return create_state_engine(self.url)
 
 
-class PersonifyDatabaseResource(dg.ConfigurableResource):
+class PersonifyDatabaseResource(_DatabaseResource):
     """Personify360 (PERSONIFY_DB_URL): CUSTOMER is read, CUS_OPT_IN / CUS_ACTIVITY written."""
 
-    url: str
-    _engine: Engine | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._engine = create_personify_engine(self.url)
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = create_personify_engine(self.url)
-        return self._engine
+    def create_engine(self) -> Engine:
+        return create_personify_engine(self.url)
 
 
 def _from_env(name: str) -> str | dg.EnvVar:

@@ -144,3 +144,20 @@ def test_unmapped_scope_writes_activity_but_no_opt_in(tmp_path: Path) -> None:
     assert activity["ACTIVITY_SUBCODE"].isna().all()
     decisions = deployment.state("select area, mapped from decisions")
     assert decisions.to_dict("records") == [{"area": "group:9999", "mapped": 0}]
+
+
+@pytest.mark.parametrize(
+    ("switch", "untouched"), [("write_opt_in", "opt_in"), ("write_activity", "activity")]
+)
+def test_write_switches_leave_their_table_alone(
+    tmp_path: Path, switch: str, untouched: str
+) -> None:
+    deployment = deploy(tmp_path)
+    deployment.set_config(personify={switch: False})
+    deployment.land("day.csv", [event("W1", M, "subscribe", "api", T2)])
+    result = deployment.materialize(DAY2)
+    assert deployment.table(untouched).empty
+    other = "activity" if untouched == "opt_in" else "opt_in"
+    assert len(deployment.table(other)) == 1
+    asset = f"personify_cus_{untouched}"
+    assert result.asset_materializations_for_node(asset)[0].metadata["skipped"].value is True
