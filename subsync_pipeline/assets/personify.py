@@ -9,7 +9,11 @@ from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.partitions import daily_partitions_def
-from subsync_pipeline.resources import PersonifyDatabaseResource, SubsyncConfigResource
+from subsync_pipeline.resources import (
+    PersonifyDatabaseResource,
+    StateDatabaseResource,
+    SubsyncConfigResource,
+)
 
 
 def _write(
@@ -47,13 +51,16 @@ def personify_cus_opt_in(
     contact_subscription_status: sync.ResolvedDays,
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
+    state_db: StateDatabaseResource,
 ) -> dg.Output[WriteCounts]:
     config = subsync_config.load()
     return _write(
         context,
         "write_opt_in",
         config,
-        lambda: sync.write_opt_in(personify_db.engine, config, contact_subscription_status),
+        lambda: sync.write_opt_in(
+            personify_db.engine, state_db.engine, config, contact_subscription_status
+        ),
         personify_db.url,
     )
 
@@ -73,12 +80,15 @@ def personify_cus_activity(
     contact_subscription_status: sync.ResolvedDays,
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
+    state_db: StateDatabaseResource,
 ) -> dg.Output[WriteCounts]:
     config = subsync_config.load()
     return _write(
         context,
         "write_activity",
         config,
-        lambda: sync.write_activity(personify_db.engine, config, contact_subscription_status),
+        lambda: sync.write_activity(
+            personify_db.engine, state_db.engine, config, contact_subscription_status
+        ),
         personify_db.url,
     )

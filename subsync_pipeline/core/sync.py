@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import ledger, manifest
 from subsync_pipeline.core.config import SubsyncConfig
@@ -17,7 +17,7 @@ from subsync_pipeline.core.ingest import RawTrackingLog, read_days
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
 from subsync_pipeline.core.personify.tables import check_tables, personify_tables
 from subsync_pipeline.core.personify.writers import WriteCounts, writer_for
-from subsync_pipeline.core.resolution import current_status, resolve
+from subsync_pipeline.core.resolution import KEY, current_status, resolve
 from subsync_pipeline.core.tracking_log import FILE_OK
 from subsync_pipeline.core.validation import (
     ValidationResult,
@@ -41,6 +41,7 @@ class ResolvedDays:
     """Every event of the touched contacts, decided; and each key's current status."""
 
     days: tuple[str, ...]
+    members: pd.DataFrame
     decided: pd.DataFrame
     statuses: pd.DataFrame
     candidate_event_ids: pd.Series
@@ -102,51 +103,71 @@ def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
     return keyed
 
 
+def resolve_members(
+    conn: Connection, config: SubsyncConfig, members: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every ledger event of `members`, decided, and each of their keys' current status."""
+    history = ledger.member_history(conn, members)
+    decided = resolve(with_areas(history, config), config.source_ranks)
+    statuses = current_status(decided)
+    mapped = decided.drop_duplicates(KEY)[[*KEY, "mapped"]]
+    return decided, statuses.merge(mapped, on=KEY, how="left")
+
+
 def resolve_days(
     state_engine: Engine, config: SubsyncConfig, validated: ValidatedDays, run_id: str
 ) -> ResolvedDays:
     """Resolve the full history of every touched contact and keep the decisions as audit trail."""
     members = validated.touched_members
     with state_engine.begin() as conn:
-        history = ledger.member_history(conn, members)
-        decided = resolve(with_areas(history, config), config.source_ranks)
+        decided, statuses = resolve_members(conn, config, members)
         ledger.store_decisions(conn, members, decided, run_id, audit_now())
-    statuses = current_status(decided)
-    mapped = decided.drop_duplicates(["master_customer_id", "sub_customer_id", "area"])
-    statuses = statuses.merge(
-        mapped[["master_customer_id", "sub_customer_id", "area", "mapped"]],
-        on=["master_customer_id", "sub_customer_id", "area"],
-        how="left",
-    )
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
     candidates = pd.concat([decided["event_id"], rejected_ids[rejected_ids.str.len() <= 64]])
     return ResolvedDays(
         days=validated.days,
+        members=members,
         decided=decided,
         statuses=statuses,
         candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
     )
 
 
+def _fresh(
+    state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Re-resolve the contacts from the ledger as it is now.
+
+    Called with the Personify write lock held: another run may have added events of the same
+    contacts since this run resolved them, and the last writer must write the newest state.
+    """
+    with state_engine.connect() as conn:
+        return resolve_members(conn, config, resolved.members)
+
+
 def write_opt_in(
-    personify_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
 ) -> WriteCounts:
-    """Upsert CUS_OPT_IN for the resolved mapped keys, in one transaction."""
+    """Upsert CUS_OPT_IN for the contacts' mapped keys, in one locked transaction."""
     tables = personify_tables(config.personify.tables)
-    rows = opt_in_rows(resolved.statuses)
     with personify_engine.begin() as conn:
+        writer = writer_for(conn, tables)
+        writer.lock(conn)
         check_tables(conn, [tables.opt_in])
-        return writer_for(conn, tables).upsert_opt_in(conn, rows, audit_now())
+        _, statuses = _fresh(state_engine, config, resolved)
+        return writer.upsert_opt_in(conn, opt_in_rows(statuses), audit_now())
 
 
 def write_activity(
-    personify_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
 ) -> WriteCounts:
-    """Reconcile CUS_ACTIVITY for the resolved contacts' events, in one transaction."""
+    """Reconcile CUS_ACTIVITY for the contacts' events, in one locked transaction."""
     tables = personify_tables(config.personify.tables)
-    rows = activity_rows(resolved.decided, config.personify.activity_codes)
     with personify_engine.begin() as conn:
+        writer = writer_for(conn, tables)
+        writer.lock(conn)
         check_tables(conn, [tables.activity])
-        return writer_for(conn, tables).reconcile_activity(
-            conn, resolved.candidate_event_ids, rows, audit_now()
-        )
+        decided, _ = _fresh(state_engine, config, resolved)
+        rows = activity_rows(decided, config.personify.activity_codes)
+        candidates = pd.concat([resolved.candidate_event_ids, decided["event_id"]])
+        return writer.reconcile_activity(conn, candidates, rows, audit_now())

@@ -28,6 +28,8 @@ from subsync_pipeline.core.personify.tables import ADDBY, PersonifyTables
 from subsync_pipeline.core.sql import insert_frame, read_frame, records
 
 _stage_ids = count(1)
+# One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
+WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
 
 
 class PersonifyWriteError(RuntimeError):
@@ -67,6 +69,13 @@ class PersonifyWriter:
 
     def __init__(self, tables: PersonifyTables) -> None:
         self.tables = tables
+
+    def lock(self, conn: Connection) -> None:
+        """Serialise subsync's writers on this database until the transaction ends.
+
+        Holds across processes, so two runs can never interleave their writes.
+        """
+        raise NotImplementedError
 
     def stage_name(self, prefix: str) -> str:
         return f"subsync_{prefix}_{next(_stage_ids)}"
@@ -225,11 +234,19 @@ class PersonifyWriter:
 class SQLiteWriter(PersonifyWriter):
     dialect = "sqlite"
 
+    def lock(self, conn: Connection) -> None:
+        # SQLite has one writer at a time; taking the write lock now, not at the first write,
+        # makes the whole read-resolve-write section exclusive.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
 
 class PostgresWriter(PersonifyWriter):
     """Stages with COPY, PostgreSQL's own bulk load path."""
 
     dialect = "postgresql"
+
+    def lock(self, conn: Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
     def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         preparer = conn.dialect.identifier_preparer
@@ -246,6 +263,18 @@ class MSSQLWriter(PersonifyWriter):
     """SQL Server: temporary tables are the ones whose name starts with '#'."""
 
     dialect = "mssql"
+
+    def lock(self, conn: Connection) -> None:
+        result = conn.exec_driver_sql(
+            "DECLARE @result int; "
+            "EXEC @result = sp_getapplock @Resource = N'subsync-personify-write', "
+            "@LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 600000; "
+            "SELECT @result"
+        ).scalar()
+        if result is None or result < 0:
+            raise PersonifyWriteError(
+                f"could not take the subsync write lock (sp_getapplock {result})"
+            )
 
     def create_stage(
         self, conn: Connection, prefix: str, columns: list[sa.Column[Any]]
