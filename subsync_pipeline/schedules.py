@@ -1,6 +1,7 @@
 """The daily schedule: yesterday's partition, at config.schedule_time in config.timezone."""
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -8,12 +9,9 @@ from subsync_pipeline.jobs import daily_sync_job
 from subsync_pipeline.partitions import deployed_config
 
 
-def yesterday_partition(tick: datetime, config_tz: str) -> str:
+def yesterday_partition(tick: datetime, timezone: str) -> str:
     """The partition key of the local day before `tick`, whatever the DST shift of that day."""
-    from zoneinfo import ZoneInfo
-
-    local = tick.astimezone(ZoneInfo(config_tz))
-    return (local.date() - timedelta(days=1)).isoformat()
+    return (tick.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)).isoformat()
 
 
 @dg.schedule(
@@ -23,8 +21,11 @@ def yesterday_partition(tick: datetime, config_tz: str) -> str:
         f"{deployed_config.schedule_time.minute} {deployed_config.schedule_time.hour} * * *"
     ),
     execution_timezone=deployed_config.timezone,
-    description="Syncs yesterday's tracking log every day at config.schedule_time (local).",
+    description="Syncs yesterday's tracking log every day at config.schedule_time (local time).",
 )
 def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    tick = context.scheduled_execution_time or datetime.now().astimezone()
-    return dg.RunRequest(partition_key=yesterday_partition(tick, deployed_config.timezone))
+    tick = context.scheduled_execution_time or datetime.now(ZoneInfo(deployed_config.timezone))
+    return dg.RunRequest(
+        partition_key=yesterday_partition(tick, deployed_config.timezone),
+        tags={"subsync/trigger": "schedule"},
+    )

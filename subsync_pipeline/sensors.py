@@ -1,27 +1,40 @@
-"""The upload sensor: a new or changed tracking file runs each day it holds."""
+"""The upload sensor: a new or changed tracking file runs each day it holds, once complete."""
 
-import json
-import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from subsync_pipeline.core.environment import setting
-from subsync_pipeline.core.manifest import assign_days, fallback_day, list_landed_files
+from subsync_pipeline.core.landing_watch import WatchCursor, poll
+from subsync_pipeline.core.manifest import assign_days, fallback_day
 from subsync_pipeline.core.tracking_log import FILE_OK, content_hash, read_tracking_file
 from subsync_pipeline.jobs import daily_sync_job
 from subsync_pipeline.partitions import deployed_config
+from subsync_pipeline.resources import LandingFolderResource
 
 
 def file_days(path: Path) -> list[str]:
-    """The partition days a landed file holds (one fallback day if it holds none readable)."""
+    """The partition days a landed file holds (its landing day if it holds none readable)."""
     read = read_tracking_file(path, deployed_config.columns)
-    default = fallback_day(deployed_config, datetime.now(UTC).replace(tzinfo=None))
+    default = fallback_day(deployed_config, datetime.now(UTC))
     if read.status != FILE_OK or read.rows.empty:
         return [default]
     days, _ = assign_days(read.rows, deployed_config, default)
     return sorted(days.unique().tolist())
+
+
+def run_requests(path: Path, latest_day: str) -> list[dg.RunRequest]:
+    """One run per day the file holds; the run key (content hash, day) makes each run once."""
+    digest = content_hash(path)
+    return [
+        dg.RunRequest(
+            run_key=f"{digest}:{day}",
+            partition_key=day,
+            tags={"subsync/trigger": f"upload:{path.name}"},
+        )
+        for day in file_days(path)
+        if day <= latest_day
+    ]
 
 
 @dg.sensor(
@@ -29,33 +42,22 @@ def file_days(path: Path) -> list[str]:
     job=daily_sync_job,
     minimum_interval_seconds=60,
     description=(
-        "Watches SUBSYNC_LANDING_DIR; once a new or changed file has stopped growing, launches "
-        "one run per day it holds. A run key from content hash and day means never twice."
+        "Watches SUBSYNC_LANDING_DIR; once a new or changed file has stopped changing, launches "
+        "one run per day it holds. Run keys from content hash and day: never the same run twice."
     ),
 )
-def tracking_upload_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    landing = Path(os.environ.get("SUBSYNC_LANDING_DIR") or setting("SUBSYNC_LANDING_DIR"))
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    previous: dict[str, list[float]] = cursor.get("seen", {})
-    done: dict[str, list[float]] = cursor.get("done", {})
-    if not landing.is_dir():
-        return dg.SensorResult(skip_reason=f"landing folder {landing} does not exist")
-    seen: dict[str, list[float]] = {}
-    requests: list[dg.RunRequest] = []
-    for path in list_landed_files(landing):
-        stat = path.stat()
-        signature = [stat.st_size, stat.st_mtime]
-        key = str(path)
-        seen[key] = signature
-        # Complete once unchanged since the last tick; already run if nothing changed since.
-        if previous.get(key) != signature or done.get(key) == signature:
-            continue
-        digest = content_hash(path)
-        for day in file_days(path):
-            requests.append(dg.RunRequest(run_key=f"{digest}:{day}", partition_key=day))
-        done[key] = signature
-    done = {key: value for key, value in done.items() if key in seen}
-    new_cursor = json.dumps({"seen": seen, "done": done})
+def tracking_upload_sensor(
+    context: dg.SensorEvaluationContext, landing: LandingFolderResource
+) -> dg.SensorResult:
+    if not landing.folder.is_dir():
+        return dg.SensorResult(skip_reason=f"landing folder {landing.folder} does not exist")
+    ready, cursor = poll(landing.folder, WatchCursor.from_json(context.cursor))
+    # Days after tomorrow have no partition yet; such rows are rejected when their day comes.
+    latest = (datetime.now(deployed_config.tz).date() + timedelta(days=1)).isoformat()
+    requests = [request for path in ready for request in run_requests(path, latest)]
     if not requests:
-        return dg.SensorResult(skip_reason="no new complete file", cursor=new_cursor)
-    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+        waiting = len(cursor.pending)
+        reason = f"{waiting} file(s) still being written" if waiting else "no new complete file"
+        return dg.SensorResult(skip_reason=reason, cursor=cursor.to_json())
+    context.log.info(f"{len(ready)} complete file(s): {', '.join(p.name for p in ready)}")
+    return dg.SensorResult(run_requests=requests, cursor=cursor.to_json())
