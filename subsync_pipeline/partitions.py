@@ -25,3 +25,8 @@ def partition_days(context: dg.AssetExecutionContext) -> list[str]:
     window = context.partition_time_window
     first, last = window.start.date(), window.end.date()
     return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
+
+
+# A backfill runs one day per run: each day's run is small, retried on its own and shown on its
+# own in the UI; days converge in any order, and the Personify write lock serialises the writes.
+daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
-from subsync_pipeline.partitions import daily_partitions_def, partition_days
+from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
 from subsync_pipeline.resources import (
     LandingFolderResource,
     StateDatabaseResource,
@@ -14,6 +14,7 @@ from subsync_pipeline.resources import (
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    backfill_policy=daily_backfill_policy,
     group_name="ingest",
     kinds={"csv", "pandas"},
     description=(

@@ -3,17 +3,21 @@
 from collections.abc import Callable
 
 import dagster as dg
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.writers import WriteCounts
-from subsync_pipeline.partitions import daily_partitions_def
+from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.resources import (
     PersonifyDatabaseResource,
     StateDatabaseResource,
     SubsyncConfigResource,
 )
+
+WRITE_RETRIES = 3
+RETRY_SECONDS = 5
 
 
 def _write(
@@ -27,7 +31,15 @@ def _write(
     if not getattr(config.personify, enabled_key):
         context.log.info(f"config.personify.{enabled_key} is false: the table is left as it is")
         return dg.Output(WriteCounts(), metadata={"skipped": True})
-    counts = write()
+    try:
+        counts = write()
+    except DBAPIError as error:
+        if not (error.connection_invalidated or isinstance(error, OperationalError)):
+            raise
+        # A dropped connection or a server restart: the transaction rolled back, so trying the
+        # whole write again is safe.
+        context.log.warning(f"transient Personify error, retrying: {type(error.orig).__name__}")
+        raise dg.RetryRequested(max_retries=WRITE_RETRIES, seconds_to_wait=RETRY_SECONDS) from error
     return dg.Output(
         counts,
         metadata={
@@ -39,6 +51,7 @@ def _write(
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    backfill_policy=daily_backfill_policy,
     group_name="personify",
     kinds={"sql"},
     description=(
@@ -67,6 +80,7 @@ def personify_cus_opt_in(
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    backfill_policy=daily_backfill_policy,
     group_name="personify",
     kinds={"sql"},
     description=(

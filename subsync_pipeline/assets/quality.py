@@ -13,12 +13,13 @@ from subsync_pipeline.core.quality import (
     reject_counts,
 )
 from subsync_pipeline.core.report import write_report
-from subsync_pipeline.partitions import daily_partitions_def
+from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.resources import ReportsFolderResource
 
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    backfill_policy=daily_backfill_policy,
     group_name="quality",
     kinds={"html"},
     description=(

@@ -5,12 +5,13 @@ import dagster as dg
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.quality import decision_counts, newer_requests
 from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
-from subsync_pipeline.partitions import daily_partitions_def
+from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.resources import StateDatabaseResource, SubsyncConfigResource
 
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    backfill_policy=daily_backfill_policy,
     group_name="resolve",
     kinds={"pandas"},
     description=(
