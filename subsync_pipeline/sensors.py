@@ -40,7 +40,7 @@ def run_requests(path: Path, latest_day: str) -> list[dg.RunRequest]:
 @dg.sensor(
     name="tracking_upload_sensor",
     job=daily_sync_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     description=(
         "Watches SUBSYNC_LANDING_DIR; once a new or changed file has stopped changing, launches "
         "one run per day it holds. Run keys from content hash and day: never the same run twice."
