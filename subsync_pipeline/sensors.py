@@ -37,6 +37,14 @@ def run_requests(path: Path, latest_day: str) -> list[dg.RunRequest]:
     ]
 
 
+def _already_run(instance: dg.DagsterInstance, run_key: str | None) -> bool:
+    """Whether a run with this key exists: a re-uploaded or touched file asks for nothing."""
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(tags={"dagster/run_key": run_key or ""}), limit=1
+    )
+    return bool(runs)
+
+
 @dg.sensor(
     name="tracking_upload_sensor",
     job=daily_sync_job,
@@ -54,7 +62,12 @@ def tracking_upload_sensor(
     ready, cursor = poll(landing.folder, WatchCursor.from_json(context.cursor))
     # Days after tomorrow have no partition yet; such rows are rejected when their day comes.
     latest = (datetime.now(deployed_config.tz).date() + timedelta(days=1)).isoformat()
-    requests = [request for path in ready for request in run_requests(path, latest)]
+    requests = [
+        request
+        for path in ready
+        for request in run_requests(path, latest)
+        if not _already_run(context.instance, request.run_key)
+    ]
     if not requests:
         waiting = len(cursor.pending)
         reason = f"{waiting} file(s) still being written" if waiting else "no new complete file"
