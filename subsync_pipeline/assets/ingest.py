@@ -1,7 +1,10 @@
 """Stage 1: the raw tracking log, as landed."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
+from subsync_pipeline.checks import FILES_READABLE, raw_checks, zero
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
@@ -14,6 +17,7 @@ from subsync_pipeline.resources import (
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    check_specs=raw_checks,
     backfill_policy=daily_backfill_policy,
     group_name="ingest",
     kinds={"csv", "pandas"},
@@ -27,7 +31,7 @@ def raw_tracking_log(
     subsync_config: SubsyncConfigResource,
     landing: LandingFolderResource,
     state_db: StateDatabaseResource,
-) -> dg.Output[RawTrackingLog]:
+) -> Iterator[dg.Output[RawTrackingLog] | dg.AssetCheckResult]:
     config = subsync_config.load()
     days = partition_days(context)
     raw = sync.ingest(state_db.engine, landing.folder, config, days)
@@ -38,7 +42,7 @@ def raw_tracking_log(
         f"| {row.path} | {row.status} | {row.rows_read} | {row.repeats_dropped} |"
         for row in files.itertuples()
     )
-    return dg.Output(
+    yield dg.Output(
         raw,
         metadata={
             "rows_read": dg.MetadataValue.int(len(raw.rows) + int(files["repeats_dropped"].sum())),
@@ -53,3 +57,4 @@ def raw_tracking_log(
             ),
         },
     )
+    yield zero(FILES_READABLE, "raw_tracking_log", len(raw.failed_files), "files_failed")

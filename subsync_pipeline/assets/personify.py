@@ -1,10 +1,18 @@
 """Stage 4: the one-way write into Personify360, one transaction per table."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from subsync_pipeline.checks import (
+    ACTIVITY_RECONCILED,
+    EXTERNAL_IDS_UNIQUE,
+    OPT_IN_RECONCILED,
+    activity_checks,
+    opt_in_checks,
+    zero,
+)
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.personify.connection import masked
@@ -26,11 +34,17 @@ def _write(
     config: SubsyncConfig,
     write: Callable[[], WriteCounts],
     url: str,
-) -> dg.Output[WriteCounts]:
+) -> Iterator[dg.Output[WriteCounts] | dg.AssetCheckResult]:
     """Run one table's write unless config.personify.<enabled_key> switches it off."""
+    asset = context.asset_key.to_user_string()
     if not getattr(config.personify, enabled_key):
         context.log.info(f"config.personify.{enabled_key} is false: the table is left as it is")
-        return dg.Output(WriteCounts(), metadata={"skipped": True})
+        yield dg.Output(WriteCounts(), metadata={"skipped": True})
+        for spec in context.assets_def.check_specs:
+            yield dg.AssetCheckResult(
+                check_name=spec.name, asset_key=asset, passed=True, metadata={"skipped": True}
+            )
+        return
     try:
         counts = write()
     except DBAPIError as error:
@@ -40,18 +54,24 @@ def _write(
         # whole write again is safe.
         context.log.warning(f"transient Personify error, retrying: {type(error.orig).__name__}")
         raise dg.RetryRequested(max_retries=WRITE_RETRIES, seconds_to_wait=RETRY_SECONDS) from error
-    return dg.Output(
+    yield dg.Output(
         counts,
         metadata={
             **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.as_dict().items()},
             "personify": dg.MetadataValue.text(masked(url)),
         },
     )
+    if asset == "personify_cus_opt_in":
+        yield zero(OPT_IN_RECONCILED, asset, counts.mismatched, "rows_mismatched")
+    else:
+        yield zero(ACTIVITY_RECONCILED, asset, counts.mismatched, "rows_mismatched")
+        yield zero(EXTERNAL_IDS_UNIQUE, asset, counts.duplicate_external_ids, "duplicates")
 
 
 @dg.asset(
     partitions_def=daily_partitions_def,
     backfill_policy=daily_backfill_policy,
+    check_specs=opt_in_checks,
     group_name="personify",
     kinds={"sql"},
     description=(
@@ -65,9 +85,9 @@ def personify_cus_opt_in(
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
     state_db: StateDatabaseResource,
-) -> dg.Output[WriteCounts]:
+) -> Iterator[dg.Output[WriteCounts] | dg.AssetCheckResult]:
     config = subsync_config.load()
-    return _write(
+    yield from _write(
         context,
         "write_opt_in",
         config,
@@ -81,6 +101,7 @@ def personify_cus_opt_in(
 @dg.asset(
     partitions_def=daily_partitions_def,
     backfill_policy=daily_backfill_policy,
+    check_specs=activity_checks,
     group_name="personify",
     kinds={"sql"},
     description=(
@@ -95,9 +116,9 @@ def personify_cus_activity(
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
     state_db: StateDatabaseResource,
-) -> dg.Output[WriteCounts]:
+) -> Iterator[dg.Output[WriteCounts] | dg.AssetCheckResult]:
     config = subsync_config.load()
-    return _write(
+    yield from _write(
         context,
         "write_activity",
         config,

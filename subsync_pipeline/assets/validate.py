@@ -1,8 +1,16 @@
 """Stage 2: every row validated (Pandera + a bulk CUSTOMER lookup) or rejected with reasons."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
+from subsync_pipeline.checks import (
+    MEMBER_MATCH_RATE,
+    REJECT_RATE,
+    threshold,
+    validation_checks,
+)
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.core.quality import member_match_rate, reject_counts
@@ -17,6 +25,7 @@ from subsync_pipeline.resources import (
 @dg.multi_asset(
     partitions_def=daily_partitions_def,
     backfill_policy=daily_backfill_policy,
+    check_specs=validation_checks,
     outs={
         "validated_tracking_records": dg.AssetOut(
             group_name="validate",
@@ -42,7 +51,7 @@ def validated_and_rejected_tracking_records(
     subsync_config: SubsyncConfigResource,
     state_db: StateDatabaseResource,
     personify_db: PersonifyDatabaseResource,
-) -> tuple[dg.Output[sync.ValidatedDays], dg.Output[pd.DataFrame]]:
+) -> Iterator[dg.Output[sync.ValidatedDays] | dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
     config = subsync_config.load()
     validated = sync.validate_days(
         state_db.engine, personify_db.engine, config, raw_tracking_log, context.run.run_id
@@ -54,22 +63,37 @@ def validated_and_rejected_tracking_records(
         f"{len(events)} validated, {len(rejected)} rejected "
         f"({', '.join(f'{k}: {v}' for k, v in by_reason.items()) or 'none'})"
     )
-    return (
-        dg.Output(
-            validated,
-            output_name="validated_tracking_records",
-            metadata={
-                "validated": dg.MetadataValue.int(len(events)),
-                "member_match_rate": dg.MetadataValue.float(match_rate),
-                "contacts_touched": dg.MetadataValue.int(len(validated.touched_members)),
-            },
-        ),
-        dg.Output(
-            rejected,
-            output_name="rejected_tracking_records",
-            metadata={
-                "rejected": dg.MetadataValue.int(len(rejected)),
-                **{f"rejected_{code}": dg.MetadataValue.int(n) for code, n in by_reason.items()},
-            },
-        ),
+    yield dg.Output(
+        validated,
+        output_name="validated_tracking_records",
+        metadata={
+            "validated": dg.MetadataValue.int(len(events)),
+            "member_match_rate": dg.MetadataValue.float(match_rate),
+            "contacts_touched": dg.MetadataValue.int(len(validated.touched_members)),
+        },
+    )
+    yield dg.Output(
+        rejected,
+        output_name="rejected_tracking_records",
+        metadata={
+            "rejected": dg.MetadataValue.int(len(rejected)),
+            **{f"rejected_{code}": dg.MetadataValue.int(n) for code, n in by_reason.items()},
+        },
+    )
+    rows = len(raw_tracking_log.rows)
+    quality = config.quality
+    yield threshold(
+        MEMBER_MATCH_RATE,
+        "validated_tracking_records",
+        match_rate,
+        quality.min_member_match_rate,
+        at_least=True,
+    )
+    reject_rate = round(len(rejected) / rows, 6) if rows else 0.0
+    yield threshold(
+        REJECT_RATE,
+        "rejected_tracking_records",
+        reject_rate,
+        quality.max_reject_rate,
+        at_least=False,
     )

@@ -38,10 +38,14 @@ class PersonifyWriteError(RuntimeError):
 
 @dataclass(frozen=True)
 class WriteCounts:
+    """What a write did, and what reading the table back inside its transaction found wrong."""
+
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    mismatched: int = 0
+    duplicate_external_ids: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -60,6 +64,25 @@ def _same(left: sa.Table, right: sa.Table, names: list[str]) -> sa.ColumnElement
 
 def _differs(left: sa.Table, right: sa.Table, names: list[str]) -> sa.ColumnElement[bool]:
     return sa.or_(*[left.c[name].is_distinct_from(right.c[name]) for name in names])
+
+
+def _same_values(left: pd.Series, right: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(left) or pd.api.types.is_datetime64_any_dtype(right):
+        left, right = pd.to_datetime(left), pd.to_datetime(right)
+    else:
+        left, right = left.astype(object), right.astype(object)
+    return (left == right) | (left.isna() & right.isna())
+
+
+def mismatches(
+    desired: pd.DataFrame, actual: pd.DataFrame, key: list[str], columns: list[str]
+) -> int:
+    """Rows of `desired` missing from or different in `actual`, plus rows only in `actual`."""
+    merged = desired.merge(actual, on=key, how="outer", suffixes=("", "_db"), indicator=True)
+    wrong = ~merged["_merge"].eq("both")
+    for column in columns:
+        wrong |= ~_same_values(merged[column], merged[f"{column}_db"])
+    return int(wrong.sum())
 
 
 class PersonifyWriter:
@@ -161,9 +184,18 @@ class PersonifyWriter:
                 ).where(missing),
             )
         ).rowcount
+        written = read_frame(
+            conn,
+            sa.select(*[target.c[name] for name in OPT_IN_COLUMNS]).join(
+                stage, _same(target, stage, OPT_IN_KEY)
+            ),
+        )
         stage.drop(conn)
         return WriteCounts(
-            inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated
+            inserted=inserted,
+            updated=updated,
+            unchanged=len(rows) - inserted - updated,
+            mismatched=mismatches(rows, written, OPT_IN_KEY, OPT_IN_DATA_COLUMNS),
         )
 
     def reconcile_activity(
@@ -220,14 +252,25 @@ class PersonifyWriter:
                 ).where(~sa.exists().where(target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)),
             )
         ).rowcount
+        written = read_frame(
+            conn,
+            sa.select(*[target.c[name] for name in ACTIVITY_COLUMNS]).where(
+                target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
+            ),
+        )
         stage.drop(conn)
         ids.drop(conn)
         replaced = min(deleted, inserted)
+        duplicates = int(written["EXTERNAL_ID"].duplicated().sum())
         return WriteCounts(
             inserted=inserted - replaced,
             updated=replaced,
             deleted=deleted - replaced,
             unchanged=len(rows) - inserted,
+            mismatched=mismatches(
+                rows, written.drop_duplicates("EXTERNAL_ID"), ["EXTERNAL_ID"], ACTIVITY_DATA_COLUMNS
+            ),
+            duplicate_external_ids=duplicates,
         )
 
 
