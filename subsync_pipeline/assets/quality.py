@@ -1,10 +1,13 @@
 """Stage 5: the day's data-quality report for stewards."""
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
+from subsync_pipeline.core.personify.rows import audit_now
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.core.quality import (
     decision_counts,
@@ -12,9 +15,14 @@ from subsync_pipeline.core.quality import (
     newer_requests,
     reject_counts,
 )
-from subsync_pipeline.core.report import write_report
+from subsync_pipeline.core.report import history, store_figures, write_report
+from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
-from subsync_pipeline.resources import ReportsFolderResource
+from subsync_pipeline.resources import (
+    ReportsFolderResource,
+    StateDatabaseResource,
+    SubsyncConfigResource,
+)
 
 
 @dg.asset(
@@ -23,8 +31,8 @@ from subsync_pipeline.resources import ReportsFolderResource
     group_name="quality",
     kinds={"html"},
     description=(
-        "The day's data-quality report in SUBSYNC_REPORTS_DIR: figures for every stage and a CSV "
-        "of all rejected rows for stewards to fix in Real Magnet."
+        "The day's data-quality report in SUBSYNC_REPORTS_DIR: headline figures, a 30-day trend, "
+        "rejects by reason with the fix in Real Magnet, and a CSV of all rejected rows."
     ),
 )
 def data_quality_report(
@@ -34,37 +42,69 @@ def data_quality_report(
     contact_subscription_status: sync.ResolvedDays,
     personify_cus_opt_in: WriteCounts,
     personify_cus_activity: WriteCounts,
+    subsync_config: SubsyncConfigResource,
+    state_db: StateDatabaseResource,
     reports: ReportsFolderResource,
 ) -> dg.MaterializeResult:
-    raw, rejected, resolved = (
-        raw_tracking_log,
-        rejected_tracking_records,
-        contact_subscription_status,
-    )
+    raw, rejected = raw_tracking_log, rejected_tracking_records
+    resolved = contact_subscription_status
+    quality = subsync_config.load().quality
     label = raw.days[0] if len(raw.days) == 1 else f"{raw.days[0]}_to_{raw.days[-1]}"
     of_days = resolved.decided.loc[resolved.decided["day"].isin(resolved.days)]
-    figures: dict[str, object] = {
-        "files read": len(raw.files),
-        "files failed": len(raw.failed_files),
-        "rows read": len(raw.rows),
-        "rows rejected": len(rejected),
-        "member match rate": member_match_rate(len(raw.rows), rejected),
-        **{f"rejected: {code}": n for code, n in reject_counts(rejected).items()},
-        **{
-            f"decision: {name}": n
-            for name, n in decision_counts(resolved.decided, resolved.days).items()
-        },
-        "status changes": int(of_days["status_change"].sum()),
-        "keys with a newer opposite request": len(newer_requests(resolved.statuses)),
-        **{f"CUS_OPT_IN {k}": v for k, v in personify_cus_opt_in.as_dict().items()},
-        **{f"CUS_ACTIVITY {k}": v for k, v in personify_cus_activity.as_dict().items()},
+    rows = len(raw.rows)
+    match_rate = member_match_rate(rows, rejected)
+    reject_rate = len(rejected) / rows if rows else 0.0
+    newer = newer_requests(resolved.statuses)
+    healthy = (
+        raw.failed_files.empty
+        and match_rate >= quality.min_member_match_rate
+        and reject_rate <= quality.max_reject_rate
+        and personify_cus_opt_in.mismatched == 0
+        and personify_cus_activity.mismatched == 0
+    )
+    status_changes = int(of_days["status_change"].sum())
+    figures: dict[str, Any] = {
+        "status": "OK" if healthy else "ATTENTION",
+        "files_read": len(raw.files),
+        "files_failed": len(raw.failed_files),
+        "rows_read": rows,
+        "rows_rejected": len(rejected),
+        "match_rate": match_rate,
+        "rejects_by_reason": reject_counts(rejected),
+        "decisions": decision_counts(resolved.decided, resolved.days),
+        "status_changes": status_changes,
+        "first_time_events": int(
+            of_days["first_time"].isin([FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE]).sum()
+        ),
+        "newer_requests": len(newer),
     }
-    files = write_report(reports.folder, label, figures, rejected)
+    with state_db.engine.begin() as conn:
+        store_figures(conn, label, figures, audit_now())
+        days = [day for day in history(conn) if day["label"] <= label]
+    written = {
+        "CUS_OPT_IN": personify_cus_opt_in.as_dict(),
+        "CUS_ACTIVITY": personify_cus_activity.as_dict(),
+    }
+    files = write_report(reports.folder, label, figures, rejected, newer, written, days)
     context.log.info(f"data-quality report: {files.html.resolve()}")
+    summary = "\n".join(
+        ["| figure | value |", "|---|---|"]
+        + [
+            f"| {name} | {value} |"
+            for name, value in figures.items()
+            if not isinstance(value, dict)
+        ]
+    )
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.path(str(files.html.resolve())),
+            "report": dg.MetadataValue.url(files.html.resolve().as_uri()),
+            "report_path": dg.MetadataValue.path(str(files.html.resolve())),
             "rejects_csv": dg.MetadataValue.path(str(files.rejects_csv.resolve())),
+            "index": dg.MetadataValue.path(str(files.index.resolve())),
+            "summary": dg.MetadataValue.md(summary),
+            "rows_read": dg.MetadataValue.int(rows),
             "rows_rejected": dg.MetadataValue.int(len(rejected)),
+            "member_match_rate": dg.MetadataValue.float(match_rate),
+            "status_changes": dg.MetadataValue.int(status_changes),
         }
     )

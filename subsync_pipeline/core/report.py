@@ -1,20 +1,69 @@
-"""The per-day data-quality report for data stewards: an HTML summary and a CSV of rejects."""
+"""The per-day data-quality report for data stewards: a self-contained HTML page (Jinja2, inline
+styles, the trend chart as inline SVG drawn by matplotlib), a CSV of every rejected row, and an
+index of all days. Emails are masked everywhere but in the CSV, which stewards need whole.
+"""
 
 from __future__ import annotations
 
-import html
+import io
+import json
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
+from jinja2 import Environment, PackageLoader, select_autoescape
+from matplotlib.figure import Figure
+from sqlalchemy.engine import Connection
+
+from subsync_pipeline.core import state
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
+TREND_DAYS = 30
+
+REASON_FIXES: dict[str, str] = {
+    "missing_member_id": "Fill the contact's Custom Member ID with their Personify Master "
+    "Customer ID.",
+    "invalid_member_id": "Correct the Custom Member ID: digits only (MASTER or MASTER|SUB).",
+    "unknown_member": "The id is not in Personify: correct it in Real Magnet, or add the customer "
+    "in Personify, then re-run the day.",
+    "invalid_event_type": "Only subscribe / unsubscribe events can be synced.",
+    "invalid_scope_type": "Use group, group_category or message_category.",
+    "invalid_source": "Use a known source (preference centre, API, in-app, CSV upload, form, "
+    "importer, third party).",
+    "invalid_timestamp": "Fix occurred_at / timestamp_subscribed (ISO-8601, not before the "
+    "configured start date).",
+    "tracking_disabled": "This event type is switched off in the subsync config (tracking).",
+    "duplicate_event": "The same event id was exported twice with different content; the first "
+    "recorded version was kept.",
+    "invalid_event_id": "The tracking record has no event id (or one longer than 64 characters).",
+    "missing_scope_id": "Fill in the group / category id.",
+    "invalid_force_optin": "Use true or false for force_optin.",
+    "file_unreadable": "Export the file again as UTF-8 CSV (optionally gzip) and re-upload it.",
+    "missing_columns": "Export the file again with all required columns.",
+}
+WRITE_COLUMNS = ["inserted", "updated", "deleted", "unchanged", "mismatched"]
+
+_templates = Environment(
+    loader=PackageLoader("subsync_pipeline", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 
 
 @dataclass(frozen=True)
 class ReportFiles:
     html: Path
     rejects_csv: Path
+    index: Path
+
+
+def mask_email(text: str) -> str:
+    """j***@example.org for every email address in `text`."""
+    return _EMAIL.sub(lambda match: f"{match.group(1)}***@{match.group(2)}", text)
 
 
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -27,27 +76,128 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
+def store_figures(conn: Connection, label: str, figures: dict[str, Any], now: datetime) -> None:
+    table = state.quality_history
+    conn.execute(table.delete().where(table.c.label == label))
+    conn.execute(table.insert().values(label=label, figures=json.dumps(figures), updated_at=now))
+
+
+def history(conn: Connection) -> list[dict[str, Any]]:
+    """Every day's figures, oldest first."""
+    table = state.quality_history
+    rows = conn.execute(sa.select(table.c.label, table.c.figures).order_by(table.c.label))
+    return [{"label": label, **json.loads(figures)} for label, figures in rows]
+
+
+def trend_svg(days: list[dict[str, Any]]) -> str:
+    """Match rate, rejects by reason and status changes over the days, as inline SVG."""
+    figure = Figure(figsize=(10, 5.5), layout="constrained")
+    rate_axis, count_axis = figure.subplots(2, 1, sharex=True)
+    labels = [day["label"][5:] for day in days]
+    rate_axis.plot(labels, [day["match_rate"] for day in days], marker="o", color="#2a5db0")
+    rate_axis.set_ylabel("member match rate")
+    rate_axis.set_ylim(0, 1.05)
+    reasons = sorted({code for day in days for code in day["rejects_by_reason"]})
+    bottom = [0] * len(days)
+    for reason in reasons:
+        values = [day["rejects_by_reason"].get(reason, 0) for day in days]
+        count_axis.bar(labels, values, bottom=bottom, label=f"rejected: {reason}")
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    count_axis.plot(
+        labels,
+        [day["status_changes"] for day in days],
+        color="#1b7f3b",
+        marker="s",
+        label="status changes",
+    )
+    count_axis.set_ylabel("rows")
+    count_axis.legend(fontsize="small", loc="upper left")
+    count_axis.tick_params(axis="x", labelrotation=45)
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def _sample(rejected: pd.DataFrame, size: int = 20) -> list[dict[str, str]]:
+    sample = []
+    for row in rejected.head(size).astype(object).to_dict("records"):
+        original = row["original_values"]
+        values = json.loads(original) if isinstance(original, str) else {}
+        line = row["line_number"]
+        sample.append(
+            {
+                "file": Path(str(row["source_file"])).name,
+                "line": "" if line is None or line != line else str(int(line)),
+                "event id": str(values.get("event_id", "")),
+                "email": mask_email(str(values.get("email", ""))),
+                "member id": str(values.get("custom_member_id", "")),
+                "reasons": str(row["reasons"]),
+                "error": mask_email(row["error"]) if isinstance(row["error"], str) else "",
+            }
+        )
+    return sample
+
+
 def write_report(
-    folder: Path, label: str, figures: dict[str, object], rejected: pd.DataFrame
+    folder: Path,
+    label: str,
+    figures: dict[str, Any],
+    rejected: pd.DataFrame,
+    newer: pd.DataFrame,
+    written: dict[str, dict[str, int]],
+    days: list[dict[str, Any]],
 ) -> ReportFiles:
-    """Write report.html and rejected_rows.csv under folder/label; re-runs overwrite them."""
+    """Write <label>/report.html, <label>/rejected_rows.csv and the index; re-runs overwrite."""
     target = folder / label
     target.mkdir(parents=True, exist_ok=True)
     rejects_csv = target / "rejected_rows.csv"
     neutralise_formulas(rejected).to_csv(rejects_csv, index=False)
-    rows = "\n".join(
-        f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td></tr>"
-        for name, value in figures.items()
+    newer_rows = [
+        {
+            "member": f"{row.master_customer_id}|{row.sub_customer_id}",
+            "area": row.area,
+            "status": row.status,
+            "blocking": ("forced " if row.forced else "") + str(row.opt_in_source),
+            "request": str(
+                row.last_unsubscribe_request_date
+                if row.status == "subscribed"
+                else row.last_subscribe_request_date
+            ),
+        }
+        for row in newer.head(50).itertuples()
+    ]
+    page = _templates.get_template("report.html.j2").render(
+        label=label,
+        status=figures["status"],
+        headline=[
+            ("Files read", figures["files_read"]),
+            ("Files that could not be read", figures["files_failed"]),
+            ("Rows read", figures["rows_read"]),
+            ("Rows rejected", figures["rows_rejected"]),
+            ("Member match rate", f"{figures['match_rate']:.1%}"),
+            ("Status changes", figures["status_changes"]),
+            ("First-time events", figures["first_time_events"]),
+            ("Requests newer than the status", figures["newer_requests"]),
+        ],
+        chart_svg=trend_svg(days[-TREND_DAYS:]),
+        rejects=[
+            {"code": code, "count": count, "fix": REASON_FIXES.get(code, "")}
+            for code, count in figures["rejects_by_reason"].items()
+        ],
+        sample_columns=["file", "line", "event id", "email", "member id", "reasons", "error"],
+        sample=_sample(rejected),
+        newer=newer_rows,
+        write_columns=WRITE_COLUMNS,
+        written=list(written.items()),
     )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>subsync data quality {html.escape(label)}</title>
-</head><body style="font-family: sans-serif; margin: 2em;">
-<h1>subsync data quality &mdash; {html.escape(label)}</h1>
-<table style="border-collapse: collapse;">{rows}</table>
-<p>All rejected rows, with their original values:
-<a href="rejected_rows.csv">rejected_rows.csv</a></p>
-</body></html>
-"""
     report = target / "report.html"
     report.write_text(page, encoding="utf-8")
-    return ReportFiles(html=report, rejects_csv=rejects_csv)
+    index = folder / "index.html"
+    index.write_text(
+        _templates.get_template("index.html.j2").render(
+            days=[{**day, "match_rate": f"{day['match_rate']:.1%}"} for day in reversed(days)]
+        ),
+        encoding="utf-8",
+    )
+    return ReportFiles(html=report, rejects_csv=rejects_csv, index=index)

@@ -97,6 +97,15 @@ rejected_records = sa.Table(
     sa.Column("rejected_at", sa.DateTime, nullable=False),
 )
 
+# One row per report: the figures the 30-day trend chart and the index page are drawn from.
+quality_history = sa.Table(
+    "quality_history",
+    metadata,
+    sa.Column("label", sa.String(32), primary_key=True),
+    sa.Column("figures", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
 LEDGER_COLUMNS: list[str] = [c.name for c in event_ledger.columns]
 REJECT_COLUMNS: list[str] = [
     c.name for c in rejected_records.columns if c.name not in ("reject_id",)
