@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from subsync_pipeline.core import sync
+from subsync_pipeline.core import state, sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.core.personify.rows import audit_now
 from subsync_pipeline.core.personify.writers import WriteCounts
@@ -79,6 +79,7 @@ def data_quality_report(
         "newer_requests": len(newer),
     }
     with state_db.engine.begin() as conn:
+        state.lock(conn)
         store_figures(conn, label, figures, audit_now())
         days = [day for day in history(conn) if day["label"] <= label]
     written = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
 
@@ -124,6 +124,22 @@ def create_state_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     return engine
+
+
+# One advisory lock for every subsync transaction that writes state on PostgreSQL.
+STATE_LOCK_KEY = int.from_bytes(b"subsyncS", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def lock(conn: Connection) -> None:
+    """Make this state transaction exclusive among subsync's runs, from its first statement.
+
+    Runs for overlapping days (a sensor launching one per day, a backfill) read and then replace
+    the same rows; without this, two of them can both delete and then both insert.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STATE_LOCK_KEY)))
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

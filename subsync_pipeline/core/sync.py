@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
-from subsync_pipeline.core import ledger, manifest
+from subsync_pipeline.core import ledger, manifest, state
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.ingest import RawTrackingLog, read_days
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
@@ -52,6 +52,7 @@ def ingest(
 ) -> RawTrackingLog:
     """Record new and changed files in the manifest, then read the rows of `days`."""
     with state_engine.begin() as conn:
+        state.lock(conn)
         scan = manifest.scan(conn, landing_dir, config)
     return read_days(scan, days, config)
 
@@ -75,6 +76,7 @@ def validate_days(
         check_tables(conn, [tables.customer])
         known = writer_for(conn, tables).known_members(conn, candidates)
     with state_engine.begin() as conn:
+        state.lock(conn)
         winners = manifest.winning_versions(conn, days)
         result = validate(rows, normalised, config, known, winners)
         rejected = pd.concat([file_rejects(raw.failed_files), result.rejected], ignore_index=True)
@@ -120,6 +122,7 @@ def resolve_days(
     """Resolve the full history of every touched contact and keep the decisions as audit trail."""
     members = validated.touched_members
     with state_engine.begin() as conn:
+        state.lock(conn)
         decided, statuses = resolve_members(conn, config, members)
         ledger.store_decisions(conn, members, decided, run_id, audit_now())
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
