@@ -122,7 +122,10 @@ def create_state_engine(url: str) -> Engine:
     engine = sa.create_engine(url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
+    with engine.begin() as conn:
+        # Two runs starting at once on a new database must not both create the tables.
+        lock(conn)
+        metadata.create_all(conn)
     return engine
 
 
