@@ -14,6 +14,7 @@ test: bootstrap
 	.venv/bin/python -m pytest
 
 ui: bootstrap
+	mkdir -p data/dagster_home
 	DAGSTER_HOME=$(CURDIR)/data/dagster_home .venv/bin/dagster dev
 
 clean:

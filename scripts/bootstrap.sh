@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Installs what subsync needs on a fresh Debian machine, then the Python environment in .venv.
-# Idempotent: a second run only checks.
+# Idempotent: a second run only checks. System packages: the ODBC driver manager pyodbc links
+# against, PostgreSQL's ODBC driver, and a PostgreSQL server the tests start and throw away.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ldconfig lives in /sbin, which a non-root PATH may lack. The listing is captured first: with
+# pipefail, `ldconfig -p | grep -q` can fail on SIGPIPE even when the library is there.
+ldconfig_bin=$(command -v ldconfig || echo /sbin/ldconfig)
+libraries=$("$ldconfig_bin" -p 2>/dev/null || true)
+
 missing=()
-ldconfig -p | grep -q 'libodbc.so.2' || missing+=(unixodbc)
-[ -e /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || [ -n "$(ls /usr/lib/*/odbc/psqlodbcw.so 2>/dev/null)" ] \
-  || missing+=(odbc-postgresql)
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  missing+=(postgresql)
-fi
+grep -q 'libodbc\.so\.2' <<<"$libraries" || missing+=(unixodbc)
+compgen -G '/usr/lib/*/odbc/psqlodbcw.so' >/dev/null || missing+=(odbc-postgresql)
+for tool in initdb pg_ctl; do
+  if ! command -v "$tool" >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/$tool" >/dev/null; then
+    missing+=(postgresql)
+    break
+  fi
+done
+python3 -c 'import ensurepip, venv' 2>/dev/null || [ -x .venv/bin/python ] || missing+=(python3-venv)
+
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]}"
@@ -18,7 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "bootstrap: please install these Debian packages first: ${missing[*]}" >&2
+    echo "bootstrap: missing system packages. Install them, then run this again:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from subsync_pipeline.core.config import load_config
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import (
+    MIN_DEMO_CUSTOMERS,
     create_sandbox_personify,
     demo_customers,
     demo_days,
@@ -24,77 +27,130 @@ from subsync_pipeline.core.sandbox import (
     write_demo_tracking_files,
 )
 
+ALLOW_MSSQL_FLAG = "--i-know-this-is-not-production"
+EXIT_REFUSED = 2
+# Step-by-step DEBUG events belong in the UI; the terminal gets the assets' own INFO lines.
+_CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
-def sandbox(reset: bool, customers: int, allow_mssql: bool) -> list[date]:
+
+def sandbox(reset: bool, customers: int) -> list[date]:
     """Create the sandbox Personify, the demo config and demo tracking files; return the days."""
     url = setting("PERSONIFY_DB_URL")
-    if make_url(url).get_backend_name() == "mssql" and not allow_mssql:
-        raise SystemExit(
-            f"refusing to create sandbox tables at {masked(url)}: it is a SQL Server URL, which "
-            "may be production Personify. Pass --i-know-this-is-not-production to go ahead."
-        )
     members = demo_customers(customers)
     added = create_sandbox_personify(url, members, reset=reset)
     print(f"Personify sandbox: {masked(url)} ({added} demo customers added)")
 
-    if not os.environ.get("SUBSYNC_CONFIG"):
+    explicit_config = os.environ.get("SUBSYNC_CONFIG")
+    if explicit_config:
+        print(f"Config:            {explicit_config} (SUBSYNC_CONFIG, left as it is)")
+    else:
         config_file = Path(DEFAULTS["SUBSYNC_CONFIG"])
         if reset or not config_file.exists():
             write_demo_config(config_file)
-        print(f"Config:            {config_file}")
+            print(f"Config:            {config_file} (demo config written)")
+        else:
+            print(f"Config:            {config_file} (kept; --reset rewrites it)")
 
     days = demo_days(date.today())
     landing = Path(setting("SUBSYNC_LANDING_DIR"))
     files = write_demo_tracking_files(landing, days, members)
-    print(f"Tracking files:    {len(files)} in {landing}")
+    print(f"Tracking files:    {len(files)} in {landing} (days {days[0]} to {days[-1]})")
     return days
 
 
 def demo(reset: bool, customers: int) -> int:
     """Sandbox, then the daily job for each demo day on a local Dagster instance."""
-    days = sandbox(reset, customers, allow_mssql=False)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str((DATA_DIR / "dagster_home").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    days = sandbox(reset, customers)
+    if not os.environ.get("DAGSTER_HOME"):
+        home = (DATA_DIR / "dagster_home").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        instance_yaml = home / "dagster.yaml"
+        if not instance_yaml.exists():
+            instance_yaml.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        os.environ["DAGSTER_HOME"] = str(home)
+    home = Path(os.environ["DAGSTER_HOME"])
 
+    # Imported only now: the definitions read SUBSYNC_CONFIG and DAGSTER_HOME when they load.
     import dagster as dg
 
+    # The project's deliberate use of beta Dagster APIs is not news to someone trying the demo.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from subsync_pipeline.definitions import defs
 
     job = defs.resolve_job_def("daily_sync_job")
     failed = []
+    print()
     with dg.DagsterInstance.get() as instance:
         for day in days:
             key = day.isoformat()
             result = job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False
+                run_config=_CONSOLE_INFO, partition_key=key, instance=instance, raise_on_error=False
             )
-            print(f"daily_sync_job {key}: {'success' if result.success else 'FAILED'}")
-            if not result.success:
-                failed.append(key)
+            if result.success:
+                print(f"daily_sync_job {key}: success (run {result.run_id})")
+                continue
+            failed.append(key)
+            print(f"daily_sync_job {key}: FAILED (run {result.run_id})")
+            for failure in result.get_step_failure_events():
+                error = failure.step_failure_data.error
+                message = error.message.strip() if error else "no error recorded"
+                print(f"  step {failure.step_key}: {message}")
 
     reports = Path(setting("SUBSYNC_REPORTS_DIR")).resolve()
     personify = setting("PERSONIFY_DB_URL")
     print()
     print(f"Personify (result):   {masked(personify)}  {_row_counts(personify)}")
-    print(f"Data-quality reports: {reports}/<day>/report.html (rejected rows: rejected_rows.csv)")
-    print(f"subsync state:        {masked(setting('SUBSYNC_DB_URL'))}")
+    print(f"Data-quality reports: {reports}/<day>/report.html (all days: {reports}/index.html)")
+    print(f"Rejected rows:        {reports}/<day>/rejected_rows.csv (file, line, reasons, values)")
+    print(f"subsync state DB:     {masked(setting('SUBSYNC_DB_URL'))} (rejects, decisions, ledger)")
     print(f"Dagster UI:           DAGSTER_HOME={home} .venv/bin/dagster dev   (or: make ui)")
-    return 1 if failed else 0
+    if failed:
+        print(f"\n{len(failed)} of {len(days)} days failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _row_counts(url: str) -> str:
     tables = personify_tables(load_config(config_path()).personify.tables)
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        counts = {
-            table.fullname: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
-            for table in (tables.opt_in, tables.activity)
-        }
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            counts = {
+                table.fullname: conn.execute(
+                    sa.select(sa.func.count()).select_from(table)
+                ).scalar_one()
+                for table in (tables.opt_in, tables.activity)
+            }
+    finally:
+        engine.dispose()
     return ", ".join(f"{name}: {n} rows" for name, n in counts.items())
+
+
+def _refusal(allow_mssql: bool) -> str | None:
+    """Why the sandbox must not be created at PERSONIFY_DB_URL, or None when it may.
+
+    The sandbox drops and creates Personify tables, so a SQL Server URL, which may well be the
+    production Personify, needs the operator to say explicitly that it is not.
+    """
+    url = setting("PERSONIFY_DB_URL")
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return f"PERSONIFY_DB_URL is not a SQLAlchemy database URL: {masked(url)}"
+    if backend == "mssql" and not allow_mssql:
+        return (
+            f"refusing to create sandbox tables at {masked(url)}: it is a SQL Server URL, which "
+            f"may be production Personify. Pass {ALLOW_MSSQL_FLAG} to go ahead."
+        )
+    return None
+
+
+def _customer_count(text: str) -> int:
+    number = int(text)
+    if number < MIN_DEMO_CUSTOMERS:
+        raise argparse.ArgumentTypeError(f"at least {MIN_DEMO_CUSTOMERS}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,18 +161,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("demo", "sandbox, then run daily_sync_job for each demo day"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--reset", action="store_true", help="drop and recreate the sandbox")
-        command.add_argument("--customers", type=int, default=200, help="demo customers to add")
-        if name == "sandbox":
-            command.add_argument(
-                "--i-know-this-is-not-production",
-                dest="allow_mssql",
-                action="store_true",
-                help="allow a sandbox on a SQL Server URL",
-            )
+        command.add_argument(
+            "--reset", action="store_true", help="drop and recreate the sandbox tables and config"
+        )
+        command.add_argument(
+            "--customers", type=_customer_count, default=200, help="demo customers (default 200)"
+        )
+        command.add_argument(
+            ALLOW_MSSQL_FLAG,
+            dest="allow_mssql",
+            action="store_true",
+            help="allow a sandbox at a SQL Server PERSONIFY_DB_URL",
+        )
     args = parser.parse_args(argv)
+    refusal = _refusal(args.allow_mssql)
+    if refusal:
+        print(f"subsync {args.command}: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
     if args.command == "sandbox":
-        sandbox(args.reset, args.customers, args.allow_mssql)
+        sandbox(args.reset, args.customers)
         return 0
     return demo(args.reset, args.customers)
 

@@ -10,7 +10,9 @@ import csv
 import gzip
 import io
 import random
-from datetime import date, datetime, timedelta
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +24,6 @@ from sqlalchemy.engine import make_url
 from subsync_pipeline.core.config import PersonifyTables as TableNames
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sql import insert_frame
-from subsync_pipeline.core.tracking_log import ALL_COLUMNS
 
 DDL_FILES: dict[str, str] = {
     "sqlite": "personify_sqlite.sql",
@@ -35,6 +36,22 @@ CUSTOMER_COLUMNS = [
     "CUSTOMER_STATUS_CODE",
     "PRIMARY_EMAIL_ADDRESS",
 ]
+# The header order of Real Magnet's export as SPEC §2 lists it; readers match headers by name.
+DEMO_HEADERS: tuple[str, ...] = (
+    "event_id",
+    "email",
+    "custom_member_id",
+    "event_type",
+    "scope_type",
+    "scope_id",
+    "scope_name",
+    "source",
+    "force_optin",
+    "occurred_at",
+    "timestamp_subscribed",
+)
+DEMO_TIMEZONE = "America/New_York"
+MIN_DEMO_CUSTOMERS = 10
 
 DEMO_CONFIG_YAML = """\
 # subsync demo config (SPEC section 7). Copy and adapt for a real deployment.
@@ -58,12 +75,11 @@ personify:
 quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
 """
 
-_DEMO_SCOPES = [
-    ("group", "1201", "Weekly Newsletter"),
-    ("group", "1202", "Advocacy Alerts"),
-    ("message_category", "77", "Events and Conferences"),
-    ("group", "9999", "Chapter News (not mapped)"),
-]
+_NEWSLETTER = ("group", "1201", "Weekly Newsletter")
+_ADVOCACY = ("group", "1202", "Advocacy Alerts")
+_EVENTS = ("message_category", "77", "Events and Conferences")
+_UNMAPPED = ("group", "9999", "Chapter News (not mapped)")
+_DEMO_SCOPES = [_NEWSLETTER, _ADVOCACY, _EVENTS, _UNMAPPED]
 _DEMO_SOURCES = [
     "preference_centre",
     "subscription_page",
@@ -77,6 +93,64 @@ _DEMO_SOURCES = [
     "importer",
     "third_party",
 ]
+_RANDOM_EVENTS_PER_DAY = 80
+_RANDOM_POOL_SIZE = 72
+
+
+@dataclass(frozen=True)
+class _Step:
+    source: str
+    event_type: str
+    forced: bool = False
+    first_subscribed: bool = False
+
+
+# SPEC §4's worked examples, one member each, one step per demo day, so the report shows every
+# decision kind on data a steward can follow by hand.
+_STORIES: list[tuple[tuple[str, str, str], list[_Step]]] = [
+    (
+        _NEWSLETTER,
+        [
+            _Step("form", "subscribe", first_subscribed=True),
+            _Step("third_party", "unsubscribe"),  # blocked_by_precedence
+            _Step("unsubscribe_link", "unsubscribe"),  # applied
+        ],
+    ),
+    (
+        _ADVOCACY,
+        [
+            _Step("subscription_page", "unsubscribe"),
+            _Step("api", "subscribe", first_subscribed=True),  # blocked_by_precedence
+            _Step("subscription_page", "subscribe", first_subscribed=True),  # applied
+        ],
+    ),
+    (
+        _EVENTS,
+        [
+            _Step("api", "subscribe", first_subscribed=True),
+            _Step("csv_upload", "unsubscribe"),  # applied: equal weight
+            _Step("manual", "subscribe"),  # applied: in_app, equal weight
+        ],
+    ),
+    (
+        _NEWSLETTER,
+        [
+            _Step("third_party", "unsubscribe", forced=True),
+            _Step("preference_centre", "subscribe"),  # blocked_by_forced
+            _Step("form", "subscribe", forced=True, first_subscribed=True),  # applied
+        ],
+    ),
+    (
+        _ADVOCACY,
+        [
+            _Step("importer", "subscribe"),  # no timestamp_subscribed: never a first_subscribe
+            _Step("api", "subscribe", first_subscribed=True),  # no_change
+            _Step("api", "unsubscribe"),  # applied: first_unsubscribe
+        ],
+    ),
+]
+
+_TABLE_OF_STATEMENT = re.compile(r"\b(?:TABLE|ON)\s+(?:dbo\.)?\"?(\w+)\"?", re.IGNORECASE)
 
 
 def ddl_statements(dialect: str) -> list[str]:
@@ -85,18 +159,27 @@ def ddl_statements(dialect: str) -> list[str]:
         raise ValueError(f"no sandbox DDL for {dialect!r}; known: {sorted(DDL_FILES)}")
     text = resources.files("subsync_pipeline").joinpath("sql", DDL_FILES[dialect]).read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements = ("\n".join(lines) + "\n").split(";\n")
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+def statement_table(statement: str) -> str:
+    """The table a sandbox DDL statement creates or indexes."""
+    found = _TABLE_OF_STATEMENT.search(statement)
+    if found is None:
+        raise ValueError(f"sandbox DDL statement names no table: {statement[:60]!r}")
+    return found.group(1)
 
 
 def demo_customers(n: int = 200) -> pd.DataFrame:
-    """Deterministic demo members; every tenth also has a sub customer 1."""
+    """Deterministic demo members; every tenth also has a sub customer 1, to exercise MASTER|SUB."""
     masters = [f"{100000 + i:09d}" for i in range(1, n + 1)]
-    rows = [(m, 0) for m in masters] + [(m, 1) for m in masters[::10]]
-    frame = pd.DataFrame(rows, columns=["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"])
+    keys = [(m, 0) for m in masters] + [(m, 1) for m in masters[::10]]
+    frame = pd.DataFrame(keys, columns=["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"])
     frame["CUSTOMER_STATUS_CODE"] = "ACTIVE"
     frame["PRIMARY_EMAIL_ADDRESS"] = [
-        f"member{int(m)}.{s}@example.org"
-        for m, s in zip(masters + masters[::10], frame["SUB_CUSTOMER_ID"], strict=True)
+        f"member{int(m)}@example.org" if s == 0 else f"member{int(m)}.{s}@example.org"
+        for m, s in keys
     ]
     return frame
 
@@ -104,12 +187,13 @@ def demo_customers(n: int = 200) -> pd.DataFrame:
 def create_sandbox_personify(
     url: str, customers: pd.DataFrame | None = None, reset: bool = False
 ) -> int:
-    """Create the Personify tables at `url` if absent and add the customers not yet there.
+    """Create whichever Personify tables are missing at `url` and add the customers not yet there.
 
-    Returns how many customers were added. With reset the three tables are dropped first.
+    Safe to re-run: existing tables and rows are left alone, so a second run returns 0. With
+    reset the three tables are dropped first. Returns how many customers were added.
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
     tables = personify_tables(TableNames())
@@ -119,95 +203,166 @@ def create_sandbox_personify(
             if reset:
                 for table in (tables.activity, tables.opt_in, tables.customer):
                     table.drop(conn, checkfirst=True)
-            if not sa.inspect(conn).has_table(tables.customer.name):
-                for statement in ddl_statements(engine.dialect.name):
+            inspector = sa.inspect(conn)
+            missing = {
+                table.name
+                for table in (tables.customer, tables.opt_in, tables.activity)
+                if not inspector.has_table(table.name)
+            }
+            for statement in ddl_statements(engine.dialect.name):
+                if statement_table(statement) in missing:
                     conn.exec_driver_sql(statement)
+            keys = ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]
             existing = pd.DataFrame(
-                conn.execute(
-                    sa.select(
-                        tables.customer.c.MASTER_CUSTOMER_ID, tables.customer.c.SUB_CUSTOMER_ID
-                    )
-                ).fetchall(),
-                columns=["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"],
-            )
-            new = customers[CUSTOMER_COLUMNS].merge(
-                existing.astype({"SUB_CUSTOMER_ID": "int64"}),
-                how="left",
-                on=["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"],
-                indicator=True,
-            )
-            new = new.loc[new["_merge"].eq("left_only"), CUSTOMER_COLUMNS]
+                conn.execute(sa.select(*(tables.customer.c[k] for k in keys))).fetchall(),
+                columns=keys,
+            ).astype({"SUB_CUSTOMER_ID": "int64"})
+            candidates = customers[CUSTOMER_COLUMNS].astype({"SUB_CUSTOMER_ID": "int64"})
+            merged = candidates.merge(existing, how="left", on=keys, indicator=True)
+            new = merged.loc[merged["_merge"].eq("left_only"), CUSTOMER_COLUMNS]
             return insert_frame(conn, tables.customer, new)
     finally:
         engine.dispose()
 
 
 def write_demo_config(path: Path) -> None:
+    """Write DEMO_CONFIG_YAML, so a first run has a config file to read and copy from."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
 
 
 def demo_days(today: date, n: int = 3) -> list[date]:
-    """The n days before `today`, oldest first."""
+    """The n days before `today`, oldest first: complete days, as the daily schedule sees them."""
     return [today - timedelta(days=k) for k in range(n, 0, -1)]
 
 
-def _demo_rows(day: date, customers: pd.DataFrame, rng: random.Random) -> list[dict[str, str]]:
-    tz = ZoneInfo("America/New_York")
-    keys = list(zip(customers["MASTER_CUSTOMER_ID"], customers["SUB_CUSTOMER_ID"], strict=True))[
-        :60
-    ]
-    rows: list[dict[str, str]] = []
+class _DayWriter:
+    """Builds one day's rows; event ids are numbered per day so they are stable across re-runs."""
 
-    def add(member_id: str, **overrides: str) -> None:
-        scope_type, scope_id, scope_name = rng.choice(_DEMO_SCOPES)
-        local = datetime.combine(day, datetime.min.time(), tz) + timedelta(
-            seconds=rng.randrange(60, 86_000)
-        )
+    def __init__(self, day: date, emails: dict[tuple[str, int], str], rng: random.Random) -> None:
+        self.day = day
+        self.emails = emails
+        self.rng = rng
+        self.rows: list[dict[str, str]] = []
+        tz = ZoneInfo(DEMO_TIMEZONE)
+        # Instants are drawn in UTC so days of a DST change (23 or 25 hours) get real local times.
+        self.start = datetime.combine(day, time.min, tz).astimezone(UTC)
+        end = datetime.combine(day + timedelta(days=1), time.min, tz).astimezone(UTC)
+        self.seconds = int((end - self.start).total_seconds())
+
+    def add(
+        self,
+        member_id: str,
+        email: str,
+        event_type: str,
+        scope: tuple[str, str, str],
+        source: str,
+        *,
+        at_second: int | None = None,
+        forced: bool = False,
+        first_subscribed: bool | None = None,
+    ) -> None:
+        rng = self.rng
+        second = rng.randrange(60, self.seconds - 60) if at_second is None else at_second
+        instant = self.start + timedelta(seconds=second)
+        local = instant.astimezone(ZoneInfo(DEMO_TIMEZONE))
         style = rng.randrange(3)
         if style == 0:
             occurred = local.replace(tzinfo=None).isoformat(timespec="seconds")
         elif style == 1:
-            occurred = local.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+            occurred = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
             occurred = local.isoformat(timespec="seconds")
-        event_type = rng.choice(["subscribe", "subscribe", "unsubscribe"])
-        row = {
-            "event_id": f"RM-{day:%Y%m%d}-{len(rows) + 1:04d}",
-            "email": f"member{member_id.split('|')[0].lstrip('0') or '0'}@example.org",
-            "custom_member_id": member_id,
-            "event_type": event_type,
-            "scope_type": scope_type,
-            "scope_id": scope_id,
-            "scope_name": scope_name,
-            "source": rng.choice(_DEMO_SOURCES),
-            "force_optin": "true" if rng.random() < 0.05 else rng.choice(["false", "", "0"]),
-            "occurred_at": occurred,
-            "timestamp_subscribed": (
-                (local - timedelta(days=rng.randrange(1, 400))).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if event_type == "subscribe" and rng.random() < 0.5
-                else ""
-            ),
-        }
-        row.update(overrides)
-        rows.append(row)
+        if first_subscribed is None:
+            first_subscribed = event_type == "subscribe" and rng.random() < 0.5
+        subscribed_at = instant - timedelta(days=rng.randrange(1, 400))
+        self.rows.append(
+            {
+                "event_id": f"RM-{self.day:%Y%m%d}-{len(self.rows) + 1:04d}",
+                "email": email,
+                "custom_member_id": member_id,
+                "event_type": event_type,
+                "scope_type": scope[0],
+                "scope_id": scope[1],
+                "scope_name": scope[2],
+                "source": source,
+                "force_optin": "true" if forced else rng.choice(["false", "", "0", "no"]),
+                "occurred_at": occurred,
+                "timestamp_subscribed": (
+                    subscribed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if first_subscribed else ""
+                ),
+            }
+        )
 
-    for _ in range(90):
-        master, sub = rng.choice(keys)
-        add(master if sub == 0 else f"{master}|{sub}")
-    add("900000001")  # a well-formed id that is not in CUSTOMER: unknown_member
-    add("ABC-17")  # malformed: invalid_member_id
-    add("")  # blank: missing_member_id
-    add(f"{keys[0][0]}|x")  # bad sub id: invalid_member_id
-    add(keys[1][0], source="carrier_pigeon")
-    add(keys[2][0], force_optin="true", source="third_party", event_type="unsubscribe")
-    rows.append(dict(rows[0]))  # an exact repeat, de-duplicated silently
-    return rows
+    def add_member(self, key: tuple[str, int], source: str, **options: bool) -> None:
+        master, sub = key
+        member_id = master if sub == 0 else f"{master}|{sub}"
+        event_type = self.rng.choice(["subscribe", "subscribe", "unsubscribe"])
+        if source == "unsubscribe_link":
+            event_type = "unsubscribe"
+        scope = self.rng.choice(_DEMO_SCOPES)
+        self.add(member_id, self.emails[key], event_type, scope, source, **options)
+
+
+def _demo_rows(
+    day_index: int,
+    day: date,
+    customers: pd.DataFrame,
+    rng: random.Random,
+) -> list[dict[str, str]]:
+    emails = {
+        (str(master), int(sub)): str(email)
+        for master, sub, email in customers[
+            ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", "PRIMARY_EMAIL_ADDRESS"]
+        ].itertuples(index=False)
+    }
+    keys = sorted(emails)
+    story_keys = [key for key in keys if key[1] == 0][1 : 1 + len(_STORIES)]
+    pool = [key for key in keys if key not in story_keys][:_RANDOM_POOL_SIZE]
+    out = _DayWriter(day, emails, rng)
+
+    for source in _DEMO_SOURCES:  # every source and alias on every day
+        out.add_member(rng.choice(pool), source)
+    for _ in range(_RANDOM_EVENTS_PER_DAY):
+        out.add_member(rng.choice(pool), rng.choice(_DEMO_SOURCES), forced=rng.random() < 0.04)
+    out.add_member(rng.choice(pool), "third_party", forced=True)
+    sub_keys = [key for key in pool if key[1] != 0]
+    if sub_keys:
+        out.add_member(rng.choice(sub_keys), "preference_centre")
+
+    for index, (key, (scope, steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
+        if day_index < len(steps):
+            step = steps[day_index]
+            out.add(
+                key[0],
+                emails[key],
+                step.event_type,
+                scope,
+                step.source,
+                at_second=9 * 3600 + 60 * index,
+                forced=step.forced,
+                first_subscribed=step.first_subscribed,
+            )
+
+    master, _ = pool[0]
+    reject_cases = [
+        ("900000001", "not.a.member@example.net", "api"),  # well-formed, absent: unknown_member
+        (f"{master}|7", "member.sub7@example.org", "api"),  # unknown sub customer
+        ("ABC-17", "letters@example.org", "form"),  # invalid_member_id
+        ("", "blank.id@example.org", "unsubscribe_link"),  # missing_member_id
+        (f"{master}|x", "bad.sub@example.org", "api"),  # invalid_member_id (sub id)
+        (master, emails[pool[0]], "carrier_pigeon"),  # invalid_source
+    ]
+    for member_id, email, source in reject_cases:
+        out.add(member_id, email, "unsubscribe", _NEWSLETTER, source)
+    out.add(master, emails[pool[0]], "subscribe", _UNMAPPED, "form")  # activity only, no opt-in
+    out.rows.append(dict(out.rows[0]))  # an exact repeat, de-duplicated silently
+    return out.rows
 
 
 def _csv_text(rows: list[dict[str, str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(ALL_COLUMNS))
+    writer = csv.DictWriter(buffer, fieldnames=list(DEMO_HEADERS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -216,21 +371,30 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
 def write_demo_tracking_files(
     landing_dir: Path, days: list[date], customers: pd.DataFrame, seed: int = 7
 ) -> list[Path]:
-    """One CSV per day, plus a gzip file holding late events of the last two days."""
+    """One CSV per day, plus one gzip file of late events spanning the last two days.
+
+    Deterministic for the same days, customers and seed, so re-running the demo rewrites the same
+    bytes and the same event ids, as a re-delivered Real Magnet export would.
+    """
+    if len(customers) < MIN_DEMO_CUSTOMERS:
+        raise ValueError(f"demo tracking files need at least {MIN_DEMO_CUSTOMERS} customers")
     rng = random.Random(seed)
     landing_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    late: list[dict[str, str]] = []
-    for day in days:
-        rows = _demo_rows(day, customers, rng)
-        late.extend(
-            {**row, "event_id": row["event_id"] + "-L", "source": "api"} for row in rows[:10]
+    late: list[list[dict[str, str]]] = []
+    for index, day in enumerate(days):
+        rows = _demo_rows(index, day, customers, rng)
+        # Late arrivals: events of the day re-sent by a later export as API changes.
+        late.append(
+            [{**row, "event_id": f"{row['event_id']}-L", "source": "api"} for row in rows[:10]]
         )
         path = landing_dir / f"rm_tracking_{day.isoformat()}.csv"
         path.write_text(_csv_text(rows), encoding="utf-8")
         written.append(path)
     if len(days) >= 2:
         path = landing_dir / f"rm_tracking_late_{days[-1].isoformat()}.csv.gz"
-        path.write_bytes(gzip.compress(_csv_text(late[-20:]).encode("utf-8")))
+        rows = [row for day_rows in late[-2:] for row in day_rows]
+        # mtime=0 keeps the gzip header, and so the file's hash, the same on every re-run.
+        path.write_bytes(gzip.compress(_csv_text(rows).encode("utf-8"), mtime=0))
         written.append(path)
     return written
