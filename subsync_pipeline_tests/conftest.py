@@ -2,6 +2,10 @@
 
 The partitions definition is read from SUBSYNC_CONFIG when subsync_pipeline loads, so it is set
 here, before any test module imports the package, to keep a developer's ./data out of the tests.
+
+The PostgreSQL tests run against a real, throwaway server rather than mocks or SQLite standing in:
+what they guard (upserts, advisory locks, transaction atomicity, quoted upper-case identifiers,
+driver behaviour) only shows up on the real engine.
 """
 
 from __future__ import annotations
@@ -14,18 +18,30 @@ import pytest
 
 os.environ["SUBSYNC_CONFIG"] = str(Path(__file__).with_name("subsync_test.yaml"))
 
-from subsync_pipeline_tests.pg_server import PostgresServer, PostgresUnavailable
+from subsync_pipeline_tests.pg_server import (
+    PostgresServer,
+    PostgresStartupError,
+    PostgresUnavailable,
+)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    """One server per session: initdb costs seconds, a fresh database per test costs milliseconds.
+
+    Missing binaries skip on a laptop but fail under CI, so a CI image without PostgreSQL cannot
+    quietly pass by skipping every database test.
+    """
     try:
         server = PostgresServer()
     except PostgresUnavailable as missing:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {missing}")
+            pytest.fail(f"CI is set and PostgreSQL is required: {missing}", pytrace=False)
         pytest.skip(str(missing))
-    server.start()
+    try:
+        server.start()
+    except PostgresStartupError as error:
+        pytest.fail(f"the test PostgreSQL server did not start:\n{error}", pytrace=False)
     try:
         yield server
     finally:
@@ -34,4 +50,5 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
-    return postgres_server.create_database(request.node.name[:40].strip("_") or "test")
+    """A new, empty database per test, named after the test so a leftover one can be traced."""
+    return postgres_server.create_database(request.node.originalname)

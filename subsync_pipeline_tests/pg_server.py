@@ -9,6 +9,8 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -17,24 +19,44 @@ from itertools import count
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-_names = count(1)
+INSTALL_HINT = "install PostgreSQL 15 (apt-get install -y postgresql)"
+# PostgreSQL truncates identifiers at 63 bytes; a short stem leaves room for the unique suffix.
+_STEM_LENGTH = 40
+_database_numbers = count(1)
 
 
 class PostgresUnavailable(RuntimeError):
-    """initdb/pg_ctl are not installed."""
+    """No server can run here: the binaries, or (as root) the postgres OS user, are missing."""
 
 
-def find_binary(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if candidates:
-        return candidates[-1]
-    raise PostgresUnavailable(
-        f"{name} not found: install PostgreSQL (apt-get install -y postgresql)"
-    )
+class PostgresStartupError(RuntimeError):
+    """initdb or pg_ctl failed; the message carries their output and the server log."""
+
+
+def _major_version(bin_dir: str) -> int:
+    version = Path(bin_dir).parent.name
+    return int(version) if version.isdigit() else -1
+
+
+def find_binaries() -> tuple[str, str]:
+    """initdb and pg_ctl of one installation: PATH first, then the newest Debian-style install."""
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        bin_dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major_version)
+        candidates = [f"{d}/initdb" for d in bin_dirs if os.access(f"{d}/initdb", os.X_OK)]
+        if not candidates:
+            raise PostgresUnavailable(
+                f"initdb not found on PATH or in /usr/lib/postgresql: {INSTALL_HINT}"
+            )
+        initdb = candidates[-1]
+    # pg_ctl must come from the same installation as initdb: mixing majors cannot start a cluster.
+    beside = Path(os.path.realpath(initdb)).with_name("pg_ctl")
+    pg_ctl = str(beside) if os.access(beside, os.X_OK) else shutil.which("pg_ctl")
+    if pg_ctl is None:
+        raise PostgresUnavailable(f"pg_ctl not found next to {initdb} nor on PATH: {INSTALL_HINT}")
+    return initdb, pg_ctl
 
 
 def free_port() -> int:
@@ -43,20 +65,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def database_stem(name: str) -> str:
+    """A lower-case identifier that is also safe in the path of a URL, whatever a test is called."""
+    stem = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:_STEM_LENGTH]
+    return stem or "test"
+
+
 class PostgresServer:
     """One server for the whole test session; each test gets fresh databases on it."""
 
     def __init__(self) -> None:
-        self.initdb = find_binary("initdb")
-        self.pg_ctl = find_binary("pg_ctl")
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="subsync-pg-"))
-        self.data = self.directory / "data"
-        self.log = self.directory / "server.log"
+        self.initdb, self.pg_ctl = find_binaries()
         self.as_root = os.geteuid() == 0
         if self.as_root:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.directory, user.pw_uid, user.pw_gid)
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable(
+                    f"running as root needs the postgres OS user to run the server: {INSTALL_HINT}"
+                ) from None
+        self.port = free_port()
+        # Under /tmp, not $TMPDIR: the postgres user must be able to reach it when we run as root.
+        self.directory = Path(tempfile.mkdtemp(prefix="subsync-pg-", dir="/tmp"))
+        if self.as_root:
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+        self.log = self.directory / "log"
 
     def _run(self, *args: str) -> None:
         command = list(args)
@@ -65,51 +98,70 @@ class PostgresServer:
             command = (
                 [runuser, "-u", "postgres", "--", *command]
                 if runuser
-                else ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(command)]
+                else ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(command)]
             )
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        # cwd: the postgres user may not be allowed into the directory pytest runs from.
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd=self.directory
+        )
         if result.returncode != 0:
-            log = self.log.read_text() if self.log.exists() else ""
-            raise RuntimeError(
-                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"
-                f"{result.stderr}\n{log}"
+            log = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+            raise PostgresStartupError(
+                f"{shlex.join(command)} exited with {result.returncode}\n"
+                f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}--- server log\n{log}"
             )
 
     def start(self) -> None:
-        self._run(
-            self.initdb,
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=100"
-        )
-        self._run(
-            self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start"
-        )
+        """initdb and start; on failure the directory is removed and the error carries the log."""
+        try:
+            self._run(
+                self.initdb,
+                "-D",
+                str(self.directory),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                # The C locale exists everywhere; the caller's LANG may name one not generated.
+                "--locale=C",
+                "--no-sync",
+            )
+            options = (
+                f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c max_connections=100"
+            )
+            self._run(
+                self.pg_ctl,
+                "-D",
+                str(self.directory),
+                "-l",
+                str(self.log),
+                "-w",
+                "-o",
+                options,
+                "start",
+            )
+        except PostgresStartupError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         try:
-            self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.directory / "postmaster.pid").exists():
+                self._run(self.pg_ctl, "-D", str(self.directory), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def url(self, dbname: str = "postgres") -> str:
+    def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> str:
-        """A new empty database (its name made unique) and its SQLAlchemy URL."""
-        unique = f"{name}_{next(_names)}".lower()
+        """A new empty database named after `name` (made unique) and its SQLAlchemy URL."""
+        unique = f"{database_stem(name)}_{next(_database_numbers)}"
+        # CREATE DATABASE cannot run inside a transaction block, hence autocommit.
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
-            conn.execute(f'CREATE DATABASE "{unique}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique)))
         return self.url(unique)

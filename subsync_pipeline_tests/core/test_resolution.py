@@ -1,270 +1,399 @@
-"""Resolution (SPEC §4): the worked examples, and a property test of the vectorised code against
-a plain sequential fold written from the spec's sentences.
+"""Resolution (SPEC §4): the worked examples, edge cases, and a property test of the vectorised code
+against a plain sequential fold written from the spec's sentences.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subsync_pipeline.core.config import DEFAULT_SOURCE_RANKS, SOURCES
-from subsync_pipeline.core.resolution import KEY, current_status, resolve
+from subsync_pipeline.core.resolution import (
+    APPLIED,
+    BLOCKED_BY_FORCED,
+    BLOCKED_BY_PRECEDENCE,
+    EVENT_COLUMNS,
+    FIRST_SUBSCRIBE,
+    FIRST_UNSUBSCRIBE,
+    KEY,
+    NO_CHANGE,
+    STATUS_COLUMNS,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    current_status,
+    resolve,
+)
 
-BASE = pd.Timestamp("2026-11-20T00:00:00")
+BASE = pd.Timestamp("2026-11-20 09:00")
+SUBSCRIBED_ON = pd.Timestamp("2024-05-02 08:30")
+MEMBERS = [("000000001001", 0), ("000000001001", 1), ("000000001002", 0), ("000000001003", 0)]
+ADDED_COLUMNS = {
+    "applied",
+    "decision",
+    "status_change",
+    "status_after",
+    "under_forced",
+    "first_time",
+}
+
+
+def event(
+    event_type: str,
+    source: str,
+    *,
+    forced: bool = False,
+    subscribed_on: pd.Timestamp | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_type": event_type,
+        "source": source,
+        "force_optin": forced,
+        "timestamp_subscribed": subscribed_on,
+    }
+
+
+def timeline(*events: dict[str, Any]) -> list[dict[str, Any]]:
+    """One key's events a minute apart, in the order given: the shape of the spec's examples."""
+    return [
+        {
+            "master_customer_id": "000000001001",
+            "sub_customer_id": 0,
+            "area": "NEWSLETTER",
+            "event_id": f"rm-{n}",
+            "occurred_at": BASE + pd.Timedelta(minutes=n),
+            **item,
+        }
+        for n, item in enumerate(events)
+    ]
 
 
 def frame(events: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for n, item in enumerate(events):
-        rows.append(
-            {
-                "master_customer_id": item.get("member", "1"),
-                "sub_customer_id": 0,
-                "area": item.get("area", "NEWSLETTER"),
-                "event_id": item.get("event_id", f"e{n:03d}"),
-                "event_type": item["type"],
-                "source": item["source"],
-                "force_optin": item.get("forced", False),
-                "occurred_at": BASE + pd.Timedelta(minutes=item.get("minute", n)),
-                "timestamp_subscribed": pd.Timestamp(item["ts"]) if item.get("ts") else pd.NaT,
-            }
-        )
-    out = pd.DataFrame(rows)
-    out["timestamp_subscribed"] = out["timestamp_subscribed"].astype("datetime64[ns]")
-    return out
-
-
-def decided(events: list[dict[str, Any]]) -> pd.DataFrame:
-    return resolve(frame(events), DEFAULT_SOURCE_RANKS).set_index("event_id")
-
-
-def test_example_1() -> None:
-    result = decided(
-        [{"type": "subscribe", "source": "form"}, {"type": "unsubscribe", "source": "third_party"}]
+    """The column contract `resolve` documents: naive datetimes with NaT, a bool force flag."""
+    return pd.DataFrame(events, columns=EVENT_COLUMNS).astype(
+        {
+            "sub_customer_id": "int64",
+            "force_optin": bool,
+            "occurred_at": "datetime64[ns]",
+            "timestamp_subscribed": "datetime64[ns]",
+        }
     )
-    assert result["decision"].tolist() == ["applied", "blocked_by_precedence"]
-    assert result["status_after"].tolist() == ["subscribed", "subscribed"]
 
 
-def test_example_2() -> None:
-    result = decided(
-        [
-            {"type": "unsubscribe", "source": "preference_centre"},
-            {"type": "subscribe", "source": "api"},
-            {"type": "subscribe", "source": "preference_centre"},
-        ]
+def plain(value: Any) -> Any:
+    """NaT, NaN and None all mean "absent"; compare them as one."""
+    return None if pd.isna(value) else value
+
+
+def first_times(decided: pd.DataFrame) -> list[str | None]:
+    return [plain(value) for value in decided["first_time"]]
+
+
+def only_status(decided: pd.DataFrame) -> dict[str, Any]:
+    rows = current_status(decided).to_dict("records")
+    assert len(rows) == 1, rows
+    return {name: plain(value) for name, value in rows[0].items()}
+
+
+# --- SPEC §4 worked examples ------------------------------------------------------------------
+
+
+def test_example_1_weaker_source_cannot_undo_a_stronger_status() -> None:
+    events = timeline(
+        event("subscribe", "form", subscribed_on=SUBSCRIBED_ON),
+        event("unsubscribe", "third_party"),
     )
-    assert result["decision"].tolist() == ["applied", "blocked_by_precedence", "applied"]
+    decided = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    assert decided["decision"].tolist() == [APPLIED, BLOCKED_BY_PRECEDENCE]
+    assert first_times(decided) == [FIRST_SUBSCRIBE, None]
+    status = only_status(decided)
+    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "form")
+    assert status["first_subscribed_date"] == SUBSCRIBED_ON
+    # The blocked request still dates the request columns: status and newer request coexist.
+    assert status["last_unsubscribe_request_date"] == events[1]["occurred_at"]
+    assert status["first_unsubscribed_date"] is None
 
 
-def test_example_3() -> None:
-    result = decided(
-        [{"type": "subscribe", "source": "api"}, {"type": "unsubscribe", "source": "csv_upload"}]
+def test_example_2_only_the_preference_centre_overrides_the_preference_centre() -> None:
+    events = timeline(
+        event("unsubscribe", "preference_centre"),
+        event("subscribe", "api", subscribed_on=SUBSCRIBED_ON),
+        event("subscribe", "preference_centre", subscribed_on=SUBSCRIBED_ON + pd.Timedelta(days=1)),
     )
-    assert result["decision"].tolist() == ["applied", "applied"]
-    assert result["status_after"].iloc[-1] == "unsubscribed"
+    decided = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    assert decided["decision"].tolist() == [APPLIED, BLOCKED_BY_PRECEDENCE, APPLIED]
+    # The blocked api subscribe is not the key's first subscribe; the applied one is.
+    assert first_times(decided) == [FIRST_UNSUBSCRIBE, None, FIRST_SUBSCRIBE]
+    status = only_status(decided)
+    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "preference_centre")
+    assert status["opt_in_date"] == events[2]["occurred_at"]
+    assert status["first_subscribed_date"] == SUBSCRIBED_ON + pd.Timedelta(days=1)
+    assert status["first_unsubscribed_date"] == events[0]["occurred_at"]
 
 
-def test_example_4() -> None:
-    result = decided(
-        [
-            {"type": "unsubscribe", "source": "third_party", "forced": True},
-            {"type": "subscribe", "source": "preference_centre"},
-            {"type": "subscribe", "source": "form", "forced": True},
-        ]
+def test_example_3_equal_weight_sources_override_each_other() -> None:
+    events = timeline(event("subscribe", "api"), event("unsubscribe", "csv_upload"))
+    decided = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    assert decided["decision"].tolist() == [APPLIED, APPLIED]
+    assert decided["status_change"].tolist() == [True, True]
+    assert first_times(decided) == [None, FIRST_UNSUBSCRIBE]
+    status = only_status(decided)
+    assert (status["status"], status["opt_in_source"]) == (UNSUBSCRIBED, "csv_upload")
+    assert status["forced"] is False
+
+
+def test_example_4_a_forced_status_yields_only_to_a_forced_event() -> None:
+    events = timeline(
+        event("unsubscribe", "third_party", forced=True),
+        event("subscribe", "preference_centre", subscribed_on=SUBSCRIBED_ON),
+        event("subscribe", "form", forced=True, subscribed_on=SUBSCRIBED_ON),
     )
-    assert result["decision"].tolist() == ["applied", "blocked_by_forced", "applied"]
-    status = current_status(
-        resolve(
-            frame([{"type": "unsubscribe", "source": "third_party", "forced": True}]),
-            DEFAULT_SOURCE_RANKS,
-        )
+    decided = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    assert decided["decision"].tolist() == [APPLIED, BLOCKED_BY_FORCED, APPLIED]
+    assert decided["status_after"].tolist() == [UNSUBSCRIBED, UNSUBSCRIBED, SUBSCRIBED]
+    assert first_times(decided) == [FIRST_UNSUBSCRIBE, None, FIRST_SUBSCRIBE]
+    status = only_status(decided)
+    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "form")
+    assert status["forced"] is True
+
+
+def test_example_5_a_first_subscribe_without_timestamp_means_none_ever() -> None:
+    events = timeline(
+        event("subscribe", "importer"),
+        event("subscribe", "api", subscribed_on=SUBSCRIBED_ON),
+        # Even after an unsubscribe and a fresh subscribe the key never gets a first_subscribe.
+        event("unsubscribe", "api"),
+        event("subscribe", "api", subscribed_on=SUBSCRIBED_ON),
     )
-    assert status["forced"].tolist() == [True]
+    decided = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    assert decided["decision"].tolist() == [APPLIED, NO_CHANGE, APPLIED, APPLIED]
+    assert first_times(decided) == [None, None, FIRST_UNSUBSCRIBE, None]
+    status = only_status(decided)
+    assert status["status"] == SUBSCRIBED
+    assert status["first_subscribed_date"] is None
 
 
-def test_example_5() -> None:
-    result = decided(
-        [
-            {"type": "subscribe", "source": "importer"},
-            {"type": "subscribe", "source": "api", "ts": "2026-01-01"},
-        ]
-    )
-    assert result["decision"].tolist() == ["applied", "no_change"]
-    assert result["first_time"].isna().all()
+# --- edge cases ------------------------------------------------------------------------------
 
 
-def test_empty_input_keeps_the_columns() -> None:
-    result = resolve(
-        frame([{"type": "subscribe", "source": "api"}]).iloc[0:0], DEFAULT_SOURCE_RANKS
-    )
-    assert result.empty
-    assert {"applied", "decision", "status_change", "first_time"} <= set(result.columns)
+def test_empty_input_gives_an_empty_frame_with_the_decision_columns() -> None:
+    decided = resolve(frame([]), DEFAULT_SOURCE_RANKS)
+
+    assert decided.empty
+    assert set(decided.columns) == set(EVENT_COLUMNS) | ADDED_COLUMNS
+    status = current_status(decided)
+    assert status.empty
+    assert list(status.columns) == STATUS_COLUMNS
 
 
-def test_unknown_source_is_named() -> None:
-    with pytest.raises(ValueError, match="fax"):
-        resolve(frame([{"type": "subscribe", "source": "fax"}]), DEFAULT_SOURCE_RANKS)
+def test_an_unknown_source_is_rejected_by_name() -> None:
+    events = timeline(event("subscribe", "api"), event("subscribe", "fax_machine"))
+    with pytest.raises(ValueError, match="fax_machine"):
+        resolve(frame(events), DEFAULT_SOURCE_RANKS)
 
 
-# --- the reference: SPEC §4 as a plain fold, one event at a time ---------------------------
+def test_input_order_does_not_change_the_result() -> None:
+    events = [
+        *timeline(
+            event("subscribe", "form"),
+            event("unsubscribe", "third_party", forced=True),
+            event("subscribe", "api", forced=True, subscribed_on=SUBSCRIBED_ON),
+        ),
+        *[{**item, "area": "EVENTS"} for item in timeline(event("unsubscribe", "importer"))],
+    ]
+    # Ties on occurred_at, to be broken by event_id and nothing else.
+    events[1]["occurred_at"] = events[2]["occurred_at"] = BASE
+    expected = resolve(frame(events), DEFAULT_SOURCE_RANKS)
+
+    for order in ([3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]):
+        shuffled = frame([events[n] for n in order])
+        pd.testing.assert_frame_equal(resolve(shuffled, DEFAULT_SOURCE_RANKS), expected)
 
 
-def reference(events: pd.DataFrame, ranks: dict[str, int]) -> tuple[dict[str, dict], dict]:
-    per_event: dict[str, dict[str, Any]] = {}
-    final: dict[tuple, dict[str, Any]] = {}
-    ordered = events.sort_values(["occurred_at", "event_id"], kind="mergesort")
-    for key, group in ordered.groupby(KEY, sort=False):
-        status = None
-        status_rank: int | None = None
-        forced_status = False
-        seen_first_subscribe = seen_first_unsubscribe = False
-        last_change: dict[str, Any] | None = None
-        first_sub_date = first_unsub_date = pd.NaT
-        last_request: dict[str, pd.Timestamp] = {}
-        for event in group.itertuples():
-            rank = ranks[event.source]
-            if forced_status:
-                applies = bool(event.force_optin)
+def test_extra_columns_travel_with_their_event() -> None:
+    events = frame(timeline(event("subscribe", "form"), event("unsubscribe", "api")))
+    events["scope_name"] = ["Weekly newsletter", "Event news"]
+
+    decided = resolve(events.iloc[::-1], DEFAULT_SOURCE_RANKS)
+
+    assert dict(zip(decided["event_id"], decided["scope_name"], strict=True)) == {
+        "rm-0": "Weekly newsletter",
+        "rm-1": "Event news",
+    }
+
+
+# --- the property: vectorised resolution == SPEC §4 as a plain fold -----------------------
+
+
+def reference_fold(
+    events: list[dict[str, Any]], ranks: Mapping[str, int]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """SPEC §4 read sentence by sentence, one event at a time: the oracle for `resolve`.
+
+    Deliberately naive (loops and variables, no pandas) so that it shares none of the reasoning
+    behind the cumulative formulation it checks. Returns the outcome of each event by event_id,
+    and each key's final row as `current_status` should give it.
+    """
+    streams: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    # "Events of a key are applied in order of (occurred_at, event_id)".
+    for item in sorted(events, key=lambda e: (e["occurred_at"], e["event_id"])):
+        streams.setdefault(tuple(item[column] for column in KEY), []).append(item)
+
+    outcomes: dict[str, dict[str, Any]] = {}
+    final_rows: list[dict[str, Any]] = []
+    for key, stream in streams.items():
+        status: str | None = None
+        status_rank = 0
+        forced = False
+        opt_in_date = opt_in_source = None
+        had_applied_subscribe = had_applied_unsubscribe = False
+        first_subscribed_date = first_unsubscribed_date = None
+        last_request_date: dict[str, pd.Timestamp | None] = {"subscribe": None, "unsubscribe": None}
+
+        for item in stream:
+            rank = ranks[item["source"]]
+            was_forced = forced
+            if was_forced:
+                # "a forced opt-in/out can only be overridden by another forced event"
+                applies = item["force_optin"]
             else:
-                applies = bool(event.force_optin) or status is None or rank <= status_rank
-            new = "subscribed" if event.event_type == "subscribe" else "unsubscribed"
+                # "if it is forced, or the key has no status yet, or its rank <= the rank of the
+                # event that set the current status"
+                applies = item["force_optin"] or status is None or rank <= status_rank
+
+            new_status = SUBSCRIBED if item["event_type"] == "subscribe" else UNSUBSCRIBED
+            status_change = False
             first_time = None
             if applies:
-                changed = status != new
-                if event.event_type == "subscribe" and not seen_first_subscribe:
-                    seen_first_subscribe = True
-                    if pd.notna(event.timestamp_subscribed):
-                        first_time = "first_subscribe"
-                        first_sub_date = event.timestamp_subscribed
-                if event.event_type == "unsubscribe" and not seen_first_unsubscribe:
-                    seen_first_unsubscribe = True
-                    first_time = "first_unsubscribe"
-                    first_unsub_date = event.occurred_at
-                status, status_rank, forced_status = new, rank, bool(event.force_optin)
-                decision = "applied" if changed else "no_change"
-                if changed:
-                    last_change = {"date": event.occurred_at, "source": event.source}
+                # "An applied event that changes the status is a status change."
+                status_change = new_status != status
+                decision = APPLIED if status_change else NO_CHANGE
+                # "An applied event sets status, rank and forced-ness."
+                status, status_rank, forced = new_status, rank, item["force_optin"]
+                if status_change:
+                    opt_in_date, opt_in_source = item["occurred_at"], item["source"]
+                # "the first applied subscribe of a key is its first subscribe — it is a
+                # first_subscribe event only if it carries timestamp_subscribed"
+                if item["event_type"] == "subscribe" and not had_applied_subscribe:
+                    had_applied_subscribe = True
+                    if item["timestamp_subscribed"] is not None:
+                        first_time = FIRST_SUBSCRIBE
+                        first_subscribed_date = item["timestamp_subscribed"]
+                # "the first applied unsubscribe is first_unsubscribe"
+                if item["event_type"] == "unsubscribe" and not had_applied_unsubscribe:
+                    had_applied_unsubscribe = True
+                    first_time = FIRST_UNSUBSCRIBE
+                    first_unsubscribed_date = item["occurred_at"]
             else:
-                changed = False
-                decision = "blocked_by_forced" if forced_status else "blocked_by_precedence"
-            previous = last_request.get(event.event_type)
-            if previous is None or event.occurred_at > previous:
-                last_request[event.event_type] = event.occurred_at
-            per_event[event.event_id] = {
+                decision = BLOCKED_BY_FORCED if was_forced else BLOCKED_BY_PRECEDENCE
+
+            # "Every subscribe event, applied or not, updates LAST_SUBSCRIBE_REQUEST_DATE";
+            # the stream is in time order, so the latest request is the one seen last.
+            last_request_date[item["event_type"]] = item["occurred_at"]
+
+            outcomes[item["event_id"]] = {
+                "applied": applies,
                 "decision": decision,
-                "status_change": changed,
-                "first_time": first_time,
+                "status_change": status_change,
                 "status_after": status,
+                "under_forced": was_forced,
+                "first_time": first_time,
             }
-        if last_change is not None:
-            final[key] = {
+
+        final_rows.append(
+            {
+                **dict(zip(KEY, key, strict=True)),
                 "status": status,
-                "forced": forced_status,
-                "opt_in_date": last_change["date"],
-                "opt_in_source": last_change["source"],
-                "first_subscribed_date": first_sub_date,
-                "first_unsubscribed_date": first_unsub_date,
-                "last_subscribe_request_date": last_request.get("subscribe", pd.NaT),
-                "last_unsubscribe_request_date": last_request.get("unsubscribe", pd.NaT),
+                "forced": forced,
+                "opt_in_date": opt_in_date,
+                "opt_in_source": opt_in_source,
+                "first_subscribed_date": first_subscribed_date,
+                "first_unsubscribed_date": first_unsubscribed_date,
+                "last_subscribe_request_date": last_request_date["subscribe"],
+                "last_unsubscribe_request_date": last_request_date["unsubscribe"],
             }
-    return per_event, final
+        )
+    return outcomes, final_rows
+
+
+def by_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: tuple(row[column] for column in KEY))
 
 
 @st.composite
-def event_streams(draw: st.DrawFn) -> tuple[pd.DataFrame, dict[str, int]]:
-    members = draw(st.integers(1, 3))
+def scenarios(
+    draw: st.DrawFn,
+) -> tuple[list[dict[str, Any]], dict[str, int], list[int]]:
+    """Event streams over a few keys, rich in ties: few distinct moments, ranks and sources.
+
+    Returns the events, the source ranks and the order in which to feed the rows to `resolve`.
+    """
+    # Members as (MASTER_CUSTOMER_ID, SUB_CUSTOMER_ID): two subs of one master are two keys.
+    members = MEMBERS[: draw(st.integers(2, 4))]
     areas = draw(st.integers(1, 3))
-    forced_share = draw(st.sampled_from([0.0, 0.1, 0.5]))
-    n = draw(st.integers(1, 40))
-    rows = []
-    for i in range(n):
-        rows.append(
+    forced_percent = draw(st.sampled_from([0, 5, 30, 80]))
+    moments = draw(st.lists(st.integers(0, 3 * 24 * 60), min_size=1, max_size=4, unique=True))
+    ranks = draw(
+        st.one_of(
+            st.just(dict(DEFAULT_SOURCE_RANKS)),
+            st.fixed_dictionaries({source: st.integers(0, 4) for source in SOURCES}),
+        )
+    )
+    count = draw(st.integers(0, 30))
+    # Ids in an order unrelated to the rows', so equal timestamps are ordered by event_id alone.
+    ids = draw(st.permutations(range(count)))
+    events = []
+    for n in range(count):
+        master, sub = draw(st.sampled_from(members))
+        days_before = draw(st.sampled_from([None, 3, 400]))
+        events.append(
             {
-                "master_customer_id": str(draw(st.integers(1, members))),
-                "sub_customer_id": 0,
-                "area": f"A{draw(st.integers(1, areas))}",
-                # Few distinct ids and times: ties on occurred_at are broken by event_id.
-                "event_id": f"{draw(st.integers(0, 9))}-{i:02d}",
+                "master_customer_id": master,
+                "sub_customer_id": sub,
+                "area": f"AREA{draw(st.integers(1, areas))}",
+                "event_id": f"rm-{ids[n]}",
                 "event_type": draw(st.sampled_from(["subscribe", "unsubscribe"])),
                 "source": draw(st.sampled_from(SOURCES)),
-                "force_optin": draw(st.floats(0, 1)) < forced_share,
-                "occurred_at": BASE + pd.Timedelta(hours=draw(st.integers(0, 4))),
+                "force_optin": draw(st.integers(0, 99)) < forced_percent,
+                "occurred_at": BASE + pd.Timedelta(minutes=draw(st.sampled_from(moments))),
                 "timestamp_subscribed": (
-                    BASE - pd.Timedelta(days=draw(st.integers(1, 30)))
-                    if draw(st.booleans())
-                    else pd.NaT
+                    None if days_before is None else BASE - pd.Timedelta(days=days_before)
                 ),
             }
         )
-    events = pd.DataFrame(rows)
-    events["timestamp_subscribed"] = events["timestamp_subscribed"].astype("datetime64[ns]")
-    if draw(st.booleans()):
-        ranks = dict(DEFAULT_SOURCE_RANKS)
-    else:
-        ranks = {source: draw(st.integers(1, 4)) for source in SOURCES}
-    return events, ranks
+    feed_order = draw(st.permutations(range(count)))
+    return events, ranks, feed_order
 
 
 @settings(max_examples=300, deadline=None)
-@given(event_streams(), st.randoms(use_true_random=False))
-def test_vectorised_resolution_equals_the_sequential_fold(
-    stream: tuple[pd.DataFrame, dict[str, int]], rnd: Any
+@given(scenarios())
+def test_resolution_matches_the_sequential_fold_of_the_spec(
+    scenario: tuple[list[dict[str, Any]], dict[str, int], list[int]],
 ) -> None:
-    events, ranks = stream
-    order = list(range(len(events)))
-    rnd.shuffle(order)
-    shuffled = events.iloc[order].reset_index(drop=True)
-    expected_events, expected_final = reference(events, ranks)
+    events, ranks, feed_order = scenario
+    expected_outcomes, expected_final = reference_fold(events, ranks)
 
-    result = resolve(shuffled, ranks)
-    for row in result.itertuples():
-        expected = expected_events[row.event_id]
-        assert row.decision == expected["decision"], row
-        assert bool(row.status_change) == expected["status_change"], row
-        first = None if pd.isna(row.first_time) else row.first_time
-        assert first == expected["first_time"], row
-        assert row.status_after == expected["status_after"], row
+    decided = resolve(frame([events[n] for n in feed_order]), ranks)
 
-    status = current_status(result)
-    got = {
-        tuple(row[k] for k in KEY): {k: row[k] for k in row.index if k not in KEY}
-        for _, row in status.iterrows()
-    }
-    assert set(got) == set(expected_final)
-    for key, values in expected_final.items():
-        for name, value in values.items():
-            actual = got[key][name]
-            if pd.isna(value):
-                assert pd.isna(actual), (key, name, actual)
-            else:
-                assert actual == value, (key, name, actual, value)
-
-
-def test_input_order_does_not_matter() -> None:
-    events = frame(
-        [
-            {"type": t, "source": s, "minute": m, "forced": f}
-            for t, s, m, f in [
-                ("subscribe", "form", 1, False),
-                ("unsubscribe", "api", 1, False),
-                ("subscribe", "third_party", 0, True),
-                ("unsubscribe", "importer", 2, True),
-            ]
-        ]
+    in_key_and_time_order = sorted(
+        events, key=lambda e: (*(e[column] for column in KEY), e["occurred_at"], e["event_id"])
     )
-    forward = resolve(events, DEFAULT_SOURCE_RANKS)
-    backward = resolve(events.iloc[::-1], DEFAULT_SOURCE_RANKS)
-    pd.testing.assert_frame_equal(forward, backward)
-    assert np.array_equal(
-        forward["event_id"],
-        sorted(
-            forward["event_id"],
-            key=lambda e: (events.set_index("event_id").loc[e, "occurred_at"], e),
-        ),
-    )
+    assert decided["event_id"].tolist() == [item["event_id"] for item in in_key_and_time_order]
+    for row in decided.to_dict("records"):
+        actual = {name: plain(row[name]) for name in ADDED_COLUMNS}
+        assert actual == expected_outcomes[row["event_id"]], row
+
+    actual_final = [
+        {name: plain(value) for name, value in row.items()}
+        for row in current_status(decided).to_dict("records")
+    ]
+    assert by_key(actual_final) == by_key(expected_final)
