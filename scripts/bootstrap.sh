@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what subsync needs on a fresh Debian machine, then the Python environment in .venv.
 # Idempotent: a second run only checks. System packages: the ODBC driver manager pyodbc links
-# against, PostgreSQL's ODBC driver, and a PostgreSQL server the tests start and throw away.
+# against, PostgreSQL's ODBC driver, a PostgreSQL server the tests start and throw away, and
+# Debian's chromium, which the browser tests drive with Playwright (never a Playwright download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ for tool in initdb pg_ctl; do
     break
   fi
 done
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 python3 -c 'import ensurepip, venv' 2>/dev/null || [ -x .venv/bin/python ] || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 os.environ["SUBSYNC_CONFIG"] = str(Path(__file__).with_name("subsync_test.yaml"))
 
+from subsync_pipeline_tests.browser import CHROMIUM, CHROMIUM_ARGS
 from subsync_pipeline_tests.pg_server import (
     PostgresServer,
     PostgresStartupError,
@@ -52,3 +54,21 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
     """A new, empty database per test, named after the test so a leftover one can be traced."""
     return postgres_server.create_database(request.node.originalname)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Debian chromium; missing, it skips on a laptop and fails under CI."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found: apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and the browser tests need chromium: {message}", pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -7,6 +7,7 @@ import dagster as dg
 from subsync_pipeline.checks import FILES_READABLE, raw_checks, zero
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
+from subsync_pipeline.core.redact import mask_email
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
 from subsync_pipeline.resources import (
     LandingFolderResource,
@@ -37,10 +38,12 @@ def raw_tracking_log(
     raw = sync.ingest(state_db.engine, landing.folder, config, days)
     files = raw.files
     for row in raw.failed_files.itertuples():
-        context.log.warning(f"{row.path}: {row.status}: {row.error}")
-    table = "\n".join(
-        f"| {row.path} | {row.status} | {row.rows_read} | {row.repeats_dropped} |"
-        for row in files.itertuples()
+        context.log.warning(mask_email(f"{row.path}: {row.status}: {row.error}"))
+    table = mask_email(
+        "\n".join(
+            f"| {row.path} | {row.status} | {row.rows_read} | {row.repeats_dropped} |"
+            for row in files.itertuples()
+        )
     )
     yield dg.Output(
         raw,

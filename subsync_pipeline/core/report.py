@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +19,9 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
+from subsync_pipeline.core.redact import mask_email
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
 TREND_DAYS = 30
 
 REASON_FIXES: dict[str, str] = {
@@ -61,11 +60,6 @@ class ReportFiles:
     index: Path
 
 
-def mask_email(text: str) -> str:
-    """j***@example.org for every email address in `text`."""
-    return _EMAIL.sub(lambda match: f"{match.group(1)}***@{match.group(2)}", text)
-
-
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix cells a spreadsheet would run as a formula with ', so they show as text."""
     safe = frame.copy()
@@ -74,6 +68,26 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         risky = text.str.startswith(_FORMULA_START).fillna(False)
         safe[column] = safe[column].astype(object).where(~risky, "'" + text)
     return safe
+
+
+def rejects_for_stewards(rejected: pd.DataFrame) -> pd.DataFrame:
+    """Where each row was, why it failed, then its original values one per column as exported,
+    so a steward can filter by email or member id and fix the contact in Real Magnet."""
+    where = pd.DataFrame(
+        {
+            "file": rejected["source_file"].astype("string").to_numpy(),
+            "line": rejected["line_number"].astype("Int64").to_numpy(),
+            "reasons": rejected["reasons"].to_numpy(),
+            "error": rejected["error"].to_numpy(),
+        }
+    )
+    originals = pd.DataFrame.from_records(
+        [json.loads(v) if isinstance(v, str) else {} for v in rejected["original_values"]],
+        index=where.index,
+    )
+    clashing = originals.columns.intersection(where.columns)
+    originals = originals.rename(columns={c: f"{c} (original)" for c in clashing})
+    return pd.concat([where, originals], axis=1)
 
 
 def store_figures(conn: Connection, label: str, figures: dict[str, Any], now: datetime) -> None:
@@ -127,7 +141,7 @@ def _sample(rejected: pd.DataFrame, size: int = 20) -> list[dict[str, str]]:
         line = row["line_number"]
         sample.append(
             {
-                "file": Path(str(row["source_file"])).name,
+                "file": mask_email(Path(str(row["source_file"])).name),
                 "line": "" if line is None or line != line else str(int(line)),
                 "event id": str(values.get("event_id", "")),
                 "email": mask_email(str(values.get("email", ""))),
@@ -152,7 +166,7 @@ def write_report(
     target = folder / label
     target.mkdir(parents=True, exist_ok=True)
     rejects_csv = target / "rejected_rows.csv"
-    neutralise_formulas(rejected).to_csv(rejects_csv, index=False)
+    neutralise_formulas(rejects_for_stewards(rejected)).to_csv(rejects_csv, index=False)
     newer_rows = [
         {
             "member": f"{row.master_customer_id}|{row.sub_customer_id}",
