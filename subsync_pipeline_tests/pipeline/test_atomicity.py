@@ -44,7 +44,7 @@ def test_failed_opt_in_write_leaves_table_as_before(tmp_path: Path) -> None:
     deployment.materialize("2026-11-19")
     before = deployment.table("opt_in")
 
-    # Day 2 updates A's row (first statement), then inserts C's row, which is made to fail.
+    # Day 2's upsert updates A's row and inserts C's, which is made to fail: A must stay too.
     deployment.land(
         "d2.csv",
         [

@@ -38,7 +38,7 @@ def create_personify_engine(url: str) -> Engine:
                 "create a sandbox with `subsync sandbox` or set PERSONIFY_DB_URL"
             )
     options: dict[str, object] = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "mssql" and parsed.get_driver_name() == "pyodbc":
+    if parsed.get_driver_name() == "pyodbc":
         options["fast_executemany"] = True
     if parsed.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": 60}

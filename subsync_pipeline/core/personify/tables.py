@@ -9,11 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core.config import PersonifyTables as TableNames
 
 ADDBY = "SUBSYNC"
+# Personify on SQL Server stores text as nvarchar and times as datetime2; the staging tables copy
+# these types, so fast_executemany binds Unicode and full-precision timestamps.
+TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
+
+
+def _text(length: int) -> sa.types.TypeEngine[str]:
+    return sa.String(length).with_variant(mssql.NVARCHAR(length), "mssql")
+
+
+def _flag() -> sa.types.TypeEngine[str]:
+    return sa.CHAR(1).with_variant(mssql.NCHAR(1), "mssql")
 
 
 class PersonifySchemaError(RuntimeError):
@@ -39,31 +51,31 @@ def personify_tables(names: TableNames) -> PersonifyTables:
     customer = sa.Table(
         name,
         meta,
-        sa.Column("MASTER_CUSTOMER_ID", sa.String(24), primary_key=True),
+        sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
         sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
-        sa.Column("CUSTOMER_STATUS_CODE", sa.String(24)),
-        sa.Column("PRIMARY_EMAIL_ADDRESS", sa.String(100)),
+        sa.Column("CUSTOMER_STATUS_CODE", _text(24)),
+        sa.Column("PRIMARY_EMAIL_ADDRESS", _text(100)),
         schema=schema,
     )
     schema, name = _split(names.opt_in)
     opt_in = sa.Table(
         name,
         meta,
-        sa.Column("MASTER_CUSTOMER_ID", sa.String(24), primary_key=True),
+        sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
         sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
-        sa.Column("OPT_IN_CODE", sa.String(24), primary_key=True),
-        sa.Column("OPT_IN_FLAG", sa.CHAR(1)),
-        sa.Column("OPT_IN_DATE", sa.DateTime),
-        sa.Column("OPT_IN_SOURCE", sa.String(40)),
-        sa.Column("FORCED_FLAG", sa.CHAR(1)),
-        sa.Column("FIRST_SUBSCRIBED_DATE", sa.DateTime),
-        sa.Column("FIRST_UNSUBSCRIBED_DATE", sa.DateTime),
-        sa.Column("LAST_SUBSCRIBE_REQUEST_DATE", sa.DateTime),
-        sa.Column("LAST_UNSUBSCRIBE_REQUEST_DATE", sa.DateTime),
-        sa.Column("ADDDATE", sa.DateTime),
-        sa.Column("ADDBY", sa.String(24)),
-        sa.Column("MODDATE", sa.DateTime),
-        sa.Column("MODBY", sa.String(24)),
+        sa.Column("OPT_IN_CODE", _text(24), primary_key=True),
+        sa.Column("OPT_IN_FLAG", _flag()),
+        sa.Column("OPT_IN_DATE", TIMESTAMP),
+        sa.Column("OPT_IN_SOURCE", _text(40)),
+        sa.Column("FORCED_FLAG", _flag()),
+        sa.Column("FIRST_SUBSCRIBED_DATE", TIMESTAMP),
+        sa.Column("FIRST_UNSUBSCRIBED_DATE", TIMESTAMP),
+        sa.Column("LAST_SUBSCRIBE_REQUEST_DATE", TIMESTAMP),
+        sa.Column("LAST_UNSUBSCRIBE_REQUEST_DATE", TIMESTAMP),
+        sa.Column("ADDDATE", TIMESTAMP),
+        sa.Column("ADDBY", _text(24)),
+        sa.Column("MODDATE", TIMESTAMP),
+        sa.Column("MODBY", _text(24)),
         schema=schema,
     )
     schema, name = _split(names.activity)
@@ -76,15 +88,15 @@ def personify_tables(names: TableNames) -> PersonifyTables:
             primary_key=True,
             autoincrement=True,
         ),
-        sa.Column("MASTER_CUSTOMER_ID", sa.String(24)),
+        sa.Column("MASTER_CUSTOMER_ID", _text(24)),
         sa.Column("SUB_CUSTOMER_ID", sa.Integer),
-        sa.Column("ACTIVITY_CODE", sa.String(24)),
-        sa.Column("ACTIVITY_SUBCODE", sa.String(24)),
-        sa.Column("ACTIVITY_DATE", sa.DateTime),
-        sa.Column("ACTIVITY_TEXT", sa.String(2000)),
-        sa.Column("EXTERNAL_ID", sa.String(64)),
-        sa.Column("ADDDATE", sa.DateTime),
-        sa.Column("ADDBY", sa.String(24)),
+        sa.Column("ACTIVITY_CODE", _text(24)),
+        sa.Column("ACTIVITY_SUBCODE", _text(24)),
+        sa.Column("ACTIVITY_DATE", TIMESTAMP),
+        sa.Column("ACTIVITY_TEXT", _text(2000)),
+        sa.Column("EXTERNAL_ID", _text(64)),
+        sa.Column("ADDDATE", TIMESTAMP),
+        sa.Column("ADDBY", _text(24)),
         schema=schema,
     )
     return PersonifyTables(customer=customer, opt_in=opt_in, activity=activity)

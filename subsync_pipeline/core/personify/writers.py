@@ -8,15 +8,18 @@ a no-op (MODDATE included).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import count
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from subsync_pipeline.core.personify.merge import Merge, When
 from subsync_pipeline.core.personify.rows import (
     ACTIVITY_COLUMNS,
     ACTIVITY_DATA_COLUMNS,
@@ -24,12 +27,19 @@ from subsync_pipeline.core.personify.rows import (
     OPT_IN_DATA_COLUMNS,
     OPT_IN_KEY,
 )
-from subsync_pipeline.core.personify.tables import ADDBY, PersonifyTables
+from subsync_pipeline.core.personify.tables import ADDBY, TIMESTAMP, PersonifyTables
 from subsync_pipeline.core.sql import insert_frame, read_frame, records
 
 _stage_ids = count(1)
+# Constants of the statements themselves, rendered inline rather than bound.
+_ONE: sa.ColumnClause[int] = sa.literal_column("1", sa.Integer)
+_ZERO: sa.ColumnClause[int] = sa.literal_column("0", sa.Integer)
 # One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
 WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+StageKind = Literal["members", "opt_in", "activity_ids", "activity"]
+STAGE_KINDS: tuple[StageKind, ...] = get_args(StageKind)
 
 
 class PersonifyWriteError(RuntimeError):
@@ -58,11 +68,11 @@ def _copy_columns(
     return [sa.Column(name, table.c[name].type, primary_key=name in key) for name in names]
 
 
-def _same(left: sa.Table, right: sa.Table, names: list[str]) -> sa.ColumnElement[bool]:
+def _same(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.ColumnElement[bool]:
     return sa.and_(*[left.c[name] == right.c[name] for name in names])
 
 
-def _differs(left: sa.Table, right: sa.Table, names: list[str]) -> sa.ColumnElement[bool]:
+def _differs(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.ColumnElement[bool]:
     return sa.or_(*[left.c[name].is_distinct_from(right.c[name]) for name in names])
 
 
@@ -86,9 +96,15 @@ def mismatches(
 
 
 class PersonifyWriter:
-    """Portable SQLAlchemy Core; a dialect overrides staging where it has a faster path."""
+    """The steps every dialect shares (staging, member lookup, foreign-row guard, read-back).
+
+    A dialect supplies its lock and the two reconcile statements: `merge_opt_in` and
+    `merge_activity`. Every statement comes from a method returning it unexecuted, so the SQL
+    Server ones can be compiled and checked in tests without a SQL Server.
+    """
 
     dialect: ClassVar[str] = ""
+    driver: ClassVar[str | None] = None
 
     def __init__(self, tables: PersonifyTables) -> None:
         self.tables = tables
@@ -100,47 +116,27 @@ class PersonifyWriter:
         """
         raise NotImplementedError
 
-    def stage_name(self, prefix: str) -> str:
-        return f"subsync_{prefix}_{next(_stage_ids)}"
+    def merge_opt_in(
+        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
+    ) -> tuple[int, int]:
+        """Make CUS_OPT_IN hold the staged rows; returns (inserted, updated)."""
+        raise NotImplementedError
 
-    def create_stage(
-        self, conn: Connection, prefix: str, columns: list[sa.Column[Any]]
-    ) -> sa.Table:
-        table = sa.Table(self.stage_name(prefix), sa.MetaData(), *columns, prefixes=["TEMPORARY"])
-        table.create(conn)
-        return table
+    def merge_activity(
+        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
+    ) -> tuple[int, int, int]:
+        """Make our CUS_ACTIVITY rows among `ids` equal the staged ones; (inserted, updated,
+        deleted)."""
+        raise NotImplementedError
 
-    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-        insert_frame(conn, table, frame)
+    # --- statements ---------------------------------------------------------------------
 
-    def stage(
-        self, conn: Connection, prefix: str, columns: list[sa.Column[Any]], frame: pd.DataFrame
-    ) -> sa.Table:
-        table = self.create_stage(conn, prefix, columns)
-        if not frame.empty:
-            self.load_stage(conn, table, frame[[c.name for c in columns]])
-        return table
+    def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
+        return sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
 
-    def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
-        """Which (master_customer_id, sub_customer_id) pairs exist in CUSTOMER: one joined query."""
+    def member_lookup(self, stage: sa.Table) -> sa.Select[Any]:
         customer = self.tables.customer
-        frame = pairs.drop_duplicates().rename(
-            columns={
-                "master_customer_id": "MASTER_CUSTOMER_ID",
-                "sub_customer_id": "SUB_CUSTOMER_ID",
-            }
-        )
-        stage = self.stage(
-            conn,
-            "members",
-            _copy_columns(
-                customer,
-                ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"],
-                key=("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"),
-            ),
-            frame,
-        )
-        query = (
+        return (
             sa.select(
                 stage.c.MASTER_CUSTOMER_ID.label("master_customer_id"),
                 stage.c.SUB_CUSTOMER_ID.label("sub_customer_id"),
@@ -148,7 +144,66 @@ class PersonifyWriter:
             .join(customer, _same(stage, customer, ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]))
             .distinct()
         )
-        found = read_frame(conn, query)
+
+    def foreign_activity(self, stage: sa.Table) -> sa.Select[Any]:
+        """Rows another system wrote under one of the EXTERNAL_IDs we are about to write."""
+        target = self.tables.activity
+        return (
+            sa.select(target.c.EXTERNAL_ID)
+            .join(stage, target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)
+            .where(target.c.ADDBY.is_distinct_from(ADDBY))
+            .limit(5)
+        )
+
+    def opt_in_read_back(self, stage: sa.Table) -> sa.Select[Any]:
+        target = self.tables.opt_in
+        return sa.select(*[target.c[name] for name in OPT_IN_COLUMNS]).join(
+            stage, _same(target, stage, OPT_IN_KEY)
+        )
+
+    def activity_read_back(self, ids: sa.Table) -> sa.Select[Any]:
+        target = self.tables.activity
+        return sa.select(*[target.c[name] for name in ACTIVITY_COLUMNS]).where(
+            target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
+        )
+
+    # --- steps --------------------------------------------------------------------------
+
+    def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
+        """The staging table of each kind, typed like its target's columns and keyed."""
+        tables = self.tables
+        if kind == "members":
+            key = ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID")
+            return _copy_columns(tables.customer, list(key), key=key)
+        if kind == "opt_in":
+            return _copy_columns(tables.opt_in, OPT_IN_COLUMNS, key=tuple(OPT_IN_KEY))
+        if kind == "activity_ids":
+            return _copy_columns(tables.activity, ["EXTERNAL_ID"], key=("EXTERNAL_ID",))
+        return _copy_columns(tables.activity, ACTIVITY_COLUMNS, key=("EXTERNAL_ID",))
+
+    def stage(self, conn: Connection, kind: StageKind, frame: pd.DataFrame) -> sa.Table:
+        """A temporary table holding `frame`, loaded in bulk."""
+        columns = self.stage_columns(kind)
+        table = self.stage_table(f"subsync_{kind}_{next(_stage_ids)}", columns)
+        table.create(conn)
+        if not frame.empty:
+            self.load_stage(conn, table, frame[[c.name for c in columns]])
+        return table
+
+    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        """One executemany; with pyodbc's fast_executemany, parameter arrays of the whole frame."""
+        insert_frame(conn, table, frame)
+
+    def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Which (master_customer_id, sub_customer_id) pairs exist in CUSTOMER: one joined query."""
+        frame = pairs.drop_duplicates().rename(
+            columns={
+                "master_customer_id": "MASTER_CUSTOMER_ID",
+                "sub_customer_id": "SUB_CUSTOMER_ID",
+            }
+        )
+        stage = self.stage(conn, "members", frame)
+        found = read_frame(conn, self.member_lookup(stage))
         stage.drop(conn)
         found["sub_customer_id"] = found["sub_customer_id"].astype("int64")
         found["master_customer_id"] = found["master_customer_id"].astype(str)
@@ -156,40 +211,9 @@ class PersonifyWriter:
 
     def upsert_opt_in(self, conn: Connection, rows: pd.DataFrame, now: datetime) -> WriteCounts:
         """Make CUS_OPT_IN hold `rows` for their keys: update rows whose data differ, insert new."""
-        target = self.tables.opt_in
-        stage = self.stage(
-            conn, "opt_in", _copy_columns(target, OPT_IN_COLUMNS, key=tuple(OPT_IN_KEY)), rows
-        )
-        updated = conn.execute(
-            sa.update(target)
-            .where(_same(target, stage, OPT_IN_KEY), _differs(target, stage, OPT_IN_DATA_COLUMNS))
-            .values(
-                {
-                    **{target.c[name]: stage.c[name] for name in OPT_IN_DATA_COLUMNS},
-                    target.c.MODDATE: now,
-                    target.c.MODBY: ADDBY,
-                }
-            )
-        ).rowcount
-        missing = ~sa.exists().where(_same(target, stage, OPT_IN_KEY))
-        inserted = conn.execute(
-            sa.insert(target).from_select(
-                [*OPT_IN_COLUMNS, "ADDDATE", "ADDBY", "MODDATE", "MODBY"],
-                sa.select(
-                    *[stage.c[name] for name in OPT_IN_COLUMNS],
-                    sa.literal(now, sa.DateTime),
-                    sa.literal(ADDBY),
-                    sa.literal(now, sa.DateTime),
-                    sa.literal(ADDBY),
-                ).where(missing),
-            )
-        ).rowcount
-        written = read_frame(
-            conn,
-            sa.select(*[target.c[name] for name in OPT_IN_COLUMNS]).join(
-                stage, _same(target, stage, OPT_IN_KEY)
-            ),
-        )
+        stage = self.stage(conn, "opt_in", rows)
+        inserted, updated = self.merge_opt_in(conn, stage, len(rows), now)
+        written = read_frame(conn, self.opt_in_read_back(stage))
         stage.drop(conn)
         return WriteCounts(
             inserted=inserted,
@@ -203,39 +227,88 @@ class PersonifyWriter:
     ) -> WriteCounts:
         """Make subsync's CUS_ACTIVITY rows among `candidates` (EXTERNAL_IDs) equal `rows`.
 
-        Stale rows of ours are deleted, missing ones inserted, a changed one is deleted and
-        inserted again; rows another system wrote are never touched.
+        Stale rows of ours are deleted, missing ones inserted, changed ones replaced; rows
+        another system wrote are never touched.
         """
         target = self.tables.activity
-        ids = self.stage(
-            conn,
-            "activity_ids",
-            _copy_columns(target, ["EXTERNAL_ID"], key=("EXTERNAL_ID",)),
-            pd.DataFrame({"EXTERNAL_ID": candidates.drop_duplicates()}),
-        )
-        stage = self.stage(
-            conn, "activity", _copy_columns(target, ACTIVITY_COLUMNS, key=("EXTERNAL_ID",)), rows
-        )
-
-        foreign = (
-            conn.execute(
-                sa.select(target.c.EXTERNAL_ID)
-                .join(stage, target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)
-                .where(target.c.ADDBY.is_distinct_from(ADDBY))
-                .limit(5)
-            )
-            .scalars()
-            .all()
-        )
+        every_id = pd.concat([candidates, rows["EXTERNAL_ID"]]).drop_duplicates()
+        ids = self.stage(conn, "activity_ids", pd.DataFrame({"EXTERNAL_ID": every_id}))
+        stage = self.stage(conn, "activity", rows)
+        foreign = conn.execute(self.foreign_activity(stage)).scalars().all()
         if foreign:
             raise PersonifyWriteError(
                 f"{target.fullname} already holds rows written by another system with "
                 f"EXTERNAL_ID {', '.join(map(str, foreign))}; subsync will not overwrite them"
             )
+        inserted, updated, deleted = self.merge_activity(conn, ids, stage, now)
+        written = read_frame(conn, self.activity_read_back(ids))
+        stage.drop(conn)
+        ids.drop(conn)
+        return WriteCounts(
+            inserted=inserted,
+            updated=updated,
+            deleted=deleted,
+            unchanged=len(rows) - inserted - updated,
+            mismatched=mismatches(
+                rows, written.drop_duplicates("EXTERNAL_ID"), ["EXTERNAL_ID"], ACTIVITY_DATA_COLUMNS
+            ),
+            duplicate_external_ids=int(written["EXTERNAL_ID"].duplicated().sum()),
+        )
 
+
+class UpsertWriter(PersonifyWriter):
+    """SQLite and PostgreSQL: `INSERT ... ON CONFLICT DO UPDATE` for opt-ins, and for activity a
+    delete of our stale or changed rows followed by an insert of the missing ones."""
+
+    def upsert_insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT construct, the one that has on_conflict_do_update."""
+        raise NotImplementedError
+
+    def opt_in_upsert(self, stage: sa.Table, now: datetime) -> sa.Insert:
+        target = self.tables.opt_in
+        insert = self.upsert_insert(target).from_select(
+            [*OPT_IN_COLUMNS, "ADDDATE", "ADDBY", "MODDATE", "MODBY"],
+            sa.select(
+                *[stage.c[name] for name in OPT_IN_COLUMNS],
+                sa.literal(now, TIMESTAMP),
+                sa.literal(ADDBY),
+                sa.literal(now, TIMESTAMP),
+                sa.literal(ADDBY),
+            ).where(sa.true()),  # SQLite needs a WHERE to tell ON CONFLICT from a join's ON
+        )
+        excluded = insert.excluded
+        return insert.on_conflict_do_update(
+            index_elements=OPT_IN_KEY,
+            set_={
+                **{name: excluded[name] for name in OPT_IN_DATA_COLUMNS},
+                "MODDATE": excluded.MODDATE,
+                "MODBY": excluded.MODBY,
+            },
+            # Unchanged rows are skipped, so a re-run leaves even MODDATE alone.
+            where=sa.or_(
+                *[target.c[name].is_distinct_from(excluded[name]) for name in OPT_IN_DATA_COLUMNS]
+            ),
+        )
+
+    def merge_opt_in(
+        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
+    ) -> tuple[int, int]:
+        target = self.tables.opt_in
+        existing = conn.execute(
+            sa.select(sa.func.count()).select_from(
+                stage.join(target, _same(stage, target, OPT_IN_KEY))
+            )
+        ).scalar_one()
+        changed = conn.execute(self.opt_in_upsert(stage, now)).rowcount
+        inserted = staged - existing
+        return inserted, changed - inserted
+
+    def merge_activity(
+        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
+    ) -> tuple[int, int, int]:
+        target = self.tables.activity
         ours = sa.and_(
-            target.c.ADDBY == ADDBY,
-            target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID)),
+            target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
         )
         identical = sa.exists().where(
             stage.c.EXTERNAL_ID == target.c.EXTERNAL_ID,
@@ -247,35 +320,20 @@ class PersonifyWriter:
                 [*ACTIVITY_COLUMNS, "ADDDATE", "ADDBY"],
                 sa.select(
                     *[stage.c[name] for name in ACTIVITY_COLUMNS],
-                    sa.literal(now, sa.DateTime),
+                    sa.literal(now, TIMESTAMP),
                     sa.literal(ADDBY),
                 ).where(~sa.exists().where(target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)),
             )
         ).rowcount
-        written = read_frame(
-            conn,
-            sa.select(*[target.c[name] for name in ACTIVITY_COLUMNS]).where(
-                target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
-            ),
-        )
-        stage.drop(conn)
-        ids.drop(conn)
         replaced = min(deleted, inserted)
-        duplicates = int(written["EXTERNAL_ID"].duplicated().sum())
-        return WriteCounts(
-            inserted=inserted - replaced,
-            updated=replaced,
-            deleted=deleted - replaced,
-            unchanged=len(rows) - inserted,
-            mismatched=mismatches(
-                rows, written.drop_duplicates("EXTERNAL_ID"), ["EXTERNAL_ID"], ACTIVITY_DATA_COLUMNS
-            ),
-            duplicate_external_ids=duplicates,
-        )
+        return inserted - replaced, replaced, deleted - replaced
 
 
-class SQLiteWriter(PersonifyWriter):
+class SQLiteWriter(UpsertWriter):
     dialect = "sqlite"
+
+    def upsert_insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
 
     def lock(self, conn: Connection) -> None:
         # SQLite has one writer at a time; taking the write lock now, not at the first write,
@@ -283,10 +341,13 @@ class SQLiteWriter(PersonifyWriter):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class PostgresWriter(PersonifyWriter):
+class PostgresWriter(UpsertWriter):
     """Stages with COPY, PostgreSQL's own bulk load path."""
 
     dialect = "postgresql"
+
+    def upsert_insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
 
     def lock(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
@@ -302,42 +363,157 @@ class PostgresWriter(PersonifyWriter):
                 copy.write_row(tuple(row.values()))
 
 
+class PostgresODBCWriter(PostgresWriter):
+    """PostgreSQL reached through pyodbc (`postgresql+pyodbc`): the same statements, staged
+    with fast_executemany as on SQL Server, since COPY is not an ODBC operation."""
+
+    driver = "pyodbc"
+
+    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        PersonifyWriter.load_stage(self, conn, table, frame)
+
+
 class MSSQLWriter(PersonifyWriter):
-    """SQL Server: temporary tables are the ones whose name starts with '#'."""
+    """SQL Server: `#temp` staging loaded with fast_executemany, then one MERGE per table."""
 
     dialect = "mssql"
 
-    def lock(self, conn: Connection) -> None:
-        result = conn.exec_driver_sql(
-            "DECLARE @result int; "
+    def lock_statement(self) -> sa.TextClause:
+        return sa.text(
+            "SET NOCOUNT ON; DECLARE @result int; "
             "EXEC @result = sp_getapplock @Resource = N'subsync-personify-write', "
             "@LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 600000; "
-            "SELECT @result"
-        ).scalar()
+            "SELECT @result; SET NOCOUNT OFF"
+        )
+
+    def lock(self, conn: Connection) -> None:
+        result = conn.execute(self.lock_statement()).scalar()
         if result is None or result < 0:
             raise PersonifyWriteError(
                 f"could not take the subsync write lock (sp_getapplock {result})"
             )
 
-    def create_stage(
-        self, conn: Connection, prefix: str, columns: list[sa.Column[Any]]
-    ) -> sa.Table:
-        table = sa.Table("#" + self.stage_name(prefix), sa.MetaData(), *columns)
-        table.create(conn)
-        return table
+    def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
+        # A name starting with # is what makes a SQL Server table temporary.
+        return sa.Table("#" + name, sa.MetaData(), *columns)
+
+    def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
+        """Text columns collated like the Personify database, not like tempdb: the joins with
+        Personify's tables would otherwise fail with a collation conflict."""
+        columns = []
+        for column in super().stage_columns(kind):
+            kind_type = column.type
+            if isinstance(kind_type, sa.String):
+                national = mssql.NCHAR if isinstance(kind_type, sa.CHAR) else mssql.NVARCHAR
+                kind_type = national(kind_type.length, collation="DATABASE_DEFAULT")
+            columns.append(sa.Column(column.name, kind_type, primary_key=column.primary_key))
+        return columns
+
+    def opt_in_merge(self, stage: sa.Table, now: datetime) -> Merge:
+        target = self.tables.opt_in
+        alias, source = target.alias("target"), stage.alias("stage")
+        audit: dict[str, sa.ColumnElement[Any]] = {
+            "MODDATE": sa.literal(now, TIMESTAMP),
+            "MODBY": sa.literal(ADDBY),
+        }
+        return Merge(
+            target,
+            alias,
+            source,
+            on=_same(alias, source, OPT_IN_KEY),
+            whens=[
+                When(
+                    "matched",
+                    _differs(alias, source, OPT_IN_DATA_COLUMNS),
+                    values={**{n: source.c[n] for n in OPT_IN_DATA_COLUMNS}, **audit},
+                ),
+                When(
+                    "not_matched",
+                    values={
+                        **{n: source.c[n] for n in OPT_IN_COLUMNS},
+                        "ADDDATE": sa.literal(now, TIMESTAMP),
+                        "ADDBY": sa.literal(ADDBY),
+                        **audit,
+                    },
+                ),
+            ],
+        )
+
+    def activity_merge(self, ids: sa.Table, stage: sa.Table, now: datetime) -> Merge:
+        """One statement: the source is every candidate id, with the staged row when there is
+        one; a candidate without one is stale. Only our rows can match, and only candidates are
+        probed, so the rest of CUS_ACTIVITY is never scanned (no NOT MATCHED BY SOURCE)."""
+        target = self.tables.activity
+        alias = target.alias("target")
+        source = (
+            sa.select(
+                ids.c.EXTERNAL_ID.label("candidate_id"),
+                *[stage.c[name] for name in ACTIVITY_DATA_COLUMNS],
+                sa.case((stage.c.EXTERNAL_ID.is_(None), _ONE), else_=_ZERO).label("stale"),
+            )
+            .select_from(ids.outerjoin(stage, stage.c.EXTERNAL_ID == ids.c.EXTERNAL_ID))
+            .subquery("source")
+        )
+        added: dict[str, sa.ColumnElement[Any]] = {
+            "ADDDATE": sa.literal(now, TIMESTAMP),
+            "ADDBY": sa.literal(ADDBY),
+        }
+        return Merge(
+            target,
+            alias,
+            source,
+            on=sa.and_(source.c.candidate_id == alias.c.EXTERNAL_ID, alias.c.ADDBY == ADDBY),
+            whens=[
+                When("matched", source.c.stale == _ONE, delete=True),
+                When(
+                    "matched",
+                    _differs(alias, source, ACTIVITY_DATA_COLUMNS),
+                    values={**{n: source.c[n] for n in ACTIVITY_DATA_COLUMNS}, **added},
+                ),
+                When(
+                    "not_matched",
+                    source.c.stale == _ZERO,
+                    values={
+                        **{n: source.c[n] for n in ACTIVITY_DATA_COLUMNS},
+                        "EXTERNAL_ID": source.c.candidate_id,
+                        **added,
+                    },
+                ),
+            ],
+        )
+
+    def merge_opt_in(
+        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
+    ) -> tuple[int, int]:
+        actions = self._actions(conn, self.opt_in_merge(stage, now))
+        return actions["INSERT"], actions["UPDATE"]
+
+    def merge_activity(
+        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
+    ) -> tuple[int, int, int]:
+        actions = self._actions(conn, self.activity_merge(ids, stage, now))
+        return actions["INSERT"], actions["UPDATE"], actions["DELETE"]
+
+    @staticmethod
+    def _actions(conn: Connection, merge: Merge) -> Counter[str]:
+        return Counter({str(action): int(rows) for action, rows in conn.execute(merge)})
 
 
-WRITERS: dict[str, type[PersonifyWriter]] = {
-    writer.dialect: writer for writer in (SQLiteWriter, PostgresWriter, MSSQLWriter)
-}
+WRITERS: list[type[PersonifyWriter]] = [
+    SQLiteWriter,
+    PostgresODBCWriter,
+    PostgresWriter,
+    MSSQLWriter,
+]
 
 
 def writer_for(engine: Engine | Connection, tables: PersonifyTables) -> PersonifyWriter:
-    """The writer for the engine's dialect (sqlite, postgresql, mssql)."""
-    name = engine.dialect.name
-    if name not in WRITERS:
-        raise PersonifyWriteError(
-            f"no Personify writer for the {name!r} dialect; "
-            f"PERSONIFY_DB_URL must use one of {sorted(WRITERS)}"
-        )
-    return WRITERS[name](tables)
+    """The writer for the engine's dialect (sqlite, postgresql, mssql) and driver."""
+    dialect = engine.dialect
+    for writer in WRITERS:
+        if writer.dialect == dialect.name and writer.driver in (None, dialect.driver):
+            return writer(tables)
+    raise PersonifyWriteError(
+        f"no Personify writer for the {dialect.name!r} dialect; PERSONIFY_DB_URL must use one "
+        f"of {sorted({writer.dialect for writer in WRITERS})}"
+    )

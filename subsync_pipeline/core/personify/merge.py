@@ -1,0 +1,91 @@
+"""T-SQL `MERGE ... WITH (HOLDLOCK)` as a SQLAlchemy construct.
+
+SQLAlchemy has no MERGE. Building it from Core parts keeps every name quoted by the mssql
+dialect's preparer and every value a bound parameter, exactly like the statements SQLAlchemy
+writes itself; only the clause keywords are ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable, FromClause
+
+
+@dataclass(frozen=True)
+class When:
+    """One WHEN clause: `matched` (UPDATE or DELETE) or `not_matched` (INSERT) by the target."""
+
+    match: Literal["matched", "not_matched"]
+    condition: sa.ColumnElement[bool] | None = None
+    delete: bool = False
+    values: Mapping[str, sa.ColumnElement[Any]] = field(default_factory=dict)
+
+
+class Merge(Executable, ClauseElement):
+    """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
+    that returns (action, rows) for 'INSERT', 'UPDATE' and 'DELETE'.
+
+    HOLDLOCK makes MERGE serializable on the keys it probes, so a concurrent insert cannot slip
+    in between its "not matched" test and its INSERT. The actions go `OUTPUT ... INTO` a table
+    variable, because a bare OUTPUT is refused on tables with enabled triggers, which Personify
+    installations often add; NOCOUNT keeps the counts the only result set of the batch.
+    """
+
+    inherit_cache = False
+
+    def __init__(
+        self,
+        target: sa.Table,
+        alias: FromClause,
+        source: FromClause,
+        on: sa.ColumnElement[bool],
+        whens: Sequence[When],
+    ) -> None:
+        self.target = target
+        self.alias = alias
+        self.source = source
+        self.on = on
+        self.whens = list(whens)
+
+
+@compiles(Merge, "mssql")
+def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
+    quote = compiler.preparer.quote
+    alias_name = quote(str(merge.alias.name))  # type: ignore[attr-defined]
+    lines = [
+        "SET NOCOUNT ON;",
+        "DECLARE @actions TABLE ([action] nvarchar(10));",
+        f"MERGE INTO {compiler.preparer.format_table(merge.target)} WITH (HOLDLOCK) AS "
+        f"{alias_name}",
+        f"USING {compiler.process(merge.source, asfrom=True, **kw)}",
+        f"ON {compiler.process(merge.on, **kw)}",
+    ]
+    for when in merge.whens:
+        head = "WHEN MATCHED" if when.match == "matched" else "WHEN NOT MATCHED BY TARGET"
+        if when.condition is not None:
+            head += f" AND ({compiler.process(when.condition, **kw)})"
+        if when.delete:
+            action = "DELETE"
+        elif when.match == "matched":
+            action = "UPDATE SET " + ", ".join(
+                f"{quote(name)} = {compiler.process(value, **kw)}"
+                for name, value in when.values.items()
+            )
+        else:
+            # Names come quoted from the dialect's preparer and values as bound parameters.
+            names = ", ".join(quote(name) for name in when.values)
+            values = ", ".join(compiler.process(value, **kw) for value in when.values.values())
+            action = f"INSERT ({names}) VALUES ({values})"  # noqa: S608
+        lines.append(f"{head} THEN {action}")
+    lines += [
+        "OUTPUT $action INTO @actions;",
+        "SELECT [action], COUNT(*) AS [rows] FROM @actions GROUP BY [action];",
+        "SET NOCOUNT OFF;",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+SET NOCOUNT ON; DECLARE @result int; EXEC @result = sp_getapplock @Resource = N'subsync-personify-write', @LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 600000; SELECT @result; SET NOCOUNT OFF

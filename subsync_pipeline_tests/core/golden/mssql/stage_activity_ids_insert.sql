@@ -1,0 +1,1 @@
+INSERT INTO [#subsync_activity_ids_1] ([EXTERNAL_ID]) VALUES (?)

@@ -1,0 +1,1 @@
+DROP TABLE [#subsync_members_1]

@@ -1,0 +1,1 @@
+INSERT INTO [#subsync_members_1] ([MASTER_CUSTOMER_ID], [SUB_CUSTOMER_ID]) VALUES (?, ?)

@@ -1,0 +1,1 @@
+DROP TABLE [#subsync_opt_in_1]
