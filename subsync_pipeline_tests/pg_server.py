@@ -165,3 +165,18 @@ class PostgresServer:
         ) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique)))
         return self.url(unique)
+
+    def add_password_role(self, role: str, password: str) -> None:
+        """A login role that must give `password` over TCP (every other role stays on trust)."""
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            hba = self.directory / "pg_hba.conf"
+            rule = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+            hba.write_text(rule + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")

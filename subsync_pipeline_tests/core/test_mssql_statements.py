@@ -102,8 +102,10 @@ def test_merges_are_serialisable_and_report_their_actions() -> None:
         assert "WITH (HOLDLOCK)" in tree.sql(dialect="tsql")
         assert "OUTPUT $action INTO @actions" in tree.sql(dialect="tsql")
     activity = compiled(STATEMENTS["activity_merge"])
-    # Only our own rows can match, and nothing outside the candidates is ever deleted.
+    # Only our own rows can match, nothing outside the candidates is ever deleted, and activity
+    # is only ever deleted and inserted: the subsync login needs no UPDATE right on it.
     assert "target.[ADDBY] = ?" in activity and "NOT MATCHED BY SOURCE" not in activity
+    assert "THEN DELETE" in activity and "UPDATE" not in activity
 
 
 def test_values_are_bound_never_inlined() -> None:

@@ -34,6 +34,7 @@ _stage_ids = count(1)
 # Constants of the statements themselves, rendered inline rather than bound.
 _ONE: sa.ColumnClause[int] = sa.literal_column("1", sa.Integer)
 _ZERO: sa.ColumnClause[int] = sa.literal_column("0", sa.Integer)
+_TWO: sa.ColumnClause[int] = sa.literal_column("2", sa.Integer)
 # One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
 WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
 
@@ -440,43 +441,60 @@ class MSSQLWriter(PersonifyWriter):
         )
 
     def activity_merge(self, ids: sa.Table, stage: sa.Table, now: datetime) -> Merge:
-        """One statement: the source is every candidate id, with the staged row when there is
-        one; a candidate without one is stale. Only our rows can match, and only candidates are
-        probed, so the rest of CUS_ACTIVITY is never scanned (no NOT MATCHED BY SOURCE)."""
+        """One statement that only deletes and inserts, like the other dialects, so subsync
+        needs no UPDATE right on CUS_ACTIVITY.
+
+        The source holds two kinds of rows. Role 1: every candidate id, with the staged row when
+        there is one (none: the id is stale); it can only match our own row, which is deleted
+        when stale or different. Role 2: each staged row that has no identical row of ours yet;
+        it never matches, and is inserted. A changed row is thus deleted and inserted again in
+        the same statement. Only candidates are probed, so the rest of CUS_ACTIVITY is never
+        scanned (no NOT MATCHED BY SOURCE).
+        """
         target = self.tables.activity
-        alias = target.alias("target")
-        source = (
-            sa.select(
-                ids.c.EXTERNAL_ID.label("candidate_id"),
-                *[stage.c[name] for name in ACTIVITY_DATA_COLUMNS],
-                sa.case((stage.c.EXTERNAL_ID.is_(None), _ONE), else_=_ZERO).label("stale"),
-            )
-            .select_from(ids.outerjoin(stage, stage.c.EXTERNAL_ID == ids.c.EXTERNAL_ID))
-            .subquery("source")
+        alias, existing = target.alias("target"), target.alias("existing")
+        data = [stage.c[name] for name in ACTIVITY_DATA_COLUMNS]
+        current = sa.select(
+            ids.c.EXTERNAL_ID.label("external_id"),
+            _ONE.label("role"),
+            sa.case((stage.c.EXTERNAL_ID.is_(None), _ONE), else_=_ZERO).label("stale"),
+            *data,
+        ).select_from(ids.outerjoin(stage, stage.c.EXTERNAL_ID == ids.c.EXTERNAL_ID))
+        identical = sa.exists().where(
+            existing.c.EXTERNAL_ID == stage.c.EXTERNAL_ID,
+            existing.c.ADDBY == ADDBY,
+            ~_differs(existing, stage, ACTIVITY_DATA_COLUMNS),
         )
-        added: dict[str, sa.ColumnElement[Any]] = {
-            "ADDDATE": sa.literal(now, TIMESTAMP),
-            "ADDBY": sa.literal(ADDBY),
-        }
+        wanted = sa.select(
+            stage.c.EXTERNAL_ID.label("external_id"),
+            _TWO.label("role"),
+            _ZERO.label("stale"),
+            *data,
+        ).where(~identical)
+        source = sa.union_all(current, wanted).subquery("source")
         return Merge(
             target,
             alias,
             source,
-            on=sa.and_(source.c.candidate_id == alias.c.EXTERNAL_ID, alias.c.ADDBY == ADDBY),
+            on=sa.and_(
+                source.c.external_id == alias.c.EXTERNAL_ID,
+                alias.c.ADDBY == ADDBY,
+                source.c.role == _ONE,
+            ),
             whens=[
-                When("matched", source.c.stale == _ONE, delete=True),
                 When(
                     "matched",
-                    _differs(alias, source, ACTIVITY_DATA_COLUMNS),
-                    values={**{n: source.c[n] for n in ACTIVITY_DATA_COLUMNS}, **added},
+                    sa.or_(source.c.stale == _ONE, _differs(alias, source, ACTIVITY_DATA_COLUMNS)),
+                    delete=True,
                 ),
                 When(
                     "not_matched",
-                    source.c.stale == _ZERO,
+                    source.c.role == _TWO,
                     values={
                         **{n: source.c[n] for n in ACTIVITY_DATA_COLUMNS},
-                        "EXTERNAL_ID": source.c.candidate_id,
-                        **added,
+                        "EXTERNAL_ID": source.c.external_id,
+                        "ADDDATE": sa.literal(now, TIMESTAMP),
+                        "ADDBY": sa.literal(ADDBY),
                     },
                 ),
             ],
@@ -492,7 +510,8 @@ class MSSQLWriter(PersonifyWriter):
         self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
     ) -> tuple[int, int, int]:
         actions = self._actions(conn, self.activity_merge(ids, stage, now))
-        return actions["INSERT"], actions["UPDATE"], actions["DELETE"]
+        replaced = min(actions["INSERT"], actions["DELETE"])
+        return actions["INSERT"] - replaced, replaced, actions["DELETE"] - replaced
 
     @staticmethod
     def _actions(conn: Connection, merge: Merge) -> Counter[str]:
