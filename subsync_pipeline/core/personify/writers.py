@@ -28,7 +28,7 @@ from subsync_pipeline.core.personify.rows import (
     OPT_IN_KEY,
 )
 from subsync_pipeline.core.personify.tables import ADDBY, TIMESTAMP, PersonifyTables
-from subsync_pipeline.core.sql import insert_frame, read_frame, records
+from subsync_pipeline.core.sql import insert_frame, read_frame
 
 _stage_ids = count(1)
 # Constants of the statements themselves, rendered inline rather than bound.
@@ -343,7 +343,7 @@ class SQLiteWriter(UpsertWriter):
 
 
 class PostgresWriter(UpsertWriter):
-    """Stages with COPY, PostgreSQL's own bulk load path."""
+    """Stages with COPY (through `insert_frame`), PostgreSQL's own bulk load path."""
 
     dialect = "postgresql"
 
@@ -353,25 +353,12 @@ class PostgresWriter(UpsertWriter):
     def lock(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
-    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-        preparer = conn.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(c.name) for c in table.columns)
-        statement = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN"
-        driver_connection = conn.connection.driver_connection
-        assert driver_connection is not None
-        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in records(frame, [c.name for c in table.columns]):
-                copy.write_row(tuple(row.values()))
-
 
 class PostgresODBCWriter(PostgresWriter):
     """PostgreSQL reached through pyodbc (`postgresql+pyodbc`): the same statements, staged
-    with fast_executemany as on SQL Server, since COPY is not an ODBC operation."""
+    with fast_executemany as on SQL Server (`insert_frame` uses COPY only through psycopg)."""
 
     driver = "pyodbc"
-
-    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-        PersonifyWriter.load_stage(self, conn, table, frame)
 
 
 class MSSQLWriter(PersonifyWriter):

@@ -1,0 +1,331 @@
+"""The performance bench (issue 6): one command, real PostgreSQL, figures appended to RESULTS.md.
+
+    .venv/bin/python bench/run.py                      # 1,000,000 events over 200,000 members
+    .venv/bin/python bench/run.py --events 100000 --history 30000000
+
+It starts a throwaway PostgreSQL 15 server (as the tests do), generates one day's tracking file,
+creates a sandbox Personify with the members and, with --history, loads H earlier events straight
+into the state database's ledger; then it runs the whole daily job for that day in a child process
+(so its peak RSS is the job's alone) against PostgreSQL for both Personify and state, and times
+`psql \\copy` of the same file into a plain table on the same server. Time per asset, events/s,
+peak RSS and the pipeline/COPY ratio are printed and appended to bench/RESULTS.md with the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DAY = "2026-11-20"
+CONFIG: dict[str, Any] = {
+    "timezone": "UTC",
+    "start_date": "2025-01-01",
+    "interest_areas": [
+        {"scope_type": "group", "scope_id": "1201", "opt_in_code": "NEWSLETTER"},
+        {"scope_type": "message_category", "scope_id": "77", "opt_in_code": "EVENTS"},
+        {"scope_type": "group_category", "scope_id": "9", "opt_in_code": "ADVOCACY"},
+    ],
+}
+# A campaign day: mostly unsubscribes and re-subscribes from Real Magnet itself and the
+# preference centre, some imports, a little of everything else.
+SOURCE_MIX = {
+    "in_app": 0.40,
+    "preference_centre": 0.20,
+    "api": 0.12,
+    "csv_upload": 0.10,
+    "importer": 0.08,
+    "form": 0.06,
+    "third_party": 0.04,
+}
+SCOPES = [("group", "1201"), ("message_category", "77"), ("group_category", "9")]
+
+
+def member_ids(members: int) -> np.ndarray:
+    return np.char.zfill(np.arange(100_000, 100_000 + members).astype(str), 9)
+
+
+def tracking_frame(events: int, members: int, day: str, seed: int, prefix: str) -> pd.DataFrame:
+    """`events` rows of one day; ~1% unknown members, ~0.3% malformed ids, 1% forced."""
+    rng = np.random.default_rng(seed)
+    ids = member_ids(members)
+    member = ids[rng.integers(0, members, events)]
+    roll = rng.random(events)
+    member = np.where(roll < 0.01, "999" + member.astype(object), member)
+    member = np.where((roll >= 0.01) & (roll < 0.013), "ID-" + member.astype(object), member)
+    scope = rng.integers(0, len(SCOPES), events)
+    seconds = np.sort(rng.integers(0, 86_400, events))
+    occurred = pd.Timestamp(day) + pd.to_timedelta(seconds, unit="s")
+    subscribe = rng.random(events) < 0.45
+    frame = pd.DataFrame(
+        {
+            "event_id": [f"{prefix}{n:09d}" for n in range(events)],
+            "email": pd.Series(member).astype(str).str.lower() + "@members.example.org",
+            "custom_member_id": member,
+            "event_type": np.where(subscribe, "subscribe", "unsubscribe"),
+            "scope_type": np.array([s[0] for s in SCOPES])[scope],
+            "scope_id": np.array([s[1] for s in SCOPES])[scope],
+            "source": rng.choice(list(SOURCE_MIX), events, p=list(SOURCE_MIX.values())),
+            "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "scope_name": "Campaign list",
+            "force_optin": np.where(rng.random(events) < 0.01, "true", "false"),
+            "timestamp_subscribed": np.where(subscribe, "2024-03-01T00:00:00Z", ""),
+        }
+    )
+    return frame
+
+
+def peak_rss_mb(usage: resource.struct_rusage) -> float:
+    return round(usage.ru_maxrss / 1024, 1)
+
+
+def load_history(state_url: str, history: int, members: int, day: str) -> float:
+    """COPY `history` earlier events into the ledger and event_versions, as if run before."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from subsync_pipeline.core.state import create_state_engine
+
+    create_state_engine(state_url).dispose()
+    url = make_url(state_url)
+    started = time.perf_counter()
+    chunk = 1_000_000
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database
+    ) as conn:
+        for start in range(0, history, chunk):
+            size = min(chunk, history - start)
+            rng = np.random.default_rng(start)
+            days_back = rng.integers(1, 365, size)
+            first = date.fromisoformat(day)
+            ids = member_ids(members)[rng.integers(0, members, size)]
+            scope = rng.integers(0, len(SCOPES), size)
+            occurred = pd.Timestamp(first) - pd.to_timedelta(days_back, unit="D")
+            frame = pd.DataFrame(
+                {
+                    "event_id": [f"H{start + n:010d}" for n in range(size)],
+                    "day": occurred.strftime("%Y-%m-%d"),
+                    "file_id": 0,
+                    "line_number": np.arange(size) + 2,
+                    "master_customer_id": ids,
+                    "sub_customer_id": 0,
+                    "event_type": np.where(rng.random(size) < 0.6, "subscribe", "unsubscribe"),
+                    "scope_type": np.array([s[0] for s in SCOPES])[scope],
+                    "scope_id": np.array([s[1] for s in SCOPES])[scope],
+                    "scope_name": "Campaign list",
+                    "source": rng.choice(list(SOURCE_MIX), size, p=list(SOURCE_MIX.values())),
+                    "force_optin": False,
+                    "occurred_at": occurred,
+                    "timestamp_subscribed": pd.NaT,
+                }
+            )
+            with conn.cursor() as cursor:
+                columns = ", ".join(frame.columns)
+                with cursor.copy(f"COPY event_ledger ({columns}) FROM STDIN") as copy:
+                    for row in frame.itertuples(index=False):
+                        copy.write_row(row)
+                versions = frame[["event_id", "day"]].assign(
+                    file_id=0, line_number=frame["line_number"], fingerprint=0
+                )
+                with cursor.copy(
+                    "COPY event_versions (event_id, day, file_id, line_number, fingerprint) "
+                    "FROM STDIN"
+                ) as copy:
+                    for row in versions.itertuples(index=False):
+                        copy.write_row(row)
+            conn.commit()
+            print(f"  history: {start + size:,} / {history:,} events", flush=True)
+        conn.execute("ANALYZE")
+    return time.perf_counter() - started
+
+
+def run_job(args: argparse.Namespace) -> None:
+    """Child process: the daily job, in-process, timing each step from Dagster's own events."""
+    import dagster as dg
+
+    from subsync_pipeline.assets import sync_assets
+    from subsync_pipeline.resources import (
+        LandingFolderResource,
+        PersonifyDatabaseResource,
+        ReportsFolderResource,
+        StateDatabaseResource,
+        SubsyncConfigResource,
+    )
+
+    work = Path(args.work)
+    resources = {
+        "subsync_config": SubsyncConfigResource(path=str(work / "subsync.yaml")),
+        "landing": LandingFolderResource(path=str(work / "landing")),
+        "state_db": StateDatabaseResource(url=args.state_url),
+        "personify_db": PersonifyDatabaseResource(url=args.personify_url),
+        "reports": ReportsFolderResource(path=str(work / "reports")),
+    }
+    started = time.perf_counter()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            sync_assets, partition_key=args.day, resources=resources, instance=instance
+        )
+    total = time.perf_counter() - started
+    steps = {
+        event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+        for event in result.all_events
+        if event.is_step_success
+    }
+    print(json.dumps({"total_s": round(total, 2), "steps": steps}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--members", type=int, default=200_000)
+    parser.add_argument("--history", type=int, default=0, help="e.g. 30000000")
+    parser.add_argument("--day", default=DAY)
+    parser.add_argument("--no-results", action="store_true", help="do not append RESULTS.md")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write a pyinstrument profile of the job to FILE"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--state-url", help=argparse.SUPPRESS)
+    parser.add_argument("--personify-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_job(args)
+        return
+
+    import yaml
+
+    from subsync_pipeline.core.sandbox import create_sandbox_personify
+    from subsync_pipeline_tests.pg_server import PostgresServer
+
+    work = Path(tempfile.mkdtemp(prefix="subsync-bench-", dir="/tmp"))
+    os.chmod(work, 0o755)
+    (work / "landing").mkdir()
+    (work / "subsync.yaml").write_text(yaml.safe_dump(CONFIG))
+    server = PostgresServer()
+    server.start()
+    try:
+        print(f"generating {args.events:,} events over {args.members:,} members ...", flush=True)
+        tracking = work / "landing" / f"rm_tracking_{args.day}.csv"
+        tracking_frame(args.events, args.members, args.day, 7, "E").to_csv(tracking, index=False)
+        os.chmod(tracking, 0o644)
+        mb = tracking.stat().st_size / 1e6
+
+        personify_url = server.create_database("personify")
+        state_url = server.create_database("state")
+        customers = pd.DataFrame(
+            {
+                "MASTER_CUSTOMER_ID": member_ids(args.members),
+                "SUB_CUSTOMER_ID": 0,
+                "CUSTOMER_STATUS_CODE": "ACTIVE",
+                "PRIMARY_EMAIL_ADDRESS": None,
+            }
+        )
+        create_sandbox_personify(personify_url, customers=customers, reset=True)
+        history_s = (
+            load_history(state_url, args.history, args.members, args.day) if args.history else 0.0
+        )
+
+        copy_db = server.create_database("copy")
+        columns = ", ".join(f"{c} text" for c in pd.read_csv(tracking, nrows=0).columns)
+        psql = ["psql", "-q", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres"]
+        dbname = copy_db.rsplit("/", 1)[1]
+        subprocess.run([*psql, "-d", dbname, "-c", f"CREATE TABLE plain ({columns})"], check=True)
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                *psql,
+                "-d",
+                dbname,
+                "-c",
+                f"\\copy plain FROM '{tracking}' WITH (FORMAT csv, HEADER)",
+            ],
+            check=True,
+        )
+        copy_s = time.perf_counter() - started
+
+        print("running daily_sync_job in a child process ...", flush=True)
+        profiler = (
+            [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", args.profile]
+            if args.profile
+            else [sys.executable]
+        )
+        child = subprocess.run(
+            [
+                *profiler,
+                __file__,
+                "--child",
+                "--work",
+                str(work),
+                "--day",
+                args.day,
+                "--state-url",
+                state_url,
+                "--personify-url",
+                personify_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            sys.stderr.write(child.stderr[-5000:])
+            raise SystemExit(f"the daily job failed ({child.returncode})")
+        job = json.loads(child.stdout.strip().splitlines()[-1])
+        rss = peak_rss_mb(resource.getrusage(resource.RUSAGE_CHILDREN))
+    finally:
+        server.stop()
+
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    total = job["total_s"]
+    figures = {
+        "commit": commit + ("+dirty" if dirty else ""),
+        "date": date.today().isoformat(),
+        "events": args.events,
+        "members": args.members,
+        "history": args.history,
+        "file_mb": round(mb, 1),
+        "copy_s": round(copy_s, 2),
+        "pipeline_s": total,
+        "ratio": round(total / copy_s, 1),
+        "events_per_s": int(args.events / total),
+        "peak_rss_mb": rss,
+        "history_load_s": round(history_s, 1),
+        "steps": job["steps"],
+    }
+    print(json.dumps(figures, indent=2))
+    if not args.no_results:
+        results = ROOT / "bench" / "RESULTS.md"
+        steps = ", ".join(f"{k} {v}s" for k, v in job["steps"].items())
+        line = (
+            f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
+            f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "
+            f"{figures['events_per_s']:,} | {rss} | {steps} |\n"
+        )
+        with results.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+
+
+if __name__ == "__main__":
+    main()

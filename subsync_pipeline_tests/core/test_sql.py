@@ -1,0 +1,65 @@
+"""Bulk loading: COPY on PostgreSQL must store exactly what executemany would (NULL vs empty
+string, integers upcast to float by pandas, timestamps to the microsecond, booleans, text that
+looks like CSV or like COPY's NULL marker)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from subsync_pipeline.core.sql import insert_frame, read_frame
+
+TABLE = sa.Table(
+    "loaded",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("text", sa.Text),
+    sa.Column("count", sa.Integer),
+    sa.Column("at", sa.DateTime),
+    sa.Column("flag", sa.Boolean),
+)
+AWKWARD = ["plain", "", None, 'comma, "quoted"\nnewline', "=1+1", "\\N", "ünïcödé"]
+
+
+def frame(values: list[str | None]) -> pd.DataFrame:
+    n = len(values)
+    return pd.DataFrame(
+        {
+            "id": range(n),
+            "text": values,
+            "count": [float(i) if i % 2 else float("nan") for i in range(n)],
+            "at": [
+                pd.Timestamp("2026-11-20 09:00:00.123456") if i % 3 else pd.NaT for i in range(n)
+            ],
+            "flag": [i % 2 == 0 for i in range(n)],
+        }
+    )
+
+
+def texts(loaded: pd.DataFrame) -> list[str | None]:
+    """None for NULL: pandas may show a missing string as NaN."""
+    return [None if pd.isna(value) else value for value in loaded["text"]]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("values", [AWKWARD, [v for v in AWKWARD if v != "\\N"]])
+def test_copy_stores_what_executemany_stores(postgres_url: str, tmp_path, values) -> None:
+    loaded = {}
+    for name, url in {
+        "copy": postgres_url,
+        "executemany": f"sqlite:///{tmp_path / 'x.db'}",
+    }.items():
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            TABLE.create(conn)
+            insert_frame(conn, TABLE, frame(values))
+            loaded[name] = read_frame(conn, sa.select(TABLE).order_by(TABLE.c.id))
+        engine.dispose()
+    copy, plain = loaded["copy"], loaded["executemany"]
+    assert texts(copy) == values
+    assert texts(plain) == values
+    assert copy["count"].tolist()[1::2] == list(range(1, len(values), 2))
+    assert copy["count"].isna().tolist() == plain["count"].isna().tolist()
+    assert pd.to_datetime(copy["at"]).tolist() == pd.to_datetime(plain["at"]).tolist()
+    assert copy["flag"].tolist() == [bool(f) for f in plain["flag"]]
