@@ -72,6 +72,7 @@ def store_validation(
     conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(stage.c.event_id))))
     conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], sa.select(*stage.c)))
     stage.drop(conn)
+    _bump_generation(conn)
 
     rejected = state.rejected_records
     conn.execute(rejected.delete().where(rejected.c.day.in_(days)))
@@ -80,6 +81,22 @@ def store_validation(
     touched = pd.concat([before, events[MEMBER]], ignore_index=True)
     touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
     return touched.drop_duplicates().reset_index(drop=True)
+
+
+def _bump_generation(conn: Connection) -> None:
+    table = state.ledger_generation
+    bumped = conn.execute(
+        table.update().where(table.c.id == 1).values(generation=table.c.generation + 1)
+    ).rowcount
+    if not bumped:
+        conn.execute(table.insert().values(id=1, generation=1))
+
+
+def generation(conn: Connection) -> int:
+    """How many times the ledger has changed; callers hold the state lock or accept a race."""
+    table = state.ledger_generation
+    value = conn.execute(sa.select(table.c.generation).where(table.c.id == 1)).scalar()
+    return int(value or 0)
 
 
 def member_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:

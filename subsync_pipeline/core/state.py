@@ -63,6 +63,15 @@ event_ledger = sa.Table(
     sa.Index("ix_event_ledger_member", "master_customer_id", "sub_customer_id"),
 )
 
+# One row, bumped by every change to event_ledger: a writer can tell, with one cheap read,
+# whether the ledger is still the one its statuses were resolved from.
+ledger_generation = sa.Table(
+    "ledger_generation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+)
+
 decisions = sa.Table(
     "decisions",
     metadata,

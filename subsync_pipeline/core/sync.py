@@ -5,6 +5,7 @@ landing files -> raw rows -> validated events + rejects -> resolved statuses -> 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class ResolvedDays:
     decided: pd.DataFrame
     statuses: pd.DataFrame
     candidate_event_ids: pd.Series
+    # The ledger generation and config the statuses were resolved from (see `_fresh`).
+    basis: tuple[int, str] = (-1, "")
 
 
 def ingest(
@@ -123,6 +126,7 @@ def resolve_days(
     members = validated.touched_members
     with state_engine.begin() as conn:
         state.lock(conn)
+        basis = (ledger.generation(conn), _fingerprint(config))
         decided, statuses = resolve_members(conn, config, members)
         ledger.store_decisions(conn, members, decided, run_id, audit_now())
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
@@ -133,19 +137,27 @@ def resolve_days(
         decided=decided,
         statuses=statuses,
         candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
+        basis=basis,
     )
 
 
 def _fresh(
     state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Re-resolve the contacts from the ledger as it is now.
+    """The contacts' decisions and statuses as of the ledger now.
 
-    Called with the Personify write lock held: another run may have added events of the same
-    contacts since this run resolved them, and the last writer must write the newest state.
+    Called with the Personify write lock held: another run may have changed the ledger since this
+    run resolved, and the last writer must write the newest state. When neither the ledger nor the
+    config changed (the usual case), the resolve step's result is still exact and is reused.
     """
     with state_engine.connect() as conn:
+        if (ledger.generation(conn), _fingerprint(config)) == resolved.basis:
+            return resolved.decided, resolved.statuses
         return resolve_members(conn, config, resolved.members)
+
+
+def _fingerprint(config: SubsyncConfig) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
 def write_opt_in(

@@ -70,6 +70,9 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
     run_a = resolve_day("2026-11-19")
     assert run_a.statuses["status"].tolist() == ["subscribed"]
     run_b = resolve_day("2026-11-20")
+    # B's resolution is still current and is reused by its writers; A's is stale and is redone.
+    assert sync._fresh(state, config, run_b)[1] is run_b.statuses
+    assert sync._fresh(state, config, run_a)[1] is not run_a.statuses
     sync.write_opt_in(personify, state, config, run_b)
     sync.write_activity(personify, state, config, run_b)
     sync.write_opt_in(personify, state, config, run_a)
