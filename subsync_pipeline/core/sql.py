@@ -85,6 +85,54 @@ def stage_frame(
 
 
 def read_frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
-    """Run a query into a DataFrame whose columns are the query's, even when it returns no row."""
+    """Run a query into a DataFrame whose columns are the query's, even when it returns no row.
+
+    On PostgreSQL through psycopg the rows come back as one `COPY (query) TO STDOUT` CSV parsed
+    by pandas in C, instead of a Python tuple per row; values have the same types either way.
+    """
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        copied = _copy_out(conn, query)
+        if copied is not None:
+            return copied
     result = conn.execute(query)
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _copy_out(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame | None:
+    """None when a value is the text \\N itself (COPY quotes it; pandas could not tell it from
+    NULL): the caller then fetches the rows the ordinary way."""
+    # COPY takes no bind parameters, so they are rendered as SQL literals by the dialect.
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    columns = list(query.selected_columns)
+    buffer = io.BytesIO()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    with (
+        driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, NULL '{_NULL}')") as copy,
+    ):
+        for block in copy:
+            buffer.write(block)
+    if b'"' + _NULL.encode() + b'"' in buffer.getvalue():
+        return None
+    names = [column.key for column in columns]
+    buffer.seek(0)
+    if not buffer.getbuffer().nbytes:
+        return pd.DataFrame(columns=names)
+    raw = pd.read_csv(
+        buffer,
+        header=None,
+        names=names,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[_NULL],
+    )
+    for column in columns:
+        name, kind = column.key, column.type
+        if isinstance(kind, sa.Boolean):
+            raw[name] = raw[name].map({"t": True, "f": False})
+        elif isinstance(kind, sa.DateTime):
+            raw[name] = pd.to_datetime(raw[name])
+        elif isinstance(kind, (sa.Integer, sa.Float, sa.Numeric)):
+            raw[name] = pd.to_numeric(raw[name])
+    return raw

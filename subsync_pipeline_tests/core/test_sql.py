@@ -63,3 +63,13 @@ def test_copy_stores_what_executemany_stores(postgres_url: str, tmp_path, values
     assert copy["count"].isna().tolist() == plain["count"].isna().tolist()
     assert pd.to_datetime(copy["at"]).tolist() == pd.to_datetime(plain["at"]).tolist()
     assert copy["flag"].tolist() == [bool(f) for f in plain["flag"]]
+
+
+@pytest.mark.postgres
+def test_an_empty_result_keeps_the_query_columns(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        TABLE.create(conn)
+        empty = read_frame(conn, sa.select(TABLE.c.id, TABLE.c.text).where(TABLE.c.id < 0))
+    engine.dispose()
+    assert list(empty.columns) == ["id", "text"] and empty.empty
