@@ -153,6 +153,31 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     return time.perf_counter() - started
 
 
+def time_resolution(events: int, members: int) -> float:
+    """Resolution alone (SPEC §4 rules, vectorised): resolve + current_status on `events`."""
+    from subsync_pipeline.core.config import DEFAULT_SOURCE_RANKS
+    from subsync_pipeline.core.resolution import current_status, resolve
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "master_customer_id": member_ids(members)[rng.integers(0, members, events)],
+            "sub_customer_id": 0,
+            "area": rng.choice(["NEWSLETTER", "EVENTS", "ADVOCACY"], events),
+            "event_id": [f"E{n:09d}" for n in range(events)],
+            "event_type": rng.choice(["subscribe", "unsubscribe"], events),
+            "source": rng.choice(list(SOURCE_MIX), events, p=list(SOURCE_MIX.values())),
+            "force_optin": rng.random(events) < 0.01,
+            "occurred_at": pd.Timestamp(DAY)
+            + pd.to_timedelta(rng.integers(0, 86_400, events), "s"),
+            "timestamp_subscribed": pd.NaT,
+        }
+    )
+    started = time.perf_counter()
+    current_status(resolve(frame, DEFAULT_SOURCE_RANKS))
+    return time.perf_counter() - started
+
+
 def run_job(args: argparse.Namespace) -> None:
     """Child process: the daily job, in-process, timing each step from Dagster's own events."""
     import dagster as dg
@@ -202,7 +227,14 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state-url", help=argparse.SUPPRESS)
     parser.add_argument("--personify-url", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--resolution-only", action="store_true", help="time resolve + current_status alone"
+    )
     args = parser.parse_args()
+    if args.resolution_only:
+        seconds = time_resolution(args.events, args.members)
+        print(f"resolution of {args.events:,} events: {seconds:.2f} s")
+        return
     if args.child:
         run_job(args)
         return

@@ -59,6 +59,26 @@ STATUS_COLUMNS: list[str] = [
 ]
 
 
+def _group_ids(frame: pd.DataFrame) -> np.ndarray:
+    """0, 1, 2, ... per key, for a frame already sorted by KEY."""
+    starts = np.zeros(len(frame), dtype=bool)
+    if len(frame):
+        starts[0] = True
+    for column in KEY:
+        values = frame[column].to_numpy()
+        starts[1:] |= values[1:] != values[:-1]
+    return np.cumsum(starts) - 1
+
+
+def _last_per_group(groups: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the last row of each group among the rows in `mask`, and their groups."""
+    positions = np.flatnonzero(mask)
+    in_groups = groups[positions]
+    last = np.ones(len(positions), dtype=bool)
+    last[:-1] = in_groups[1:] != in_groups[:-1]
+    return positions[last], in_groups[last]
+
+
 def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFrame:
     """Decide every event: returns the events in key and time order with the decision columns.
 
@@ -79,7 +99,7 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
             first_time=pd.Series(dtype=object),
         )
 
-    group = frame.groupby(KEY, sort=False).ngroup().to_numpy()
+    group = _group_ids(frame)
     rank = frame["source"].map(source_ranks)
     if rank.isna().any():
         unknown = sorted(frame.loc[rank.isna(), "source"].astype(str).unique())
@@ -132,34 +152,40 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
 def current_status(decided: pd.DataFrame) -> pd.DataFrame:
     """One row per key with a status: what CUS_OPT_IN must hold once every event is applied.
 
-    `decided` is the output of `resolve`. The date and source are those of the status change that
-    set the current status; `forced` is the key's current forced-ness (a later forced re-statement
-    of the same status locks it without changing its date).
+    `decided` is the output of `resolve`, in its order (by key, then time). The date and source
+    are those of the status change that set the current status; `forced` is the key's current
+    forced-ness (a later forced re-statement of the same status locks it without changing its
+    date). Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
-    changes = decided.loc[decided["status_change"]]
-    last_change = changes.groupby(KEY, sort=False).tail(1).set_index(KEY)
-    applied = decided.loc[decided["applied"]]
-    last_applied = applied.groupby(KEY, sort=False).tail(1).set_index(KEY)
+    groups = _group_ids(decided)
+    count = int(groups[-1]) + 1 if len(groups) else 0
+    change_at, change_group = _last_per_group(groups, decided["status_change"].to_numpy(bool))
+    applied_at, applied_group = _last_per_group(groups, decided["applied"].to_numpy(bool))
 
-    result = pd.DataFrame(index=last_change.index)
-    result["status"] = last_change["status_after"]
-    result["forced"] = last_applied["force_optin"].astype(bool) | last_applied["under_forced"]
-    result["opt_in_date"] = last_change["occurred_at"]
-    result["opt_in_source"] = last_change["source"]
-
-    firsts = decided.loc[decided["first_time"].notna()].set_index(KEY)
-    first_sub = firsts.loc[firsts["first_time"].eq(FIRST_SUBSCRIBE), "timestamp_subscribed"]
-    first_unsub = firsts.loc[firsts["first_time"].eq(FIRST_UNSUBSCRIBE), "occurred_at"]
-    result["first_subscribed_date"] = first_sub.reindex(result.index)
-    result["first_unsubscribed_date"] = first_unsub.reindex(result.index)
-
-    requests = (
-        decided.groupby([*KEY, "event_type"], sort=False)["occurred_at"]
-        .max()
-        .unstack("event_type")
-        .reindex(columns=[SUBSCRIBE, UNSUBSCRIBE])
-        .reindex(result.index)
+    forced = np.zeros(count, dtype=bool)
+    forced[applied_group] = (
+        decided["force_optin"].to_numpy(bool)[applied_at]
+        | decided["under_forced"].to_numpy(bool)[applied_at]
     )
-    result["last_subscribe_request_date"] = requests[SUBSCRIBE].astype("datetime64[ns]")
-    result["last_unsubscribe_request_date"] = requests[UNSUBSCRIBE].astype("datetime64[ns]")
-    return result.reset_index()[STATUS_COLUMNS]
+
+    def by_group(mask: np.ndarray, column: str) -> np.ndarray:
+        values = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
+        at, group = _last_per_group(groups, mask)
+        values[group] = decided[column].to_numpy("datetime64[ns]")[at]
+        return values[change_group]
+
+    first_time = decided["first_time"].to_numpy(object)
+    event_type = decided["event_type"].to_numpy(object)
+    result = decided.iloc[change_at][KEY].reset_index(drop=True)
+    result["status"] = decided["status_after"].to_numpy(object)[change_at]
+    result["forced"] = forced[change_group]
+    result["opt_in_date"] = decided["occurred_at"].to_numpy("datetime64[ns]")[change_at]
+    result["opt_in_source"] = decided["source"].to_numpy(object)[change_at]
+    result["first_subscribed_date"] = by_group(
+        first_time == FIRST_SUBSCRIBE, "timestamp_subscribed"
+    )
+    result["first_unsubscribed_date"] = by_group(first_time == FIRST_UNSUBSCRIBE, "occurred_at")
+    # Rows are in time order within a key, so the last request of a kind is the latest one.
+    result["last_subscribe_request_date"] = by_group(event_type == SUBSCRIBE, "occurred_at")
+    result["last_unsubscribe_request_date"] = by_group(event_type == UNSUBSCRIBE, "occurred_at")
+    return result[STATUS_COLUMNS]
