@@ -99,11 +99,23 @@ def generation(conn: Connection) -> int:
     return int(value or 0)
 
 
-def member_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
-    """Every ledger event of `members`, whatever day it came from."""
+def member_history(
+    conn: Connection,
+    members: pd.DataFrame,
+    besides: tuple[list[str], list[int]] | None = None,
+) -> pd.DataFrame:
+    """Every ledger event of `members`, whatever day it came from.
+
+    `besides=(days, file_ids)` leaves out the slice those days' files own, for a caller that
+    holds that slice in memory already (it has just stored it).
+    """
     ledger = state.event_ledger
     stage = _member_stage(conn, members)
-    history = read_frame(conn, sa.select(ledger).where(_of_members(ledger, stage)))
+    query = sa.select(ledger).where(_of_members(ledger, stage))
+    if besides is not None and besides[1]:
+        days, file_ids = besides
+        query = query.where(~sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
+    history = read_frame(conn, query)
     stage.drop(conn)
     for column in ("occurred_at", "timestamp_subscribed"):
         history[column] = pd.to_datetime(history[column]).astype("datetime64[ns]")

@@ -79,6 +79,57 @@ def _last_per_group(groups: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
     return positions[last], in_groups[last]
 
 
+def _codes(values: pd.Series) -> np.ndarray:
+    """Integer codes in the values' sort order: sorting codes sorts the values."""
+    codes, _ = pd.factorize(values, sort=True)
+    return codes
+
+
+def _order(frame: pd.DataFrame) -> np.ndarray:
+    """Positions that sort `frame` by KEY, occurred_at, event_id, in integers.
+
+    Sorting a million strings is most of the cost of a pandas sort; the keys are factorised
+    instead, and event ids, which only break ties of one key at one instant, are ranked only
+    among the rows that tie.
+    """
+    keys = [_codes(frame[column]) for column in KEY]
+    occurred = frame["occurred_at"].to_numpy("datetime64[ns]").view("int64")
+    order = np.lexsort([occurred, *reversed(keys)])
+    same = occurred[order][1:] == occurred[order][:-1]
+    for codes in keys:
+        same &= codes[order][1:] == codes[order][:-1]
+    if not same.any():
+        return order
+    tied = np.zeros(len(frame), dtype=bool)
+    tied[order[1:][same]] = True
+    tied[order[:-1][same]] = True
+    event_rank = np.zeros(len(frame), dtype="int64")
+    event_rank[tied] = _codes(frame["event_id"].iloc[np.flatnonzero(tied)])
+    return np.lexsort([event_rank, occurred, *reversed(keys)])
+
+
+def _in_group_cumsum(values: np.ndarray, starts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each group (rows sorted by group; `starts` its first rows)."""
+    total = np.cumsum(values, dtype="int64")
+    return total - (total - values)[starts][groups]
+
+
+def _in_group_prior_min(values: np.ndarray, groups: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The minimum of the group's earlier values per row; -1 on a group's first row.
+
+    Each later group is lifted below every earlier one (values are small non-negative ints), so
+    one running minimum over the whole array never carries a value across a group boundary.
+    """
+    step = int(values.max()) + 1
+    lift = (int(groups[-1]) - groups) * step
+    running = np.minimum.accumulate(values + lift) - lift
+    prior = np.empty_like(running)
+    prior[0] = -1
+    prior[1:] = running[:-1]
+    prior[first] = -1
+    return prior
+
+
 def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFrame:
     """Decide every event: returns the events in key and time order with the decision columns.
 
@@ -86,11 +137,10 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
     `force_optin` bool, `occurred_at` and `timestamp_subscribed` naive UTC (NaT when absent).
     Added: `applied`, `decision`, `status_change`, `status_after` (the key's status once the event
     is decided), `under_forced` (the key was forced before the event) and `first_time`.
+    Vectorised over positions of the sorted rows (no groupby): a million events take a second.
     """
-    frame = events.sort_values([*KEY, "occurred_at", "event_id"], kind="mergesort")
-    frame = frame.reset_index(drop=True)
-    if frame.empty:
-        return frame.assign(
+    if events.empty:
+        return events.reset_index(drop=True).assign(
             applied=pd.Series(dtype=bool),
             decision=pd.Series(dtype=object),
             status_change=pd.Series(dtype=bool),
@@ -98,53 +148,65 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
             under_forced=pd.Series(dtype=bool),
             first_time=pd.Series(dtype=object),
         )
+    frame = events.take(_order(events)).reset_index(drop=True)
+    rows = np.arange(len(frame))
+    groups = _group_ids(frame)
+    first = np.ones(len(frame), dtype=bool)
+    first[1:] = groups[1:] != groups[:-1]
+    starts = np.flatnonzero(first)
 
-    group = _group_ids(frame)
-    rank = frame["source"].map(source_ranks)
-    if rank.isna().any():
-        unknown = sorted(frame.loc[rank.isna(), "source"].astype(str).unique())
+    source_codes, sources = pd.factorize(frame["source"])
+    unknown = sorted(str(source) for source in sources if source not in source_ranks)
+    if unknown:
         raise ValueError(f"no rank for source(s) {unknown}")
-    rank = rank.astype("int64")
-    forced = frame["force_optin"].astype(bool)
+    rank = np.array([source_ranks[source] for source in sources], dtype="int64")[source_codes]
+    forced = frame["force_optin"].to_numpy(bool)
+    is_subscribe = frame["event_type"].to_numpy(object) == SUBSCRIBE
 
-    forced_count = forced.astype("int64").groupby(group).cumsum()
-    under_forced = (forced_count - forced.astype("int64")) > 0
-    prior_min_rank = rank.groupby(group).cummin().groupby(group).shift(1)
-    outranks_status = prior_min_rank.isna() | (rank <= prior_min_rank)
-    applied = (forced | (~under_forced & outranks_status)).astype(bool)
+    under_forced = _in_group_cumsum(forced, starts, groups) - forced > 0
+    prior_min_rank = _in_group_prior_min(rank, groups, first)
+    outranks_status = (prior_min_rank < 0) | (rank <= prior_min_rank)
+    applied = forced | (~under_forced & outranks_status)
 
-    new_status = frame["event_type"].map({SUBSCRIBE: SUBSCRIBED, UNSUBSCRIBE: UNSUBSCRIBED})
-    status_after = new_status.where(applied).groupby(group).ffill()
-    status_before = status_after.groupby(group).shift(1)
-    status_change = applied & (status_before.isna() | (status_before != new_status))
+    # The status after each event is that of the group's last applied event so far, if any.
+    last_applied = np.maximum.accumulate(np.where(applied, rows, -1))
+    has_status = last_applied >= starts[groups]
+    subscribed_after = is_subscribe[np.maximum(last_applied, 0)]
+    had_status = np.zeros(len(frame), dtype=bool)
+    had_status[1:] = has_status[:-1]
+    had_status &= ~first
+    subscribed_before = np.zeros(len(frame), dtype=bool)
+    subscribed_before[1:] = subscribed_after[:-1]
+    status_change = applied & (~had_status | (subscribed_before != is_subscribe))
 
     decision = np.select(
-        [status_change.to_numpy(), applied.to_numpy(), under_forced.to_numpy()],
+        [status_change, applied, under_forced],
         [APPLIED, NO_CHANGE, BLOCKED_BY_FORCED],
         default=BLOCKED_BY_PRECEDENCE,
     )
+    status_after = np.where(subscribed_after, SUBSCRIBED, UNSUBSCRIBED).astype(object)
+    status_after[~has_status] = None
 
-    is_subscribe = frame["event_type"].eq(SUBSCRIBE)
     applied_subscribe = applied & is_subscribe
     applied_unsubscribe = applied & ~is_subscribe
     first_subscribe = (
         applied_subscribe
-        & applied_subscribe.astype("int64").groupby(group).cumsum().eq(1)
-        & frame["timestamp_subscribed"].notna()
+        & (_in_group_cumsum(applied_subscribe, starts, groups) == 1)
+        & frame["timestamp_subscribed"].notna().to_numpy()
     )
-    first_unsubscribe = applied_unsubscribe & applied_unsubscribe.astype("int64").groupby(
-        group
-    ).cumsum().eq(1)
-    first_time = pd.Series(None, index=frame.index, dtype=object)
-    first_time.loc[first_subscribe] = FIRST_SUBSCRIBE
-    first_time.loc[first_unsubscribe] = FIRST_UNSUBSCRIBE
+    first_unsubscribe = applied_unsubscribe & (
+        _in_group_cumsum(applied_unsubscribe, starts, groups) == 1
+    )
+    first_time = np.full(len(frame), None, dtype=object)
+    first_time[first_subscribe] = FIRST_SUBSCRIBE
+    first_time[first_unsubscribe] = FIRST_UNSUBSCRIBE
 
     return frame.assign(
         applied=applied,
-        decision=decision,
-        status_change=status_change.astype(bool),
+        decision=decision.astype(object),
+        status_change=status_change,
         status_after=status_after,
-        under_forced=under_forced.astype(bool),
+        under_forced=under_forced,
         first_time=first_time,
     )
 

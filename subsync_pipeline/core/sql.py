@@ -8,12 +8,12 @@ from itertools import count
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 _temp_names = count(1)
-_NULL = "\\N"
-_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -37,34 +37,44 @@ def insert_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
 
 
 def copy_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-    """COPY `frame` into `table`: as CSV formatted by pandas in C, not row by row in Python.
+    """COPY `frame` into `table` as CSV written by Arrow in C++, not row by row in Python.
 
-    NULL is spelled \\N, so an empty string stays an empty string; integer columns holding
-    NaN (pandas' float upcast) are written as integers. A frame holding the text \\N itself
-    goes row by row, so that value is not read back as NULL.
+    Arrow quotes every text value and leaves NULL unquoted and empty, which is exactly how
+    PostgreSQL's CSV COPY tells NULL from an empty string (so even the text \\N stays text).
+    Each column is first given the Arrow type of its SQL column, so integer columns holding
+    NaN (pandas' float upcast) go in as integers and mixed Python objects as text.
     """
     preparer = conn.dialect.identifier_preparer
     names = ", ".join(preparer.quote(name) for name in frame.columns)
-    target = f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
+    target = f"COPY {preparer.format_table(table)} ({names}) FROM STDIN WITH (FORMAT csv)"
+    arrow = pa.Table.from_pandas(
+        pd.DataFrame(
+            {name: _for_arrow(frame[name], table.c[str(name)].type) for name in frame.columns}
+        ),
+        preserve_index=False,
+    )
+    # pandas' concat leaves Arrow columns chunked differently (some with an empty first
+    # chunk); pyarrow 26's CSV writer then emits bytes from outside the table, so the columns
+    # are made contiguous first.
+    arrow = arrow.combine_chunks()
+    sink = io.BytesIO()
+    pa_csv.write_csv(arrow, sink, pa_csv.WriteOptions(include_header=False))
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
-    out = frame.copy()
-    for name in out.columns:
-        if isinstance(table.c[name].type, sa.Integer) and out[name].dtype.kind == "f":
-            out[name] = out[name].astype("Int64")
-    text = out.select_dtypes(include=["object", "string"])
-    if bool(text.isin([_NULL]).any().any()):
-        with driver_connection.cursor() as cursor, cursor.copy(target) as copy:
-            for row in records(out, list(out.columns)):
-                copy.write_row(tuple(row.values()))
-        return
-    buffer = io.StringIO()
-    out.to_csv(buffer, header=False, index=False, na_rep=_NULL, date_format=_TIMESTAMP)
-    with (
-        driver_connection.cursor() as cursor,
-        cursor.copy(f"{target} WITH (FORMAT csv, NULL '{_NULL}')") as copy,
-    ):
-        copy.write(buffer.getvalue())
+    with driver_connection.cursor() as cursor, cursor.copy(target) as copy:
+        copy.write(sink.getbuffer())
+
+
+def _for_arrow(values: pd.Series, kind: sa.types.TypeEngine[Any]) -> pd.Series:
+    if isinstance(kind, sa.Boolean):
+        return values.astype("boolean")
+    if isinstance(kind, sa.Integer):
+        return values.astype("Int64")
+    if isinstance(kind, sa.DateTime):
+        return pd.to_datetime(values)
+    if isinstance(kind, (sa.Float, sa.Numeric)):
+        return values.astype("float64")
+    return values.astype("str")
 
 
 def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]]) -> sa.Table:
@@ -88,45 +98,44 @@ def read_frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
     """Run a query into a DataFrame whose columns are the query's, even when it returns no row.
 
     On PostgreSQL through psycopg the rows come back as one `COPY (query) TO STDOUT` CSV parsed
-    by pandas in C, instead of a Python tuple per row; values have the same types either way.
+    by Arrow, instead of a Python tuple per row; values have the same types either way.
     """
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        copied = _copy_out(conn, query)
-        if copied is not None:
-            return copied
+        return _copy_out(conn, query)
     result = conn.execute(query)
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _copy_out(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame | None:
-    """None when a value is the text \\N itself (COPY quotes it; pandas could not tell it from
-    NULL): the caller then fetches the rows the ordinary way."""
+def _copy_out(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
+    """PostgreSQL writes NULL unquoted and empty and an empty string as "": Arrow's reader keeps
+    that distinction, so every text value comes back exactly."""
     # COPY takes no bind parameters, so they are rendered as SQL literals by the dialect.
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     columns = list(query.selected_columns)
+    names = [column.key for column in columns]
     buffer = io.BytesIO()
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     with (
         driver_connection.cursor() as cursor,
-        cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, NULL '{_NULL}')") as copy,
+        cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy,
     ):
         for block in copy:
             buffer.write(block)
-    if b'"' + _NULL.encode() + b'"' in buffer.getvalue():
-        return None
-    names = [column.key for column in columns]
-    buffer.seek(0)
     if not buffer.getbuffer().nbytes:
         return pd.DataFrame(columns=names)
-    raw = pd.read_csv(
-        buffer,
-        header=None,
-        names=names,
-        dtype=str,
-        keep_default_na=False,
-        na_values=[_NULL],
+    arrow = pa_csv.read_csv(
+        pa.py_buffer(buffer.getbuffer()),
+        read_options=pa_csv.ReadOptions(column_names=names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in names},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
     )
+    raw = pd.DataFrame({name: arrow.column(name).to_pandas() for name in names})
     for column in columns:
         name, kind = column.key, column.type
         if isinstance(kind, sa.Boolean):

@@ -35,6 +35,10 @@ class ValidatedDays:
     days: tuple[str, ...]
     result: ValidationResult
     touched_members: pd.DataFrame
+    # The files whose slice of the days the validated events now are in the ledger, and the
+    # ledger generation right after they were stored (see `resolve_days`).
+    file_ids: tuple[int, ...] = ()
+    generation: int = -1
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,14 @@ def validate_days(
         touched = ledger.store_validation(
             conn, days, read_ok, result.events, rejected, run_id, audit_now()
         )
-    return ValidatedDays(days=raw.days, result=result, touched_members=touched)
+        generation = ledger.generation(conn)
+    return ValidatedDays(
+        days=raw.days,
+        result=result,
+        touched_members=touched,
+        file_ids=tuple(read_ok),
+        generation=generation,
+    )
 
 
 def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
@@ -109,10 +120,23 @@ def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
 
 
 def resolve_members(
-    conn: Connection, config: SubsyncConfig, members: pd.DataFrame
+    conn: Connection,
+    config: SubsyncConfig,
+    members: pd.DataFrame,
+    stored: ValidatedDays | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every ledger event of `members`, decided, and each of their keys' current status."""
-    history = ledger.member_history(conn, members)
+    """Every ledger event of `members`, decided, and each of their keys' current status.
+
+    With `stored` (whose events are the ledger's slice of its days and files, untouched since),
+    that slice comes from memory and only the rest of the history is read.
+    """
+    if stored is None:
+        history = ledger.member_history(conn, members)
+    else:
+        rest = ledger.member_history(
+            conn, members, besides=(list(stored.days), list(stored.file_ids))
+        )
+        history = pd.concat([rest, stored.result.events[rest.columns]], ignore_index=True)
     decided = resolve(with_areas(history, config), config.source_ranks)
     statuses = current_status(decided)
     mapped = decided.drop_duplicates(KEY)[[*KEY, "mapped"]]
@@ -126,8 +150,12 @@ def resolve_days(
     members = validated.touched_members
     with state_engine.begin() as conn:
         state.lock(conn)
-        basis = (ledger.generation(conn), _fingerprint(config))
-        decided, statuses = resolve_members(conn, config, members)
+        generation = ledger.generation(conn)
+        basis = (generation, _fingerprint(config))
+        # Reading back a million events just stored is the largest read of a big day: unless
+        # another run changed the ledger since, they are taken from the validation step.
+        stored = validated if generation == validated.generation else None
+        decided, statuses = resolve_members(conn, config, members, stored)
         ledger.store_decisions(conn, members, decided, run_id, audit_now())
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
     candidates = pd.concat([decided["event_id"], rejected_ids[rejected_ids.str.len() <= 64]])

@@ -44,12 +44,14 @@ def writer_statements() -> dict[str, sa.Executable | sa.schema.ExecutableDDLElem
         statements[f"stage_{kind}_drop"] = sa.schema.DropTable(stage)
     statements["member_lookup"] = writer.member_lookup(stages["members"])
     statements["opt_in_merge"] = writer.opt_in_merge(stages["opt_in"], NOW)
-    statements["opt_in_read_back"] = writer.opt_in_read_back(stages["opt_in"])
+    statements["opt_in_verify"] = writer.opt_in_verify(stages["opt_in"])
     statements["activity_foreign_rows"] = writer.foreign_activity(stages["activity"])
     statements["activity_merge"] = writer.activity_merge(
         stages["activity_ids"], stages["activity"], NOW
     )
-    statements["activity_read_back"] = writer.activity_read_back(stages["activity_ids"])
+    statements["activity_verify"] = writer.activity_verify(
+        stages["activity_ids"], stages["activity"]
+    )
     return statements
 
 

@@ -73,3 +73,19 @@ def test_an_empty_result_keeps_the_query_columns(postgres_url: str) -> None:
         empty = read_frame(conn, sa.select(TABLE.c.id, TABLE.c.text).where(TABLE.c.id < 0))
     engine.dispose()
     assert list(empty.columns) == ["id", "text"] and empty.empty
+
+
+@pytest.mark.postgres
+def test_copy_of_a_concatenated_frame_stores_its_values(postgres_url: str) -> None:
+    """pd.concat leaves Arrow text columns in chunks (the first one empty) while numeric ones
+    are single arrays: the CSV written for COPY must still be these rows, not stray bytes."""
+    empty = frame([]).astype({"text": "str"})
+    one = frame(["kept"]).astype({"text": "str"})
+    joined = pd.concat([empty, one], ignore_index=True)
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        TABLE.create(conn)
+        insert_frame(conn, TABLE, joined)
+        loaded = read_frame(conn, sa.select(TABLE))
+    engine.dispose()
+    assert texts(loaded) == ["kept"]

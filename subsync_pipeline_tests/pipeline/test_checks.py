@@ -94,3 +94,20 @@ def test_a_write_that_does_not_reconcile_fails_with_error(tmp_path: Path) -> Non
     found = evaluations(deployment.materialize("2026-11-20"))
     assert found[OPT_IN_RECONCILED] == (False, "ERROR")
     assert found[ACTIVITY_RECONCILED] == (True, "ERROR")
+
+
+def test_an_activity_write_that_does_not_reconcile_fails_with_error(tmp_path: Path) -> None:
+    """A trigger rewrites the activity text subsync inserted: the database-side check counts it."""
+    deployment = deploy(tmp_path)
+    engine = deployment.engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            'CREATE TRIGGER tamper AFTER INSERT ON "CUS_ACTIVITY" BEGIN '
+            'UPDATE "CUS_ACTIVITY" SET "ACTIVITY_TEXT" = \'tampered\' '
+            'WHERE "EXTERNAL_ID" = NEW."EXTERNAL_ID"; END'
+        )
+    engine.dispose()
+    deployment.land("a.csv", [event("T1", "000100", "subscribe", "api", "2026-11-20T09:00:00")])
+    found = evaluations(deployment.materialize("2026-11-20"))
+    assert found[OPT_IN_RECONCILED] == (True, "ERROR")
+    assert found[ACTIVITY_RECONCILED] == (False, "ERROR")

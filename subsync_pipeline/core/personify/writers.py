@@ -49,7 +49,7 @@ class PersonifyWriteError(RuntimeError):
 
 @dataclass(frozen=True)
 class WriteCounts:
-    """What a write did, and what reading the table back inside its transaction found wrong."""
+    """What a write did, and what verifying the table inside its transaction found wrong."""
 
     inserted: int = 0
     updated: int = 0
@@ -75,25 +75,6 @@ def _same(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.Col
 
 def _differs(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.ColumnElement[bool]:
     return sa.or_(*[left.c[name].is_distinct_from(right.c[name]) for name in names])
-
-
-def _same_values(left: pd.Series, right: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(left) or pd.api.types.is_datetime64_any_dtype(right):
-        left, right = pd.to_datetime(left), pd.to_datetime(right)
-    else:
-        left, right = left.astype(object), right.astype(object)
-    return (left == right) | (left.isna() & right.isna())
-
-
-def mismatches(
-    desired: pd.DataFrame, actual: pd.DataFrame, key: list[str], columns: list[str]
-) -> int:
-    """Rows of `desired` missing from or different in `actual`, plus rows only in `actual`."""
-    merged = desired.merge(actual, on=key, how="outer", suffixes=("", "_db"), indicator=True)
-    wrong = ~merged["_merge"].eq("both")
-    for column in columns:
-        wrong |= ~_same_values(merged[column], merged[f"{column}_db"])
-    return int(wrong.sum())
 
 
 class PersonifyWriter:
@@ -156,16 +137,53 @@ class PersonifyWriter:
             .limit(5)
         )
 
-    def opt_in_read_back(self, stage: sa.Table) -> sa.Select[Any]:
+    def opt_in_verify(self, stage: sa.Table) -> sa.Select[Any]:
+        """How many staged rows CUS_OPT_IN does not hold exactly, counted by the database."""
         target = self.tables.opt_in
-        return sa.select(*[target.c[name] for name in OPT_IN_COLUMNS]).join(
-            stage, _same(target, stage, OPT_IN_KEY)
+        return (
+            sa.select(sa.func.count().label("mismatched"))
+            .select_from(stage.outerjoin(target, _same(stage, target, OPT_IN_KEY)))
+            .where(
+                sa.or_(
+                    target.c.MASTER_CUSTOMER_ID.is_(None),
+                    _differs(stage, target, OPT_IN_DATA_COLUMNS),
+                )
+            )
         )
 
-    def activity_read_back(self, ids: sa.Table) -> sa.Select[Any]:
+    def activity_verify(self, ids: sa.Table, stage: sa.Table) -> sa.Select[Any]:
+        """Our CUS_ACTIVITY rows among `ids` against the staged ones, counted by the database:
+        staged rows missing or different, rows of ours that should not be there, and
+        EXTERNAL_IDs we hold more than once."""
         target = self.tables.activity
-        return sa.select(*[target.c[name] for name in ACTIVITY_COLUMNS]).where(
+        ours = sa.and_(
             target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
+        )
+        missing = (
+            sa.select(sa.func.count())
+            .select_from(
+                stage.outerjoin(
+                    target,
+                    sa.and_(target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID, target.c.ADDBY == ADDBY),
+                )
+            )
+            .where(
+                sa.or_(
+                    target.c.EXTERNAL_ID.is_(None),
+                    _differs(stage, target, ACTIVITY_DATA_COLUMNS),
+                )
+            )
+        )
+        extra = sa.select(sa.func.count()).where(
+            ours, ~sa.exists().where(stage.c.EXTERNAL_ID == target.c.EXTERNAL_ID)
+        )
+        duplicated = sa.select(
+            sa.func.count() - sa.func.count(sa.distinct(target.c.EXTERNAL_ID))
+        ).where(ours)
+        return sa.select(
+            missing.scalar_subquery().label("missing"),
+            extra.scalar_subquery().label("extra"),
+            duplicated.scalar_subquery().label("duplicated"),
         )
 
     # --- steps --------------------------------------------------------------------------
@@ -214,13 +232,13 @@ class PersonifyWriter:
         """Make CUS_OPT_IN hold `rows` for their keys: update rows whose data differ, insert new."""
         stage = self.stage(conn, "opt_in", rows)
         inserted, updated = self.merge_opt_in(conn, stage, len(rows), now)
-        written = read_frame(conn, self.opt_in_read_back(stage))
+        mismatched = conn.execute(self.opt_in_verify(stage)).scalar_one()
         stage.drop(conn)
         return WriteCounts(
             inserted=inserted,
             updated=updated,
             unchanged=len(rows) - inserted - updated,
-            mismatched=mismatches(rows, written, OPT_IN_KEY, OPT_IN_DATA_COLUMNS),
+            mismatched=int(mismatched),
         )
 
     def reconcile_activity(
@@ -242,7 +260,7 @@ class PersonifyWriter:
                 f"EXTERNAL_ID {', '.join(map(str, foreign))}; subsync will not overwrite them"
             )
         inserted, updated, deleted = self.merge_activity(conn, ids, stage, now)
-        written = read_frame(conn, self.activity_read_back(ids))
+        missing, extra, duplicated = conn.execute(self.activity_verify(ids, stage)).one()
         stage.drop(conn)
         ids.drop(conn)
         return WriteCounts(
@@ -250,10 +268,8 @@ class PersonifyWriter:
             updated=updated,
             deleted=deleted,
             unchanged=len(rows) - inserted - updated,
-            mismatched=mismatches(
-                rows, written.drop_duplicates("EXTERNAL_ID"), ["EXTERNAL_ID"], ACTIVITY_DATA_COLUMNS
-            ),
-            duplicate_external_ids=int(written["EXTERNAL_ID"].duplicated().sum()),
+            mismatched=int(missing) + int(extra),
+            duplicate_external_ids=int(duplicated),
         )
 
 
