@@ -17,6 +17,7 @@ from subsync_pipeline.core.tracking_log import (
     FILE_UNREADABLE,
     FINGERPRINT,
     LINE,
+    OCCURRED_UTC,
     SOURCE_FILE,
     read_tracking_file,
     row_fingerprints,
@@ -72,10 +73,10 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
             files.append(_file_row(entry.file_id, entry.path, first_day, read.status, read.error))
             continue
         rows = read.rows
-        row_days, _ = assign_days(rows, config, fallback=entry.days[0])
-        keep = row_days.isin(wanted)
-        rows = rows.loc[keep].copy()
-        rows[DAY] = row_days[keep]
+        if DAY not in rows:
+            row_days, occurred = assign_days(rows, config, fallback=entry.days[0])
+            rows = rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
+        rows = rows.loc[rows[DAY].isin(wanted)].copy()
         rows[FILE_ID] = entry.file_id
         rows[SOURCE_FILE] = entry.path
         frames.append(rows)
@@ -85,14 +86,20 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
 
     if frames:
         rows = pd.concat(frames, ignore_index=True)
-        rows[FINGERPRINT] = row_fingerprints(rows)
+        unhashed = rows[FINGERPRINT].isna() if FINGERPRINT in rows else None
+        if unhashed is None:
+            rows[FINGERPRINT] = row_fingerprints(rows)
+        elif unhashed.any():
+            rows.loc[unhashed, FINGERPRINT] = row_fingerprints(rows.loc[unhashed])
+        rows[FINGERPRINT] = rows[FINGERPRINT].astype("int64")
         rows = rows.sort_values([FILE_ID, LINE], kind="mergesort")
         repeat = rows.duplicated(FINGERPRINT, keep="first")
         dropped = rows.loc[repeat].groupby(FILE_ID).size()
         rows = rows.loc[~repeat].reset_index(drop=True)
     else:
         rows = pd.DataFrame(
-            columns=[*ALL_COLUMNS, LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT], dtype=object
+            columns=[*ALL_COLUMNS, LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT, OCCURRED_UTC],
+            dtype=object,
         )
         dropped = pd.Series(dtype="int64")
     file_frame = pd.DataFrame(files, columns=FILE_COLUMNS)

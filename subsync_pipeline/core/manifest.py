@@ -21,8 +21,11 @@ from subsync_pipeline.core import state
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.sql import insert_frame, read_frame
 from subsync_pipeline.core.tracking_log import (
+    DAY,
     FILE_OK,
+    FINGERPRINT,
     LINE,
+    OCCURRED_UTC,
     FileRead,
     content_hash,
     is_tracking_file,
@@ -142,8 +145,12 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
         result.new_or_changed.append(key)
         default_day = fallback_day(config, now)
         if read.status == FILE_OK and not read.rows.empty:
-            days, _ = assign_days(read.rows, config, default_day)
+            days, occurred = assign_days(read.rows, config, default_day)
             covered = sorted(days.unique().tolist())
+            # Kept with the rows, so reading the day does not parse and hash them again.
+            read.rows[DAY] = days
+            read.rows[OCCURRED_UTC] = occurred
+            read.rows[FINGERPRINT] = row_fingerprints(read.rows)
         else:
             days = pd.Series(dtype=str)
             covered = [default_day]
@@ -178,7 +185,7 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
                     "file_id": file_id,
                     "line_number": read.rows[LINE],
                     "event_id": read.rows["event_id"].str.strip(),
-                    "fingerprint": row_fingerprints(read.rows),
+                    "fingerprint": read.rows[FINGERPRINT],
                     "day": days,
                 }
             )
@@ -188,16 +195,27 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
 
 
 def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
-    """For every event id seen on `days`, the fingerprint of its version recorded first anywhere.
+    """For every event id seen on `days` in more than one place, the fingerprint of its version
+    recorded first anywhere.
 
     Returns event_id -> winner_fingerprint; the first is by (file_id, line_number), i.e. manifest
-    order, so the winner does not depend on which day is processed first.
+    order, so the winner does not depend on which day is processed first. An id seen once is
+    its own winner and cannot be a duplicate, so only ids with another version are read: on a
+    big day that is a handful of rows instead of one per event.
     """
     versions = state.event_versions
+    other = versions.alias("other")
     day_ids = sa.select(versions.c.event_id).where(versions.c.day.in_(days))
+    elsewhere = sa.exists().where(
+        other.c.event_id == versions.c.event_id,
+        sa.or_(
+            other.c.file_id != versions.c.file_id,
+            other.c.line_number != versions.c.line_number,
+        ),
+    )
     query = sa.select(
         versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
-    ).where(versions.c.event_id.in_(day_ids))
+    ).where(versions.c.event_id.in_(day_ids), elsewhere)
     frame = read_frame(conn, query)
     if frame.empty:
         return pd.DataFrame({"event_id": [], "winner_fingerprint": []})

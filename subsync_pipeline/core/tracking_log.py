@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -38,6 +40,8 @@ FILE_ID = "_file_id"
 SOURCE_FILE = "_source_file"
 DAY = "_day"
 FINGERPRINT = "_fingerprint"
+# occurred_at parsed to naive UTC once, when the file is first read, for every later step.
+OCCURRED_UTC = "_occurred_utc"
 
 FILE_OK = "ok"
 FILE_UNREADABLE = "file_unreadable"
@@ -153,7 +157,13 @@ def parse_timestamps(values: pd.Series, tz: ZoneInfo) -> pd.Series:
     """
     text = values.astype(str).str.strip()
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    has_offset = text.str.contains(_OFFSET, regex=True)
+    # pyarrow's RE2 matcher: pandas runs this pattern through Python's re, row by row.
+    has_offset = pd.Series(
+        pc.match_substring_regex(pa.array(text, pa.large_string()), _OFFSET).to_numpy(
+            zero_copy_only=False
+        ),
+        index=text.index,
+    )
     blank = text.eq("")
     with_offset = has_offset & ~blank
     if with_offset.any():
