@@ -292,7 +292,7 @@ def main() -> None:
 
         print("running daily_sync_job in a child process ...", flush=True)
         profiler = (
-            [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", args.profile]
+            [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", args.profile]
             if args.profile
             else [sys.executable]
         )

@@ -28,7 +28,7 @@ def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
             sa.Column("sub_customer_id", sa.Integer, primary_key=True),
         ],
     )
-    insert_frame(conn, table, members[MEMBER].drop_duplicates())
+    insert_frame(conn, table, members[MEMBER].drop_duplicates(), staging=True)
     return table
 
 
@@ -66,7 +66,7 @@ def store_validation(
         "subsync_events",
         [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
     )
-    insert_frame(conn, stage, events)
+    insert_frame(conn, stage, events, staging=True)
     if file_ids:
         conn.execute(ledger.delete().where(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
     conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(stage.c.event_id))))

@@ -204,18 +204,16 @@ def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
     big day that is a handful of rows instead of one per event.
     """
     versions = state.event_versions
-    other = versions.alias("other")
     day_ids = sa.select(versions.c.event_id).where(versions.c.day.in_(days))
-    elsewhere = sa.exists().where(
-        other.c.event_id == versions.c.event_id,
-        sa.or_(
-            other.c.file_id != versions.c.file_id,
-            other.c.line_number != versions.c.line_number,
-        ),
+    seen_twice = (
+        sa.select(versions.c.event_id)
+        .where(versions.c.event_id.in_(day_ids))
+        .group_by(versions.c.event_id)
+        .having(sa.func.count() > 1)
     )
     query = sa.select(
         versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
-    ).where(versions.c.event_id.in_(day_ids), elsewhere)
+    ).where(versions.c.event_id.in_(seen_twice))
     frame = read_frame(conn, query)
     if frame.empty:
         return pd.DataFrame({"event_id": [], "winner_fingerprint": []})

@@ -23,16 +23,25 @@ def records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]
     return subset.to_dict("records")  # type: ignore[return-value]
 
 
-def insert_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+def insert_frame(
+    conn: Connection, table: sa.Table, frame: pd.DataFrame, *, staging: bool = False
+) -> int:
     """Bulk insert: COPY on PostgreSQL through psycopg, else one executemany (batched by
-    SQLAlchemy's insertmanyvalues, or pyodbc parameter arrays with fast_executemany)."""
+    SQLAlchemy's insertmanyvalues, or pyodbc parameter arrays with fast_executemany).
+
+    `staging` marks a temporary table about to be joined: PostgreSQL's autovacuum never
+    analyses those, so without an ANALYZE the planner guesses a million staged rows are a
+    few thousand and picks nested loops.
+    """
     if frame.empty:
         return 0
     columns = [c for c in frame.columns if c in table.c]
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         copy_frame(conn, table, frame[columns])
-        return len(frame)
-    conn.execute(table.insert(), records(frame, columns))
+    else:
+        conn.execute(table.insert(), records(frame, columns))
+    if staging and conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
     return len(frame)
 
 
@@ -90,7 +99,7 @@ def stage_frame(
 ) -> sa.Table:
     """A temporary table holding `frame`, for set-based joins instead of long IN lists."""
     table = temp_table(conn, prefix, columns)
-    insert_frame(conn, table, frame)
+    insert_frame(conn, table, frame, staging=True)
     return table
 
 

@@ -184,5 +184,8 @@ def parse_timestamps(values: pd.Series, tz: ZoneInfo) -> pd.Series:
 
 def local_days(utc: pd.Series, tz: ZoneInfo) -> pd.Series:
     """The partition day (YYYY-MM-DD in `tz`) of naive UTC datetimes; NaT gives a missing day."""
-    local = utc.dt.tz_localize("UTC").dt.tz_convert(tz)
-    return local.dt.strftime("%Y-%m-%d").where(utc.notna(), None)
+    local = utc.dt.tz_localize("UTC").dt.tz_convert(tz).dt.tz_localize(None).dt.normalize()
+    # A file spans a few days: format those, not a million timestamps.
+    codes, days = pd.factorize(local)
+    text = np.append(days.strftime("%Y-%m-%d").to_numpy(object), np.array([None], dtype=object))
+    return pd.Series(text[codes], index=utc.index, dtype=object)

@@ -211,7 +211,7 @@ class PersonifyWriter:
 
     def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         """One executemany; with pyodbc's fast_executemany, parameter arrays of the whole frame."""
-        insert_frame(conn, table, frame)
+        insert_frame(conn, table, frame, staging=True)
 
     def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
         """Which (master_customer_id, sub_customer_id) pairs exist in CUSTOMER: one joined query."""
