@@ -9,7 +9,9 @@ from subsync_pipeline.schedules import daily_sync_schedule
 from subsync_pipeline.sensors import tracking_upload_sensor
 
 defs = dg.Definitions(
-    assets=sync_assets,
+    # Each asset links to the file and line that defines it (the UI's "Code references"). Links
+    # into a Git host are not added: a deployment is not tied to one remote or branch.
+    assets=dg.with_source_code_references(sync_assets),
     jobs=[daily_sync_job],
     schedules=[daily_sync_schedule],
     sensors=[tracking_upload_sensor],

@@ -5,25 +5,19 @@ and Personify holds the expected rows. A backfill of ten days through the instan
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from subsync_pipeline_tests.dagster_services import BIN, ROOT, WORKSPACE, Services, graphql
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer, free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 class Operators:
@@ -48,14 +42,12 @@ class Operators:
             "SUBSYNC_DB_URL": deployment.state_url,
             "SUBSYNC_REPORTS_DIR": str(deployment.reports),
         }
-        self.logs = tmp / "logs"
-        self.logs.mkdir()
+        self.services = Services(self.env, tmp / "logs")
         self.port = free_port()
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     def cli(self, *args: str) -> str:
         process = subprocess.run(
-            [str(BIN / "dagster"), *args, "-w", str(ROOT / "workspace.yaml")],
+            [str(BIN / "dagster"), *args, "-w", WORKSPACE],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -67,55 +59,25 @@ class Operators:
         return process.stdout
 
     def start(self) -> None:
-        workspace = str(ROOT / "workspace.yaml")
-        for name, command in (
-            ("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace]),
-            (
-                "webserver",
-                [
-                    str(BIN / "dagster-webserver"),
-                    "-w",
-                    workspace,
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                ],
-            ),
-        ):
-            log = (self.logs / f"{name}.log").open("wb")
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    env=self.env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        self.services.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", WORKSPACE)
+        self.services.start(
+            "webserver",
+            str(BIN / "dagster-webserver"),
+            "-w",
+            WORKSPACE,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        )
 
     def stop(self) -> None:
-        for process in self.processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-    def graphql(self, query: str) -> dict:  # type: ignore[type-arg]
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
+        self.services.stop()
 
     def runs(self) -> list[dict]:  # type: ignore[type-arg]
-        data = self.graphql(
-            "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
+        data = graphql(
+            self.port,
+            "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }",
         )
         return data["data"]["runsOrError"]["results"]
 
@@ -130,8 +92,9 @@ class Operators:
             if len(finished) >= count and len(finished) == len(runs):
                 return runs
             time.sleep(2)
-        logs = "\n".join(p.read_text()[-3000:] for p in self.logs.iterdir())
-        raise AssertionError(f"runs did not finish in {timeout}s: {self.runs()}\n{logs}")
+        raise AssertionError(
+            f"runs did not finish in {timeout}s: {self.runs()}\n{self.services.log_tail()}"
+        )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import FILES_READABLE, raw_checks, zero
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
@@ -22,9 +23,13 @@ from subsync_pipeline.resources import (
     backfill_policy=daily_backfill_policy,
     group_name="ingest",
     kinds={"csv", "pandas"},
+    owners=catalog.PIPELINE_OWNERS,
+    tags={**catalog.REAL_MAGNET, **catalog.HOLDS_EMAILS},
+    metadata=catalog.columns(catalog.RAW_TRACKING_LOG_SCHEMA),
     description=(
-        "Every Real Magnet tracking-log row of the day, exactly as landed in SUBSYNC_LANDING_DIR, "
-        "with its file and line. Exact repeats are dropped; unreadable files are listed."
+        "The day's Real Magnet tracking-log rows, every value as landed in SUBSYNC_LANDING_DIR, "
+        "with file and line; exact repeats dropped. The metadata lists each file read and any "
+        "that could not be read (check files_readable)."
     ),
 )
 def raw_tracking_log(

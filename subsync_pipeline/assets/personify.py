@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import (
     ACTIVITY_RECONCILED,
     EXTERNAL_IDS_UNIQUE,
@@ -73,10 +74,14 @@ def _write(
     backfill_policy=daily_backfill_policy,
     check_specs=opt_in_checks,
     group_name="personify",
-    kinds={"sql"},
+    kinds={"sql", "sqlserver"},
+    owners=catalog.PIPELINE_OWNERS,
+    tags=catalog.PERSONIFY,
+    metadata=catalog.columns(catalog.CUS_OPT_IN_SCHEMA),
     description=(
-        "Personify's CUS_OPT_IN: one row per contact and mapped interest area, upserted to its "
-        "resolved status. Skipped when config.personify.write_opt_in is false."
+        "Personify's CUS_OPT_IN (PERSONIFY_DB_URL): one row per contact and mapped interest area, "
+        "upserted to its resolved status in one transaction, then read back (check "
+        "opt_in_reconciled). Left alone when config.personify.write_opt_in is false."
     ),
 )
 def personify_cus_opt_in(
@@ -103,11 +108,14 @@ def personify_cus_opt_in(
     backfill_policy=daily_backfill_policy,
     check_specs=activity_checks,
     group_name="personify",
-    kinds={"sql"},
+    kinds={"sql", "sqlserver"},
+    owners=catalog.PIPELINE_OWNERS,
+    tags=catalog.PERSONIFY,
+    metadata=catalog.columns(catalog.CUS_ACTIVITY_SCHEMA),
     description=(
-        "Personify's CUS_ACTIVITY: one row per status change, keyed by EXTERNAL_ID = Real Magnet "
-        "event_id, reconciled for the contacts the day touches. Skipped when "
-        "config.personify.write_activity is false."
+        "Personify's CUS_ACTIVITY (PERSONIFY_DB_URL): one row per status change, keyed by "
+        "EXTERNAL_ID = Real Magnet event_id; subsync's rows of the day's contacts are reconciled "
+        "in one transaction. Left alone when config.personify.write_activity is false."
     ),
 )
 def personify_cus_activity(

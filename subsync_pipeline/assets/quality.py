@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from subsync_pipeline.assets import catalog
 from subsync_pipeline.core import state, sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.core.personify.rows import audit_now
@@ -30,9 +31,12 @@ from subsync_pipeline.resources import (
     backfill_policy=daily_backfill_policy,
     group_name="quality",
     kinds={"html"},
+    owners=catalog.STEWARD_OWNERS,
+    tags=catalog.SUBSYNC,
     description=(
-        "The day's data-quality report in SUBSYNC_REPORTS_DIR: headline figures, a 30-day trend, "
-        "rejects by reason with the fix in Real Magnet, and a CSV of all rejected rows."
+        "The day's data-quality report for stewards, in SUBSYNC_REPORTS_DIR/<day>/report.html "
+        "(the `report` link of each materialisation): headline figures, a 30-day trend, rejects "
+        "by reason with the fix in Real Magnet, and rejected_rows.csv beside it."
     ),
 )
 def data_quality_report(

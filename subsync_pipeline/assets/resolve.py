@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from subsync_pipeline.assets import catalog
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.quality import decision_counts, newer_requests
 from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
@@ -14,9 +15,13 @@ from subsync_pipeline.resources import StateDatabaseResource, SubsyncConfigResou
     backfill_policy=daily_backfill_policy,
     group_name="resolve",
     kinds={"pandas"},
+    owners=catalog.PIPELINE_OWNERS,
+    tags=catalog.SUBSYNC,
+    metadata=catalog.columns(catalog.STATUS_SCHEMA),
     description=(
-        "The resolved subscription status of every contact and interest area the day touches, "
-        "over the full event history; each event's decision is kept as the audit trail."
+        "Each contact's status per interest area, for the contacts the day touches, replayed over "
+        "their whole event history with the source-precedence rules (core/resolution.py). Every "
+        "event's decision is kept in SUBSYNC_DB_URL's decisions table as the audit trail."
     ),
 )
 def contact_subscription_status(

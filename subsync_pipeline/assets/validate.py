@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import (
     MEMBER_MATCH_RATE,
     REJECT_RATE,
@@ -30,17 +31,25 @@ from subsync_pipeline.resources import (
         "validated_tracking_records": dg.AssetOut(
             group_name="validate",
             kinds={"pandera", "pandas"},
+            owners=catalog.PIPELINE_OWNERS,
+            tags=catalog.REAL_MAGNET,
+            metadata=catalog.columns(catalog.VALIDATED_SCHEMA),
             description=(
-                "Rows that passed every check, including a Custom Member ID that exists in "
-                "Personify's CUSTOMER; stored in the event ledger of SUBSYNC_DB_URL."
+                "The day's events that passed every check, including a Custom Member ID that "
+                "exists in Personify's CUSTOMER, normalised and added to the event ledger "
+                "(SUBSYNC_DB_URL). A low member match rate warns (check member_match_rate)."
             ),
         ),
         "rejected_tracking_records": dg.AssetOut(
             group_name="validate",
             kinds={"pandas"},
+            owners=catalog.STEWARD_OWNERS,
+            tags={**catalog.REAL_MAGNET, **catalog.HOLDS_EMAILS},
+            metadata=catalog.columns(catalog.REJECTED_SCHEMA),
             description=(
-                "Rows (and whole files) that failed, with file, line, reason codes and every "
-                "original value, kept in SUBSYNC_DB_URL so a steward can fix them in Real Magnet."
+                "The day's rows (and whole files) that failed, with file, line, reason codes and "
+                "every original value, kept in SUBSYNC_DB_URL's rejected_records. They never touch "
+                "Personify; stewards fix them in Real Magnet and the day is re-run."
             ),
         ),
     },
