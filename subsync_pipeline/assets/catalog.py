@@ -11,14 +11,15 @@ import sqlalchemy as sa
 
 from subsync_pipeline.core import state
 from subsync_pipeline.core.config import PersonifyTables as TableNames
+from subsync_pipeline.core.ingest import RAW_COLUMNS
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.resolution import STATUS_COLUMNS
 from subsync_pipeline.core.tracking_log import (
-    ALL_COLUMNS,
     DAY,
     FILE_ID,
     FINGERPRINT,
     LINE,
+    OCCURRED_UTC,
     REQUIRED_COLUMNS,
     SOURCE_FILE,
 )
@@ -59,6 +60,7 @@ _TRACKING_DOCS: dict[str, str] = {
     FILE_ID: "The file's id in the state database's file_manifest.",
     SOURCE_FILE: "Path of the file the row was read from.",
     FINGERPRINT: "Hash of the row's content; exact repeats share it and are kept once.",
+    OCCURRED_UTC: "occurred_at as naive UTC, read once with the file; empty if unreadable.",
 }
 # The same fields once validated and normalised, as stored in the event ledger and rejects.
 _STATE_DOCS: dict[str, str] = {
@@ -116,7 +118,12 @@ _PERSONIFY_DOCS: dict[str, str] = {
 }
 
 # The tracking-log values stay text until validated; the bookkeeping columns are numbers.
-_RAW_TYPES: dict[str, str] = {LINE: "int", FILE_ID: "int", FINGERPRINT: "int"}
+_RAW_TYPES: dict[str, str] = {
+    LINE: "int",
+    FILE_ID: "int",
+    FINGERPRINT: "int",
+    OCCURRED_UTC: "datetime",
+}
 _STATUS_TYPES: dict[str, str] = {
     "sub_customer_id": "int",
     "forced": "bool",
@@ -172,7 +179,7 @@ def _frame_schema(
 _personify = personify_tables(TableNames())
 
 RAW_TRACKING_LOG_SCHEMA = _frame_schema(
-    [*ALL_COLUMNS, LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT],
+    RAW_COLUMNS,
     _TRACKING_DOCS,
     _RAW_TYPES,
     required=REQUIRED_COLUMNS,

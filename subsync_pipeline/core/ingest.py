@@ -23,6 +23,10 @@ from subsync_pipeline.core.tracking_log import (
     row_fingerprints,
 )
 
+# The raw rows: the spec columns, any extra columns files carry, then this bookkeeping.
+BOOKKEEPING_COLUMNS: list[str] = [LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT, OCCURRED_UTC]
+RAW_COLUMNS: list[str] = [*ALL_COLUMNS, *BOOKKEEPING_COLUMNS]
+
 FILE_COLUMNS: list[str] = [
     "file_id",
     "path",
@@ -92,15 +96,14 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
         elif unhashed.any():
             rows.loc[unhashed, FINGERPRINT] = row_fingerprints(rows.loc[unhashed])
         rows[FINGERPRINT] = rows[FINGERPRINT].astype("int64")
+        extra = [c for c in rows.columns if c not in RAW_COLUMNS]
+        rows = rows[[*ALL_COLUMNS, *extra, *BOOKKEEPING_COLUMNS]]
         rows = rows.sort_values([FILE_ID, LINE], kind="mergesort")
         repeat = rows.duplicated(FINGERPRINT, keep="first")
         dropped = rows.loc[repeat].groupby(FILE_ID).size()
         rows = rows.loc[~repeat].reset_index(drop=True)
     else:
-        rows = pd.DataFrame(
-            columns=[*ALL_COLUMNS, LINE, DAY, FILE_ID, SOURCE_FILE, FINGERPRINT, OCCURRED_UTC],
-            dtype=object,
-        )
+        rows = pd.DataFrame(columns=RAW_COLUMNS, dtype=object)
         dropped = pd.Series(dtype="int64")
     file_frame = pd.DataFrame(files, columns=FILE_COLUMNS)
     file_frame["repeats_dropped"] = file_frame["file_id"].map(dropped).fillna(0).astype("int64")
