@@ -67,12 +67,14 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
                     )
                 )
                 continue
-            read = read_tracking_file(Path(entry.path), config.columns)
+            read = read_tracking_file(Path(entry.path), config.columns, config.max_file_mb)
         if read.status != FILE_OK:
             files.append(_file_row(entry.file_id, entry.path, first_day, read.status, read.error))
             continue
         rows = read.rows
-        row_days, _ = assign_days(rows, config, fallback=entry.days[0])
+        # The days the scan recorded bound the file's days, so rows dated in the future when it
+        # was recorded stay on its earliest day (and are rejected there) however late it is read.
+        row_days, _ = assign_days(rows, config, fallback=entry.days[0], latest=entry.days[-1])
         keep = row_days.isin(wanted)
         rows = rows.loc[keep].copy()
         rows[DAY] = row_days[keep]
