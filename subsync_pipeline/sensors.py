@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from subsync_pipeline.core.landing_watch import WatchCursor, poll
-from subsync_pipeline.core.manifest import assign_days, fallback_day
+from subsync_pipeline.core.manifest import assign_days, fallback_day, latest_day
 from subsync_pipeline.core.tracking_log import FILE_OK, content_hash, read_tracking_file
 from subsync_pipeline.jobs import daily_sync_job
 from subsync_pipeline.partitions import deployed_config
@@ -15,15 +15,16 @@ from subsync_pipeline.resources import LandingFolderResource
 
 def file_days(path: Path) -> list[str]:
     """The partition days a landed file holds (its landing day if it holds none readable)."""
-    read = read_tracking_file(path, deployed_config.columns)
-    default = fallback_day(deployed_config, datetime.now(UTC))
+    read = read_tracking_file(path, deployed_config.columns, deployed_config.max_file_mb)
+    now = datetime.now(UTC)
+    default = fallback_day(deployed_config, now)
     if read.status != FILE_OK or read.rows.empty:
         return [default]
-    days, _ = assign_days(read.rows, deployed_config, default)
+    days, _ = assign_days(read.rows, deployed_config, default, latest_day(deployed_config, now))
     return sorted(days.unique().tolist())
 
 
-def run_requests(path: Path, latest_day: str) -> list[dg.RunRequest]:
+def run_requests(path: Path, last_day: str) -> list[dg.RunRequest]:
     """One run per day the file holds; the run key (content hash, day) makes each run once."""
     digest = content_hash(path)
     return [
@@ -33,7 +34,7 @@ def run_requests(path: Path, latest_day: str) -> list[dg.RunRequest]:
             tags={"subsync/trigger": f"upload:{path.name}"},
         )
         for day in file_days(path)
-        if day <= latest_day
+        if day <= last_day
     ]
 
 
@@ -60,7 +61,8 @@ def tracking_upload_sensor(
     if not landing.folder.is_dir():
         return dg.SensorResult(skip_reason=f"landing folder {landing.folder} does not exist")
     ready, cursor = poll(landing.folder, WatchCursor.from_json(context.cursor))
-    # Days after tomorrow have no partition yet; such rows are rejected when their day comes.
+    # file_days puts rows dated after tomorrow on the file's earliest day, where they are
+    # rejected; this bound only keeps a request from naming a partition not there yet.
     latest = (datetime.now(deployed_config.tz).date() + timedelta(days=1)).isoformat()
     requests = [
         request

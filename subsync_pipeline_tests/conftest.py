@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,27 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class PasswordRole:
+    """A login role that must give its password: for the tests that hunt for it in the output."""
+
+    server: PostgresServer
+    name: str
+    password: str
+
+    def database(self, name: str) -> str:
+        """A new database the role owns, and its URL with the role and the password in it."""
+        bare = self.server.create_database(name, owner=self.name)
+        return bare.replace("://", f"://{self.name}:{self.password}@", 1)
+
+
+@pytest.fixture(scope="session")
+def password_role(postgres_server: PostgresServer) -> PasswordRole:
+    role = PasswordRole(postgres_server, "subsync_secret", "Zq7-ultra-Secret-4411")
+    postgres_server.add_password_role(role.name, role.password)
+    return role
 
 
 @pytest.fixture

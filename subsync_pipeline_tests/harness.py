@@ -6,8 +6,9 @@ Dagster for real.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,21 @@ def deploy(
     deployment.landing.mkdir(exist_ok=True)
     deployment.set_config()
     return deployment
+
+
+@contextmanager
+def console_output(into: Path) -> Iterator[None]:
+    """Everything written to stdout/stderr, by Python or by a library at the file-descriptor
+    level: Dagster's console logger writes there and keeps no other record of it."""
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with into.open("w", encoding="utf-8") as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
+        try:
+            with redirect_stdout(sink), redirect_stderr(sink):
+                yield
+        finally:
+            sink.flush()
+            for fd, original in saved.items():
+                os.dup2(original, fd)
+                os.close(original)

@@ -156,14 +156,23 @@ class PostgresServer:
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self, name: str) -> str:
-        """A new empty database named after `name` (made unique) and its SQLAlchemy URL."""
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        """A new empty database named after `name` (made unique) and its SQLAlchemy URL.
+
+        With `owner`, that role owns it (and so its public schema) and the URL has no user: the
+        caller adds the role and its password.
+        """
         unique = f"{database_stem(name)}_{next(_database_numbers)}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique))
+        if owner:
+            statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
         # CREATE DATABASE cannot run inside a transaction block, hence autocommit.
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique)))
+            conn.execute(statement)
+        if owner:
+            return f"postgresql+psycopg://127.0.0.1:{self.port}/{unique}"
         return self.url(unique)
 
     def add_password_role(self, role: str, password: str) -> None:

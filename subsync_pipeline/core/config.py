@@ -104,6 +104,8 @@ class SubsyncConfig(_Strict):
     interest_areas: tuple[InterestArea, ...] = ()
     source_ranks: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SOURCE_RANKS))
     columns: dict[str, str] = Field(default_factory=dict)
+    # Reading a file takes several times its size in memory; a bigger one is refused, not read.
+    max_file_mb: int = Field(default=512, ge=1)
     personify: PersonifyConfig = PersonifyConfig()
     quality: QualityConfig = QualityConfig()
 

@@ -72,13 +72,18 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
                     )
                 )
                 continue
-            read = read_tracking_file(Path(entry.path), config.columns)
+            read = read_tracking_file(Path(entry.path), config.columns, config.max_file_mb)
         if read.status != FILE_OK:
             files.append(_file_row(entry.file_id, entry.path, first_day, read.status, read.error))
             continue
         rows = read.rows
         if DAY not in rows:
-            row_days, occurred = assign_days(rows, config, fallback=entry.days[0])
+            # The days the scan recorded bound the file's days, so rows dated in the future when
+            # it was recorded stay on its earliest day (and are rejected there) however late it
+            # is read. A file the scan has just read carries the same days already.
+            row_days, occurred = assign_days(
+                rows, config, fallback=entry.days[0], latest=entry.days[-1]
+            )
             rows = rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
         rows = rows.loc[rows[DAY].isin(wanted)].copy()
         rows[FILE_ID] = entry.file_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.sql import insert_frame, read_frame
 from subsync_pipeline.core.tracking_log import (
     DAY,
+    EXTERNAL_ID_MAX,
     FILE_OK,
     FINGERPRINT,
     LINE,
@@ -78,20 +79,29 @@ def list_landed_files(landing_dir: Path) -> list[Path]:
 
 
 def assign_days(
-    rows: pd.DataFrame, config: SubsyncConfig, fallback: str
+    rows: pd.DataFrame, config: SubsyncConfig, fallback: str, latest: str
 ) -> tuple[pd.Series, pd.Series]:
     """The partition day of every row, and its occurred_at as naive UTC.
 
-    A row whose occurred_at cannot be read, or falls before config.start_date, still needs a day so
-    it is rejected (and reported) in some partition rather than lost: it takes the file's earliest
+    A row whose occurred_at cannot be read, falls before config.start_date or after `latest` (a
+    day in the future when the file was recorded: see `latest_day`) still needs a day so it is
+    rejected (and reported) in some partition rather than lost: it takes the file's earliest
     valid day, or `fallback` when the file has none.
     """
     occurred = parse_timestamps(rows["occurred_at"], config.tz)
     days = local_days(occurred, config.tz)
-    in_range = days.notna() & (days >= config.start_date.isoformat())
+    in_range = days.notna() & (days >= config.start_date.isoformat()) & (days <= latest)
     valid_days = days[in_range]
     file_day = valid_days.min() if not valid_days.empty else fallback
     return days.where(in_range, file_day).astype(str), occurred
+
+
+def latest_day(config: SubsyncConfig, now: datetime) -> str:
+    """The last day a file recorded `now` may hold events of: tomorrow, for clocks and time zones
+    a little ahead. A later event (a clock years off) would otherwise wait, unreported, for a
+    partition that does not exist yet, and then win over every real change of its contact."""
+    local = now.replace(tzinfo=UTC).astimezone(config.tz).date()
+    return (local + timedelta(days=1)).isoformat()
 
 
 def fallback_day(config: SubsyncConfig, now: datetime) -> str:
@@ -140,12 +150,12 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
                 .values(size=stat.st_size, mtime=stat.st_mtime, updated_at=now)
             )
             continue
-        read = read_tracking_file(path, config.columns)
+        read = read_tracking_file(path, config.columns, config.max_file_mb)
         result.parsed[key] = read
         result.new_or_changed.append(key)
         default_day = fallback_day(config, now)
         if read.status == FILE_OK and not read.rows.empty:
-            days, occurred = assign_days(read.rows, config, default_day)
+            days, occurred = assign_days(read.rows, config, default_day, latest_day(config, now))
             covered = sorted(days.unique().tolist())
             # Kept with the rows, so reading the day does not parse and hash them again.
             read.rows[DAY] = days
@@ -189,6 +199,9 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
                     "day": days,
                 }
             )
+            # An id too long for CUS_ACTIVITY.EXTERNAL_ID is rejected anyway (invalid_event_id)
+            # and may not fit event_versions.event_id: it takes no part in the duplicate rule.
+            versions = versions.loc[versions["event_id"].str.len() <= EXTERNAL_ID_MAX]
             insert_frame(conn, state.event_versions, versions)
     result.entries = [_entry(row) for row in _load_entries(conn)]
     return result

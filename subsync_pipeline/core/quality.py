@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from subsync_pipeline.core.resolution import DECISIONS, SUBSCRIBED
-from subsync_pipeline.core.tracking_log import FILE_UNREADABLE, MISSING_COLUMNS
+from subsync_pipeline.core.tracking_log import FILE_TOO_LARGE, FILE_UNREADABLE, MISSING_COLUMNS
 from subsync_pipeline.core.validation import (
     INVALID_MEMBER_ID,
     MISSING_MEMBER_ID,
@@ -20,7 +20,7 @@ def reject_counts(rejected: pd.DataFrame) -> dict[str, int]:
     """Rejected rows per reason code (a row with two reasons counts under both)."""
     reasons = rejected["reasons"].dropna().astype(str).str.split(";").explode()
     counts = reasons.value_counts()
-    order = [*REASON_CODES, FILE_UNREADABLE, MISSING_COLUMNS]
+    order = [*REASON_CODES, FILE_UNREADABLE, MISSING_COLUMNS, FILE_TOO_LARGE]
     return {code: int(counts[code]) for code in order if code in counts.index}
 
 

@@ -35,14 +35,16 @@ REASON_FIXES: dict[str, str] = {
     "invalid_source": "Use a known source (preference centre, API, in-app, CSV upload, form, "
     "importer, third party).",
     "invalid_timestamp": "Fix occurred_at / timestamp_subscribed (ISO-8601, not before the "
-    "configured start date).",
+    "configured start date, not in the future, subscribed no later than the event).",
     "tracking_disabled": "This event type is switched off in the subsync config (tracking).",
     "duplicate_event": "The same event id was exported twice with different content; the first "
     "recorded version was kept.",
     "invalid_event_id": "The tracking record has no event id (or one longer than 64 characters).",
     "missing_scope_id": "Fill in the group / category id.",
     "invalid_force_optin": "Use true or false for force_optin.",
+    "value_too_long": "Shorten the group / category id or name (255 characters at most).",
     "file_unreadable": "Export the file again as UTF-8 CSV (optionally gzip) and re-upload it.",
+    "file_too_large": "Split the export into smaller files (or raise max_file_mb) and re-upload.",
     "missing_columns": "Export the file again with all required columns.",
 }
 WRITE_COLUMNS = ["inserted", "updated", "deleted", "unchanged", "mismatched"]

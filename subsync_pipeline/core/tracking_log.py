@@ -6,19 +6,23 @@ failure with a reason code; one bad file never stops the others.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
+import io
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from typing_extensions import Buffer
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -46,6 +50,35 @@ OCCURRED_UTC = "_occurred_utc"
 FILE_OK = "ok"
 FILE_UNREADABLE = "file_unreadable"
 MISSING_COLUMNS = "missing_columns"
+# Not in SPEC §3: a file over config.max_file_mb is refused before it can exhaust memory.
+FILE_TOO_LARGE = "file_too_large"
+
+# CUS_ACTIVITY.EXTERNAL_ID is varchar(64): a longer event_id can never be written.
+EXTERNAL_ID_MAX = 64
+MEGABYTE = 1024 * 1024
+DEFAULT_MAX_FILE_MB = 512
+# Longest first: a UTF-32 little-endian mark begins with the UTF-16 one.
+_WIDE_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "UTF-32 (little-endian)"),
+    (codecs.BOM_UTF32_BE, "UTF-32 (big-endian)"),
+    (codecs.BOM_UTF16_LE, "UTF-16 (little-endian)"),
+    (codecs.BOM_UTF16_BE, "UTF-16 (big-endian)"),
+)
+_TOO_LARGE_FIX = (
+    "split the export into smaller files (Real Magnet: export a shorter date range), or raise "
+    "max_file_mb in the config if the machine running subsync has the memory (reading takes "
+    "several times the file's size)"
+)
+_OTHER_SEPARATORS: tuple[tuple[str, str], ...] = (
+    (";", "semicolons"),
+    ("\t", "tabs"),
+    ("|", "vertical bars"),
+)
+
+# datetime64[ns] spans the years 1677-2262. A time outside (9999-12-31, 0001-01-01) is no real
+# tracking time, and converting it would raise and stop the run for every file: it is unreadable.
+_EARLIEST = pd.Timestamp("1678-01-01")
+_LATEST = pd.Timestamp("2261-12-31")
 
 # An offset only counts after a time of day: "2026-11-20" ends in "-20" but has none.
 _OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
@@ -84,6 +117,104 @@ def _failure(status: str, error: str) -> FileRead:
     return FileRead(rows=_empty_rows(), status=status, error=error)
 
 
+class _Refused(Exception):
+    """Reading stopped part-way: the file is over the size limit or is not text."""
+
+    def __init__(self, status: str, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+def _open(path: Path) -> BinaryIO | gzip.GzipFile:
+    """The file's bytes, unpacked when it is gzip."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+class _CheckedStream(io.RawIOBase):
+    """The bytes pandas parses, counted so an oversized (or gzip-bomb) file stops at the limit
+    instead of exhausting memory, and searched for NUL, which no text CSV holds (and which
+    PostgreSQL cannot store)."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self._path, self._raw, self._limit, self._read = path, _open(path), limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
+        data = self._raw.read(len(view))
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            line = _line_of(self._path, self._read + nul)
+            raise _Refused(
+                FILE_UNREADABLE,
+                f"not a text CSV file: a NUL byte at line {line} (binary data, or UTF-16 "
+                "without a byte-order mark); export the file as UTF-8 CSV",
+            )
+        self._read += len(data)
+        if self._read > self._limit:
+            raise _Refused(
+                FILE_TOO_LARGE,
+                f"{self._path.name} unpacks to more than {self._limit // MEGABYTE} MB "
+                f"(max_file_mb): {_TOO_LARGE_FIX}",
+            )
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _line_of(path: Path, offset: int) -> int:
+    """The 1-based line holding byte `offset` of the (unpacked) file."""
+    newlines, position = 0, 0
+    with _open(path) as handle:
+        while position < offset:
+            block = handle.read(min(1 << 20, offset - position))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            position += len(block)
+    return newlines + 1
+
+
+def _first_undecodable(path: Path) -> str:
+    """Where the file stops being UTF-8: the byte, its line and offset (pandas' own offset is
+    within a buffer, not the file)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with _open(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                return f"byte 0x{block[exc.start]:02X} at line {_line_of(path, at)} (offset {at})"
+            offset += len(block)
+    return "the end of the file (a character cut short)"
+
+
+def _wide_encoding(path: Path) -> str | None:
+    """The name of a UTF-16/UTF-32 byte-order mark the file starts with, if any."""
+    with _open(path) as handle:
+        start = handle.read(4)
+    return next((name for bom, name in _WIDE_BOMS if start.startswith(bom)), None)
+
+
+def _separator_hint(headers: list[str]) -> str:
+    """Why one header can hold every column name: the export used another separator."""
+    if len(headers) != 1:
+        return ""
+    for separator, name in _OTHER_SEPARATORS:
+        if separator in headers[0]:
+            return f"; the header looks separated by {name}, not commas: export as comma-separated"
+    return ""
+
+
 def _normalise_headers(headers: list[str], renames: dict[str, str]) -> tuple[list[str], str | None]:
     normalised = []
     for header in headers:
@@ -96,28 +227,50 @@ def _normalise_headers(headers: list[str], renames: dict[str, str]) -> tuple[lis
     return normalised, None
 
 
-def read_tracking_file(path: Path, renames: dict[str, str] | None = None) -> FileRead:
-    """Read one tracking-log file; header names are matched case-insensitively after `renames`."""
+def read_tracking_file(
+    path: Path, renames: dict[str, str] | None = None, max_mb: int = DEFAULT_MAX_FILE_MB
+) -> FileRead:
+    """Read one tracking-log file; header names are matched case-insensitively after `renames`.
+
+    A file over `max_mb` (unpacked) is refused with FILE_TOO_LARGE rather than read.
+    """
     renames = renames or {}
+    limit = max_mb * MEGABYTE
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return _failure(FILE_UNREADABLE, "the file is empty (0 bytes): no header row")
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8-sig",
-            compression="gzip" if path.name.lower().endswith(".gz") else None,
-            quoting=csv.QUOTE_MINIMAL,
-            engine="c",
-        )
+        if size > limit:
+            return _failure(
+                FILE_TOO_LARGE,
+                f"{path.name} is {size / MEGABYTE:,.0f} MB, over max_file_mb = {max_mb} MB: "
+                f"{_TOO_LARGE_FIX}",
+            )
+        wide = _wide_encoding(path)
+        if wide:
+            return _failure(
+                FILE_UNREADABLE,
+                f"{wide} text: subsync reads UTF-8 only; export the file as UTF-8 CSV",
+            )
+        with io.BufferedReader(_CheckedStream(path, limit)) as handle:
+            frame = pd.read_csv(
+                handle,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8-sig",
+                quoting=csv.QUOTE_MINIMAL,
+                engine="c",
+            )
+    except _Refused as refused:
+        return _failure(refused.status, refused.error)
     except pd.errors.EmptyDataError:
         return _failure(FILE_UNREADABLE, "the file holds no header row")
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
+        # Latin-1 / Windows-1252 is refused, never guessed: a mis-decoded name is wrong data.
         return _failure(
             FILE_UNREADABLE,
-            f"not UTF-8 text (byte {exc.start}: {exc.reason}); export the file as UTF-8",
+            f"not UTF-8 text ({_first_undecodable(path)}); export the file as UTF-8",
         )
     except pd.errors.ParserError as exc:
         return _failure(FILE_UNREADABLE, f"not a well-formed CSV file: {exc}".strip())
@@ -133,7 +286,7 @@ def read_tracking_file(path: Path, renames: dict[str, str] | None = None) -> Fil
         return _failure(
             MISSING_COLUMNS,
             f"required column(s) missing: {', '.join(missing)}; "
-            f"found: {', '.join(map(str, frame.columns))}",
+            f"found: {', '.join(map(str, frame.columns))}{_separator_hint(headers)}",
         )
     for column in OPTIONAL_COLUMNS:
         if column not in frame.columns:
@@ -158,20 +311,22 @@ def parse_timestamps(values: pd.Series, tz: ZoneInfo) -> pd.Series:
     text = values.astype(str).str.strip()
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     # pyarrow's RE2 matcher: pandas runs this pattern through Python's re, row by row.
+    matched = pc.match_substring_regex(pa.array(text, pa.large_string()), _OFFSET)
     has_offset = pd.Series(
-        pc.match_substring_regex(pa.array(text, pa.large_string()), _OFFSET).to_numpy(
-            zero_copy_only=False
-        ),
-        index=text.index,
+        pc.fill_null(matched, False).to_numpy(zero_copy_only=False), index=text.index
     )
-    blank = text.eq("")
+    blank = text.fillna("").eq("")
     with_offset = has_offset & ~blank
     if with_offset.any():
         parsed = pd.to_datetime(text[with_offset], format="ISO8601", errors="coerce", utc=True)
+        parsed = parsed.where(
+            parsed.between(_EARLIEST.tz_localize("UTC"), _LATEST.tz_localize("UTC"))
+        )
         result.loc[with_offset] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     local = ~has_offset & ~blank
     if local.any():
         naive = pd.to_datetime(text[local], format="ISO8601", errors="coerce")
+        naive = naive.where(naive.between(_EARLIEST, _LATEST))
         localised = naive.dt.tz_localize(
             tz, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="shift_forward"
         )

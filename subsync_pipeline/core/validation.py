@@ -18,11 +18,13 @@ from subsync_pipeline.core.config import EVENT_TYPES, SCOPE_TYPES, SOURCES, Subs
 from subsync_pipeline.core.tracking_log import (
     ALL_COLUMNS,
     DAY,
+    EXTERNAL_ID_MAX,
     FILE_ID,
     FINGERPRINT,
     LINE,
     OCCURRED_UTC,
     SOURCE_FILE,
+    local_days,
     parse_timestamps,
 )
 
@@ -39,6 +41,7 @@ DUPLICATE_EVENT = "duplicate_event"
 INVALID_EVENT_ID = "invalid_event_id"
 MISSING_SCOPE_ID = "missing_scope_id"
 INVALID_FORCE_OPTIN = "invalid_force_optin"
+VALUE_TOO_LONG = "value_too_long"
 
 REASON_CODES: tuple[str, ...] = (
     MISSING_MEMBER_ID,
@@ -53,6 +56,7 @@ REASON_CODES: tuple[str, ...] = (
     INVALID_EVENT_ID,
     MISSING_SCOPE_ID,
     INVALID_FORCE_OPTIN,
+    VALUE_TOO_LONG,
 )
 
 SOURCE_ALIASES: dict[str, str] = {
@@ -63,8 +67,11 @@ SOURCE_ALIASES: dict[str, str] = {
 }
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
-_EXTERNAL_ID_MAX = 64  # CUS_ACTIVITY.EXTERNAL_ID varchar(64)
 _MASTER_ID_MAX = 24  # CUSTOMER.MASTER_CUSTOMER_ID varchar(24)
+_SCOPE_MAX = 255  # event_ledger.scope_id / scope_name varchar(255)
+_REJECT_EVENT_ID_MAX = 255  # rejected_records.event_id; original_values keeps the whole id
+# A subscription cannot begin after the event reporting it; a day allows for time-zone slips.
+_SUBSCRIBED_SLACK = pd.Timedelta(days=1)
 _SUB_ID = re.compile(r"^[0-9]{1,9}$")
 
 EVENT_COLUMNS: list[str] = [
@@ -147,6 +154,10 @@ def normalise(rows: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
         else parse_timestamps(frame["occurred_at"], config.tz)
     )
     frame["timestamp_subscribed_utc"] = parse_timestamps(frame["timestamp_subscribed"], config.tz)
+    # A row whose occurred_at is not of the day it was read for was put there for lack of a usable
+    # day of its own (unreadable, before start_date, in the future): see manifest.assign_days.
+    own_day = local_days(frame["occurred_at_utc"], config.tz)
+    frame["in_own_day"] = own_day.eq(rows[DAY]).fillna(False) if DAY in rows else True
     frame["force_optin_flag"] = frame["force_optin"].isin(_TRUE)
     return frame
 
@@ -173,7 +184,7 @@ def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
 
         @pa.check("event_id", name=INVALID_EVENT_ID)
         def _event_id(cls, value: Series[str]) -> Series[bool]:
-            return value.str.len().between(1, _EXTERNAL_ID_MAX)  # type: ignore[return-value]
+            return value.str.len().between(1, EXTERNAL_ID_MAX)  # type: ignore[return-value]
 
         @pa.check("custom_member_id", name=MISSING_MEMBER_ID)
         def _member_present(cls, value: Series[str]) -> Series[bool]:
@@ -187,16 +198,23 @@ def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
         def _scope_id(cls, value: Series[str]) -> Series[bool]:
             return value.ne("")  # type: ignore[return-value]
 
+        @pa.dataframe_check(name=VALUE_TOO_LONG)
+        def _fits(cls, frame: pd.DataFrame) -> Series[bool]:
+            scope_id, scope_name = frame["scope_id"].str.len(), frame["scope_name"].str.len()
+            return (scope_id <= _SCOPE_MAX) & (scope_name <= _SCOPE_MAX)  # type: ignore[return-value]
+
         # A frame-wide check: Pandera leaves nulls out of a nullable column's own checks.
         @pa.dataframe_check(name=INVALID_TIMESTAMP)
         def _occurred_at(cls, frame: pd.DataFrame) -> Series[bool]:
             value = frame["occurred_at_utc"]
-            return value.notna() & (value >= start_utc)  # type: ignore[return-value]
+            return value.notna() & (value >= start_utc) & frame["in_own_day"]  # type: ignore[return-value]
 
         @pa.dataframe_check(name=INVALID_TIMESTAMP)
         def _timestamp_subscribed(cls, frame: pd.DataFrame) -> Series[bool]:
             given = frame["timestamp_subscribed"].ne("")
-            return ~given | frame["timestamp_subscribed_utc"].notna()  # type: ignore[return-value]
+            subscribed = frame["timestamp_subscribed_utc"]
+            latest = frame["occurred_at_utc"] + _SUBSCRIBED_SLACK
+            return ~given | (subscribed.notna() & (subscribed <= latest))  # type: ignore[return-value]
 
         class Config:
             strict = False
@@ -315,7 +333,7 @@ def validate(
             "file_id": bad_rows[FILE_ID].astype("int64"),
             "source_file": bad_rows[SOURCE_FILE],
             "line_number": bad_rows[LINE].astype("int64"),
-            "event_id": bad_rows["event_id"],
+            "event_id": bad_rows["event_id"].str.slice(0, _REJECT_EVENT_ID_MAX),
             "reasons": by_row.reindex(bad_rows.index),
             "error": None,
             "original_values": original_values(bad_rows),

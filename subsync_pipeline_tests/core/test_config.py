@@ -110,3 +110,36 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_config(listing)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'CUS_OPT_IN"; DROP TABLE "CUSTOMER"; --',
+        "CUS_OPT_IN; DROP TABLE x",
+        "[dbo].[CUS_OPT_IN]",
+        '"CUS_OPT_IN"',
+        "db.dbo.CUS_OPT_IN",
+        "CUS OPT IN",
+        "1CUS_OPT_IN",
+        "",
+        "dbo.",
+    ],
+)
+def test_table_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"personify\.tables\.opt_in"):
+        parse_config({"personify": {"tables": {"opt_in": name}}})
+
+
+def test_configured_table_names_are_quoted_in_sql() -> None:
+    """Checked names are still quoted by the dialect, so a reserved word or case is kept."""
+    from sqlalchemy.dialects import mssql, postgresql
+
+    from subsync_pipeline.core.personify.tables import personify_tables
+
+    names = parse_config({"personify": {"tables": {"opt_in": "dbo.select", "activity": "Act"}}})
+    tables = personify_tables(names.personify.tables)
+    on_pg = str(tables.opt_in.insert().compile(dialect=postgresql.dialect()))
+    assert on_pg.startswith('INSERT INTO dbo."select" ("MASTER_CUSTOMER_ID"')
+    on_mssql = str(tables.activity.delete().compile(dialect=mssql.dialect()))
+    assert on_mssql.startswith("DELETE FROM [Act]")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from subsync_pipeline.core.tracking_log import (
     FILE_OK,
+    FILE_TOO_LARGE,
     FILE_UNREADABLE,
     LINE,
     MISSING_COLUMNS,
@@ -117,3 +118,93 @@ def test_dst_edges() -> None:
         pd.Timestamp("2026-11-01T05:30:00"),
         pd.Timestamp("2026-03-08T07:00:00"),
     ]
+
+
+def test_wide_encodings_are_refused_by_name(tmp_path: Path) -> None:
+    """UTF-16/32 exports are refused, naming the encoding and the fix, not mis-read."""
+    for encoding, name in (("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")):
+        path = tmp_path / f"{encoding}.csv"
+        bom = {"utf-16-be": "\ufeff"}.get(encoding, "")
+        path.write_bytes(f"{bom}{HEADER}\n{ROW}\n".encode(encoding))
+        read = read_tracking_file(path)
+        assert read.status == FILE_UNREADABLE, encoding
+        assert name in (read.error or "") and "export the file as UTF-8" in (read.error or "")
+
+
+def test_latin1_is_refused_naming_the_byte_and_line(tmp_path: Path) -> None:
+    """The byte and line are of the file, even past pandas' first read buffer."""
+    path = tmp_path / "latin.csv.gz"
+    body = f"{HEADER}\n" + f"{ROW}\n" * 20_000 + "E2,caf\xe9@x.org,1,subscribe,group,1,api,x\n"
+    path.write_bytes(gzip.compress(body.encode("latin-1")))
+    read = read_tracking_file(path)
+    assert read.status == FILE_UNREADABLE
+    assert "byte 0xE9 at line 20002" in (read.error or "")
+
+
+def test_nul_bytes_and_other_separators_are_named(tmp_path: Path) -> None:
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(f"{HEADER}\n{ROW}\n{ROW}\x00\n".encode())
+    read = read_tracking_file(nul)
+    assert read.status == FILE_UNREADABLE and "NUL byte at line 3" in (read.error or "")
+
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        path = tmp_path / "sep.csv"
+        path.write_text(f"{HEADER}\n{ROW}\n".replace(",", separator))
+        read = read_tracking_file(path)
+        assert read.status == MISSING_COLUMNS and name in (read.error or "")
+
+
+def test_ragged_and_multi_line_records(tmp_path: Path) -> None:
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text(
+        f'{HEADER}\nE1,a@x.org,100,subscribe,group,1201,api,"2026-11-20\nT09"\n{ROW}\n'
+    )
+    read = read_tracking_file(quoted)
+    assert read.status == FILE_OK and read.rows["occurred_at"].iloc[0] == "2026-11-20\nT09"
+
+    long_row = tmp_path / "long.csv"
+    long_row.write_text(f"{HEADER}\n{ROW}\n{ROW},extra\n")
+    read = read_tracking_file(long_row)
+    assert read.status == FILE_UNREADABLE and "line 3" in (read.error or "")
+
+    # A short row is padded with blanks; validation then rejects what is missing or shifted.
+    short = tmp_path / "short.csv"
+    short.write_text(f"{HEADER}\n{ROW}\nE2,a@x.org,100\n")
+    read = read_tracking_file(short)
+    assert read.status == FILE_OK and read.rows["event_type"].tolist() == ["subscribe", ""]
+
+    unterminated = tmp_path / "unterminated.csv"
+    unterminated.write_text(f'{HEADER}\n{ROW}\nE2,"a@x.org,100,subscribe\n')
+    assert read_tracking_file(unterminated).status == FILE_UNREADABLE
+
+
+def test_a_very_long_field_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "long_field.csv"
+    path.write_text(f"{HEADER}\nE1,{'x' * 5_000_000}@x.org,100,subscribe,group,1201,api,t\n")
+    read = read_tracking_file(path)
+    assert read.status == FILE_OK and len(read.rows["email"].iloc[0]) == 5_000_006
+
+
+def test_files_over_the_limit_are_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "big.csv"
+    plain.write_text(f"{HEADER}\n" + f"{ROW}\n" * 30_000)  # about 2 MB
+    read = read_tracking_file(plain, max_mb=1)
+    assert read.status == FILE_TOO_LARGE
+    assert "big.csv is 2 MB, over max_file_mb = 1 MB" in (read.error or "")
+    assert "split the export" in (read.error or "")
+    assert read_tracking_file(plain, max_mb=3).status == FILE_OK
+
+    # A gzip bomb: small on disk, 200 MB unpacked; refused after reading about 1 MB of it.
+    member = gzip.compress(b"x" * (1 << 20))
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(f"{HEADER}\n".encode()) + member * 200)
+    assert bomb.stat().st_size < 1 << 20
+    read = read_tracking_file(bomb, max_mb=1)
+    assert read.status == FILE_TOO_LARGE and "unpacks to more than 1 MB" in (read.error or "")
+
+
+def test_out_of_range_timestamps_are_unreadable_not_fatal() -> None:
+    values = pd.Series(["9999-12-31T23:59:59", "9999-12-31T23:59:59Z", "0001-01-01", "2199-01-01"])
+    parsed = parse_timestamps(values, NY)
+    assert parsed.iloc[:3].isna().all()
+    assert parsed.iloc[3] == pd.Timestamp("2199-01-01T05:00:00")

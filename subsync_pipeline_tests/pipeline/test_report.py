@@ -6,13 +6,10 @@ neutralised, an index of all days.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -23,7 +20,13 @@ from playwright.sync_api import Browser
 from subsync_pipeline.core.redact import mask_email
 from subsync_pipeline.core.report import neutralise_formulas
 from subsync_pipeline_tests.browser import new_page, screenshot
-from subsync_pipeline_tests.harness import DEFAULT_CONFIG, Deployment, deploy, event
+from subsync_pipeline_tests.harness import (
+    DEFAULT_CONFIG,
+    Deployment,
+    console_output,
+    deploy,
+    event,
+)
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 SECTIONS = ("headline", "trend", "rejects", "newer-requests", "written")
@@ -45,24 +48,6 @@ class Reported:
     instance: dg.DagsterInstance
     results: list[dg.ExecuteInProcessResult]
     console: str
-
-
-@contextmanager
-def console_output(into: Path) -> Iterator[None]:
-    """Everything written to stdout/stderr, by Python or by a library at the file-descriptor
-    level: Dagster's console logger writes there and keeps no other record of it."""
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with into.open("w", encoding="utf-8") as sink:
-        for fd in saved:
-            os.dup2(sink.fileno(), fd)
-        try:
-            with redirect_stdout(sink), redirect_stderr(sink):
-                yield
-        finally:
-            sink.flush()
-            for fd, original in saved.items():
-                os.dup2(original, fd)
-                os.close(original)
 
 
 @pytest.fixture(scope="module")
