@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from subsync_pipeline.checks import (
     ACTIVITY_RECONCILED,
@@ -79,35 +80,33 @@ def test_a_low_member_match_rate_warns(tmp_path: Path) -> None:
     assert found[FILES_READABLE] == (True, "ERROR")
 
 
-def test_a_write_that_does_not_reconcile_fails_with_error(tmp_path: Path) -> None:
-    """A trigger in Personify rewrites what subsync inserted: the read-back catches it."""
+TAMPERING = {
+    "opt_in": (
+        'CREATE TRIGGER tamper AFTER INSERT ON "CUS_OPT_IN" BEGIN '
+        'UPDATE "CUS_OPT_IN" SET "OPT_IN_SOURCE" = \'tampered\' '
+        'WHERE "MASTER_CUSTOMER_ID" = NEW."MASTER_CUSTOMER_ID"; END',
+        OPT_IN_RECONCILED,
+    ),
+    "activity": (
+        'CREATE TRIGGER tamper AFTER INSERT ON "CUS_ACTIVITY" BEGIN '
+        'UPDATE "CUS_ACTIVITY" SET "ACTIVITY_TEXT" = \'tampered\' '
+        'WHERE "EXTERNAL_ID" = NEW."EXTERNAL_ID"; END',
+        ACTIVITY_RECONCILED,
+    ),
+}
+
+
+@pytest.mark.parametrize("table", sorted(TAMPERING))
+def test_a_write_that_does_not_reconcile_fails_with_error(tmp_path: Path, table: str) -> None:
+    """A trigger in Personify rewrites what subsync inserted: the check counted in the database
+    after the write catches it, on that table only."""
+    trigger, failing = TAMPERING[table]
     deployment = deploy(tmp_path)
     engine = deployment.engine()
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            'CREATE TRIGGER tamper AFTER INSERT ON "CUS_OPT_IN" BEGIN '
-            'UPDATE "CUS_OPT_IN" SET "OPT_IN_SOURCE" = \'tampered\' '
-            'WHERE "MASTER_CUSTOMER_ID" = NEW."MASTER_CUSTOMER_ID"; END'
-        )
+        conn.exec_driver_sql(trigger)
     engine.dispose()
     deployment.land("a.csv", [event("T1", "000100", "subscribe", "api", "2026-11-20T09:00:00")])
     found = evaluations(deployment.materialize("2026-11-20"))
-    assert found[OPT_IN_RECONCILED] == (False, "ERROR")
-    assert found[ACTIVITY_RECONCILED] == (True, "ERROR")
-
-
-def test_an_activity_write_that_does_not_reconcile_fails_with_error(tmp_path: Path) -> None:
-    """A trigger rewrites the activity text subsync inserted: the database-side check counts it."""
-    deployment = deploy(tmp_path)
-    engine = deployment.engine()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            'CREATE TRIGGER tamper AFTER INSERT ON "CUS_ACTIVITY" BEGIN '
-            'UPDATE "CUS_ACTIVITY" SET "ACTIVITY_TEXT" = \'tampered\' '
-            'WHERE "EXTERNAL_ID" = NEW."EXTERNAL_ID"; END'
-        )
-    engine.dispose()
-    deployment.land("a.csv", [event("T1", "000100", "subscribe", "api", "2026-11-20T09:00:00")])
-    found = evaluations(deployment.materialize("2026-11-20"))
-    assert found[OPT_IN_RECONCILED] == (True, "ERROR")
-    assert found[ACTIVITY_RECONCILED] == (False, "ERROR")
+    for check in (OPT_IN_RECONCILED, ACTIVITY_RECONCILED):
+        assert found[check] == (check != failing, "ERROR")
