@@ -80,8 +80,9 @@ def _write(
     metadata=catalog.columns(catalog.CUS_OPT_IN_SCHEMA),
     description=(
         "Personify's CUS_OPT_IN (PERSONIFY_DB_URL): one row per contact and mapped interest area, "
-        "upserted to its resolved status in one transaction, then read back (check "
-        "opt_in_reconciled). Left alone when config.personify.write_opt_in is false."
+        "upserted to its resolved status in one transaction, then compared with what was "
+        "staged, inside it (check opt_in_reconciled). Left alone when "
+        "config.personify.write_opt_in is false."
     ),
 )
 def personify_cus_opt_in(

@@ -78,7 +78,7 @@ def _differs(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.
 
 
 class PersonifyWriter:
-    """The steps every dialect shares (staging, member lookup, foreign-row guard, read-back).
+    """The steps every dialect shares (staging, member lookup, foreign-row guard, verification).
 
     A dialect supplies its lock and the two reconcile statements: `merge_opt_in` and
     `merge_activity`. Every statement comes from a method returning it unexecuted, so the SQL
