@@ -130,7 +130,8 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
                     "source": rng.choice(list(SOURCE_MIX), size, p=list(SOURCE_MIX.values())),
                     "force_optin": False,
                     "occurred_at": occurred,
-                    "timestamp_subscribed": pd.NaT,
+                    # None, not NaT: COPY's row writer would send NaT as text.
+                    "timestamp_subscribed": None,
                 }
             )
             with conn.cursor() as cursor:
