@@ -86,6 +86,8 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
             )
             rows = rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
         rows = rows.loc[rows[DAY].isin(wanted)].copy()
+        if FINGERPRINT not in rows:
+            rows[FINGERPRINT] = row_fingerprints(rows)
         rows[FILE_ID] = entry.file_id
         rows[SOURCE_FILE] = entry.path
         frames.append(rows)
@@ -95,12 +97,6 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
 
     if frames:
         rows = pd.concat(frames, ignore_index=True)
-        unhashed = rows[FINGERPRINT].isna() if FINGERPRINT in rows else None
-        if unhashed is None:
-            rows[FINGERPRINT] = row_fingerprints(rows)
-        elif unhashed.any():
-            rows.loc[unhashed, FINGERPRINT] = row_fingerprints(rows.loc[unhashed])
-        rows[FINGERPRINT] = rows[FINGERPRINT].astype("int64")
         extra = [c for c in rows.columns if c not in RAW_COLUMNS]
         rows = rows[[*ALL_COLUMNS, *extra, *BOOKKEEPING_COLUMNS]]
         rows = rows.sort_values([FILE_ID, LINE], kind="mergesort")
