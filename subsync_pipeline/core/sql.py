@@ -94,15 +94,6 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
     return table
 
 
-def stage_frame(
-    conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]], frame: pd.DataFrame
-) -> sa.Table:
-    """A temporary table holding `frame`, for set-based joins instead of long IN lists."""
-    table = temp_table(conn, prefix, columns)
-    insert_frame(conn, table, frame, staging=True)
-    return table
-
-
 def read_frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
     """Run a query into a DataFrame whose columns are the query's, even when it returns no row.
 
