@@ -94,63 +94,77 @@ def peak_rss_mb(usage: resource.struct_rusage) -> float:
 
 
 def load_history(state_url: str, history: int, members: int, day: str) -> float:
-    """COPY `history` earlier events into the ledger and event_versions, as if run before."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    """Put `history` earlier events in the state database as if earlier runs had stored them.
 
-    from subsync_pipeline.core.state import create_state_engine
+    The events are COPYed into the ledger and event_versions in chunks; then every member is
+    resolved over its history with the pipeline's own functions, which stores the decisions and
+    the checkpoints a daily run would have left.
+    """
+    import sqlalchemy as sa
 
-    create_state_engine(state_url).dispose()
-    url = make_url(state_url)
+    from subsync_pipeline.core import ledger, state, sync
+    from subsync_pipeline.core.config import parse_config
+    from subsync_pipeline.core.sql import copy_frame
+
+    engine = state.create_state_engine(state_url)
+    config = parse_config(CONFIG)
     started = time.perf_counter()
     chunk = 1_000_000
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.username, dbname=url.database
-    ) as conn:
-        for start in range(0, history, chunk):
-            size = min(chunk, history - start)
-            rng = np.random.default_rng(start)
-            days_back = rng.integers(1, 365, size)
-            first = date.fromisoformat(day)
-            ids = member_ids(members)[rng.integers(0, members, size)]
-            scope = rng.integers(0, len(SCOPES), size)
-            occurred = pd.Timestamp(first) - pd.to_timedelta(days_back, unit="D")
-            frame = pd.DataFrame(
-                {
-                    "event_id": [f"H{start + n:010d}" for n in range(size)],
-                    "day": occurred.strftime("%Y-%m-%d"),
-                    "file_id": 0,
-                    "line_number": np.arange(size) + 2,
-                    "master_customer_id": ids,
-                    "sub_customer_id": 0,
-                    "event_type": np.where(rng.random(size) < 0.6, "subscribe", "unsubscribe"),
-                    "scope_type": np.array([s[0] for s in SCOPES])[scope],
-                    "scope_id": np.array([s[1] for s in SCOPES])[scope],
-                    "scope_name": "Campaign list",
-                    "source": rng.choice(list(SOURCE_MIX), size, p=list(SOURCE_MIX.values())),
-                    "force_optin": False,
-                    "occurred_at": occurred,
-                    # None, not NaT: COPY's row writer would send NaT as text.
-                    "timestamp_subscribed": None,
-                }
+    first = date.fromisoformat(day)
+    for start in range(0, history, chunk):
+        size = min(chunk, history - start)
+        rng = np.random.default_rng(start)
+        days_back = rng.integers(1, 365, size)
+        ids = member_ids(members)[rng.integers(0, members, size)]
+        scope = rng.integers(0, len(SCOPES), size)
+        occurred = pd.Timestamp(first) - pd.to_timedelta(days_back, unit="D")
+        occurred = occurred + pd.to_timedelta(rng.integers(0, 86_400, size), unit="s")
+        frame = pd.DataFrame(
+            {
+                "event_id": pd.Series(np.arange(start, start + size)).map("H{:010d}".format),
+                "day": occurred.strftime("%Y-%m-%d"),
+                "file_id": 0,
+                "line_number": np.arange(size) + 2,
+                "master_customer_id": ids,
+                "sub_customer_id": 0,
+                "event_type": np.where(rng.random(size) < 0.6, "subscribe", "unsubscribe"),
+                "scope_type": np.array([s[0] for s in SCOPES])[scope],
+                "scope_id": np.array([s[1] for s in SCOPES])[scope],
+                "scope_name": "Campaign list",
+                "source": rng.choice(list(SOURCE_MIX), size, p=list(SOURCE_MIX.values())),
+                "force_optin": False,
+                "occurred_at": occurred,
+                "timestamp_subscribed": pd.NaT,
+            }
+        )
+        with engine.begin() as conn:
+            copy_frame(conn, state.event_ledger, frame)
+            versions = frame[["event_id", "day", "file_id", "line_number"]].assign(fingerprint=0)
+            copy_frame(conn, state.event_versions, versions)
+        print(f"  history: {start + size:,} / {history:,} events", flush=True)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
+    print(
+        f"  history stored in {time.perf_counter() - started:.0f} s; resolving it ...", flush=True
+    )
+    everyone = pd.DataFrame({"master_customer_id": member_ids(members), "sub_customer_id": 0})
+    batch = max(1, members * 2_000_000 // max(history, 1))
+    for at in range(0, members, batch):
+        with engine.begin() as conn:
+            resolution = sync.resolve_members(conn, config, everyone.iloc[at : at + batch])
+            ledger.store_resolution(
+                conn,
+                resolution.replayed,
+                resolution.decided,
+                resolution.checkpoints,
+                resolution.config_hash,
+                "bench-history",
+                pd.Timestamp.now().to_pydatetime(),
             )
-            with conn.cursor() as cursor:
-                columns = ", ".join(frame.columns)
-                with cursor.copy(f"COPY event_ledger ({columns}) FROM STDIN") as copy:
-                    for row in frame.itertuples(index=False):
-                        copy.write_row(row)
-                versions = frame[["event_id", "day"]].assign(
-                    file_id=0, line_number=frame["line_number"], fingerprint=0
-                )
-                with cursor.copy(
-                    "COPY event_versions (event_id, day, file_id, line_number, fingerprint) "
-                    "FROM STDIN"
-                ) as copy:
-                    for row in versions.itertuples(index=False):
-                        copy.write_row(row)
-            conn.commit()
-            print(f"  history: {start + size:,} / {history:,} events", flush=True)
-        conn.execute("ANALYZE")
+        print(f"  checkpoints: {min(at + batch, members):,} / {members:,} members", flush=True)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
+    engine.dispose()
     return time.perf_counter() - started
 
 

@@ -13,7 +13,7 @@ from subsync_pipeline.core import state
 from subsync_pipeline.core.config import PersonifyTables as TableNames
 from subsync_pipeline.core.ingest import RAW_COLUMNS
 from subsync_pipeline.core.personify.tables import personify_tables
-from subsync_pipeline.core.resolution import STATUS_COLUMNS
+from subsync_pipeline.core.resolution import STATE_COLUMNS, STATUS_COLUMNS
 from subsync_pipeline.core.tracking_log import (
     DAY,
     FILE_ID,
@@ -85,6 +85,8 @@ _STATE_DOCS: dict[str, str] = {
     "area": "Personify OPT_IN_CODE the scope maps to, or <scope_type>:<scope_id> if unmapped.",
     "status": "subscribed or unsubscribed: the status after every event so far.",
     "forced": "Whether a forced event set the status.",
+    "min_rank": "Strongest (lowest) source rank seen: what a later non-forced event must match.",
+    "subscribe_applied": "Whether a subscribe was ever applied (so none later is the first).",
     "opt_in_date": "occurred_at of the change that set the status.",
     "opt_in_source": "Source of the change that set the status.",
     "first_subscribed_date": "timestamp_subscribed of the key's first subscribe, if it had one.",
@@ -128,6 +130,8 @@ _STATUS_TYPES: dict[str, str] = {
     "sub_customer_id": "int",
     "forced": "bool",
     "mapped": "bool",
+    "min_rank": "int",
+    "subscribe_applied": "bool",
     **{name: "datetime" for name in STATUS_COLUMNS if name.endswith("_date")},
 }
 
@@ -186,7 +190,7 @@ RAW_TRACKING_LOG_SCHEMA = _frame_schema(
 )
 VALIDATED_SCHEMA = _sql_schema(state.event_ledger, _STATE_DOCS)
 REJECTED_SCHEMA = _sql_schema(state.rejected_records, _STATE_DOCS, REJECT_COLUMNS)
-STATUS_SCHEMA = _frame_schema([*STATUS_COLUMNS, "mapped"], _STATE_DOCS, _STATUS_TYPES)
+STATUS_SCHEMA = _frame_schema([*STATE_COLUMNS, "mapped"], _STATE_DOCS, _STATUS_TYPES)
 CUS_OPT_IN_SCHEMA = _sql_schema(_personify.opt_in, _PERSONIFY_DOCS)
 CUS_ACTIVITY_SCHEMA = _sql_schema(_personify.activity, _PERSONIFY_DOCS)
 

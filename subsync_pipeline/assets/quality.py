@@ -54,7 +54,7 @@ def data_quality_report(
     resolved = contact_subscription_status
     quality = subsync_config.load().quality
     label = raw.days[0] if len(raw.days) == 1 else f"{raw.days[0]}_to_{raw.days[-1]}"
-    of_days = resolved.decided.loc[resolved.decided["day"].isin(resolved.days)]
+    of_days = resolved.day_decisions
     rows = len(raw.rows)
     match_rate = member_match_rate(rows, rejected)
     reject_rate = len(rejected) / rows if rows else 0.0
@@ -75,7 +75,7 @@ def data_quality_report(
         "rows_rejected": len(rejected),
         "match_rate": match_rate,
         "rejects_by_reason": reject_counts(rejected),
-        "decisions": decision_counts(resolved.decided, resolved.days),
+        "decisions": decision_counts(resolved.day_decisions, resolved.days),
         "status_changes": status_changes,
         "first_time_events": int(
             of_days["first_time"].isin([FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE]).sum()

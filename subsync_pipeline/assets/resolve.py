@@ -19,9 +19,11 @@ from subsync_pipeline.resources import StateDatabaseResource, SubsyncConfigResou
     tags=catalog.SUBSYNC,
     metadata=catalog.columns(catalog.STATUS_SCHEMA),
     description=(
-        "Each contact's status per interest area, for the contacts the day touches, replayed over "
-        "their whole event history with the source-precedence rules (core/resolution.py). Every "
-        "event's decision is kept in SUBSYNC_DB_URL's decisions table as the audit trail."
+        "Each contact's status per interest area, for the contacts the day touches, by the "
+        "source-precedence rules (core/resolution.py): resumed from the contact's checkpoint in "
+        "SUBSYNC_DB_URL's key_states table, or replayed over its whole event history when an "
+        "earlier event changed (a late or re-exported file) or the config did. Every event's "
+        "decision is kept in the decisions table as the audit trail."
     ),
 )
 def contact_subscription_status(
@@ -34,13 +36,13 @@ def contact_subscription_status(
     resolved = sync.resolve_days(
         state_db.engine, config, validated_tracking_records, context.run.run_id
     )
-    decided = resolved.decided
-    of_days = decided.loc[decided["day"].isin(resolved.days)]
-    counts = decision_counts(decided, resolved.days)
+    of_days = resolved.day_decisions
+    counts = decision_counts(of_days, resolved.days)
     return dg.Output(
         resolved,
         metadata={
-            "events_resolved": dg.MetadataValue.int(len(decided)),
+            "events_resolved": dg.MetadataValue.int(len(resolved.decided)),
+            "contacts_replayed": dg.MetadataValue.int(resolved.replayed_members),
             "keys": dg.MetadataValue.int(len(resolved.statuses)),
             **{f"decision_{name}": dg.MetadataValue.int(n) for name, n in counts.items()},
             "status_changes": dg.MetadataValue.int(int(of_days["status_change"].sum())),

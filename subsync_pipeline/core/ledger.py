@@ -6,6 +6,7 @@ over the full history of the contacts it touches — the basis of convergence in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,31 @@ def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
     )
 
 
+# What resolution reads of an event: a change to any of these changes a decision or a CUS_ACTIVITY
+# row. Where the event sits in its file (file_id, line_number) does not.
+_CONTENT: list[str] = [
+    "day",
+    "master_customer_id",
+    "sub_customer_id",
+    "event_type",
+    "scope_type",
+    "scope_id",
+    "scope_name",
+    "source",
+    "force_optin",
+    "occurred_at",
+    "timestamp_subscribed",
+]
+
+
+@dataclass(frozen=True)
+class StoredSlice:
+    """What storing a slice changed: contacts to re-resolve, and events that left the ledger."""
+
+    touched_members: pd.DataFrame
+    removed_event_ids: pd.Series
+
+
 def store_validation(
     conn: Connection,
     days: list[str],
@@ -47,29 +73,55 @@ def store_validation(
     rejects: pd.DataFrame,
     run_id: str,
     now: datetime,
-) -> pd.DataFrame:
-    """Replace the days' slice of the ledger and of the rejects; return the members touched.
+) -> StoredSlice:
+    """Replace the days' slice of the ledger and of the rejects.
 
     The slice is what the files read now say about these days; events of files that are no longer
     readable stay, so nothing validated is lost. Touched members are those with an event in the
-    slice before or after, so a contact whose event disappeared is re-resolved as well.
+    slice before or after, so a contact whose event disappeared is re-resolved as well. A member
+    whose events changed at or before its checkpoint loses the checkpoint (see `key_states`).
     """
     ledger = state.event_ledger
-    before = read_frame(
-        conn,
-        sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id)
-        .where(ledger.c.day.in_(days))
-        .distinct(),
-    )
     stage = temp_table(
         conn,
         "subsync_events",
         [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
     )
     insert_frame(conn, stage, events, staging=True)
+    # Rows this replaces: the days' slice of the files read, and any row under an event_id being
+    # stored. Two conditions, not one OR, so each is answered by its own index.
+    replaced: list[sa.ColumnElement[bool]] = [ledger.c.event_id.in_(sa.select(stage.c.event_id))]
     if file_ids:
-        conn.execute(ledger.delete().where(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
-    conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(stage.c.event_id))))
+        replaced.append(sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
+    before = read_frame(
+        conn,
+        sa.union(
+            *(
+                sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(condition)
+                for condition in replaced
+            )
+        ),
+    )
+
+    # Auto-correlation picks the table of the enclosing query, so each NOT EXISTS below reads
+    # the other table: removed = replaced rows no staged row repeats exactly, added = the reverse.
+    same = sa.and_(
+        stage.c.event_id == ledger.c.event_id,
+        *(stage.c[name].is_not_distinct_from(ledger.c[name]) for name in _CONTENT),
+    )
+    position = [ledger.c.master_customer_id, ledger.c.sub_customer_id, ledger.c.occurred_at]
+    removed = [
+        sa.select(*position, ledger.c.event_id).where(condition, ~sa.exists().where(same))
+        for condition in replaced
+    ]
+    added = sa.select(
+        stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.occurred_at, stage.c.event_id
+    ).where(~sa.exists().where(same))
+    removed_rows = read_frame(conn, sa.union(*removed))
+    _invalidate(conn, sa.union_all(*removed, added).subquery("changed"))
+
+    for condition in replaced:
+        conn.execute(ledger.delete().where(condition))
     conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], sa.select(*stage.c)))
     stage.drop(conn)
     _bump_generation(conn)
@@ -80,7 +132,34 @@ def store_validation(
 
     touched = pd.concat([before, events[MEMBER]], ignore_index=True)
     touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
-    return touched.drop_duplicates().reset_index(drop=True)
+    return StoredSlice(
+        touched_members=touched.drop_duplicates().reset_index(drop=True),
+        removed_event_ids=removed_rows["event_id"].astype(str).reset_index(drop=True),
+    )
+
+
+def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
+    """Delete the checkpoints of members with a changed event at or before the checkpoint."""
+    states = state.key_states
+    stale = (
+        sa.select(states.c.master_customer_id, states.c.sub_customer_id)
+        .join(
+            changed,
+            sa.and_(
+                changed.c.master_customer_id == states.c.master_customer_id,
+                changed.c.sub_customer_id == states.c.sub_customer_id,
+            ),
+        )
+        .where(
+            sa.tuple_(changed.c.occurred_at, changed.c.event_id)
+            <= sa.tuple_(states.c.through_at, states.c.through_event_id)
+        )
+    )
+    conn.execute(
+        states.delete().where(
+            sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(stale)
+        )
+    )
 
 
 def _bump_generation(conn: Connection) -> None:
@@ -99,6 +178,23 @@ def generation(conn: Connection) -> int:
     return int(value or 0)
 
 
+def _history_frame(history: pd.DataFrame) -> pd.DataFrame:
+    for column in ("occurred_at", "timestamp_subscribed"):
+        history[column] = pd.to_datetime(history[column]).astype("datetime64[ns]")
+    history["force_optin"] = history["force_optin"].astype(bool)
+    history["sub_customer_id"] = history["sub_customer_id"].astype("int64")
+    return history
+
+
+def _besides(
+    ledger: sa.Table, besides: tuple[list[str], list[int]] | None
+) -> list[sa.ColumnElement[bool]]:
+    if besides is None or not besides[1]:
+        return []
+    days, file_ids = besides
+    return [~sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids))]
+
+
 def member_history(
     conn: Connection,
     members: pd.DataFrame,
@@ -111,29 +207,256 @@ def member_history(
     """
     ledger = state.event_ledger
     stage = _member_stage(conn, members)
-    query = sa.select(ledger).where(_of_members(ledger, stage))
-    if besides is not None and besides[1]:
-        days, file_ids = besides
-        query = query.where(~sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
+    query = sa.select(ledger).where(_of_members(ledger, stage), *_besides(ledger, besides))
     history = read_frame(conn, query)
     stage.drop(conn)
-    for column in ("occurred_at", "timestamp_subscribed"):
-        history[column] = pd.to_datetime(history[column]).astype("datetime64[ns]")
-    history["force_optin"] = history["force_optin"].astype(bool)
-    history["sub_customer_id"] = history["sub_customer_id"].astype("int64")
-    return history
+    return _history_frame(history)
 
 
-def store_decisions(
-    conn: Connection, members: pd.DataFrame, decided: pd.DataFrame, run_id: str, now: datetime
-) -> int:
-    """Replace the decisions of `members` (the audit trail) with those of this resolution."""
-    table = state.decisions
-    stage = _member_stage(conn, members)
-    conn.execute(table.delete().where(_of_members(table, stage)))
+def events_after(
+    conn: Connection,
+    checkpoints: pd.DataFrame,
+    besides: tuple[list[str], list[int]] | None = None,
+) -> pd.DataFrame:
+    """Ledger events of each member after its checkpoint (`through_at`, `through_event_id`).
+
+    Normally nothing: a day's new events are in memory (`besides`). What comes back are events
+    stored by a run that died before resolving them.
+    """
+    ledger = state.event_ledger
+    stage = temp_table(
+        conn,
+        "subsync_checkpoints",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("through_at", sa.DateTime, nullable=False),
+            sa.Column("through_event_id", sa.String(64), nullable=False),
+        ],
+    )
+    insert_frame(conn, stage, checkpoints, staging=True)
+    query = (
+        sa.select(ledger)
+        .join(
+            stage,
+            sa.and_(
+                ledger.c.master_customer_id == stage.c.master_customer_id,
+                ledger.c.sub_customer_id == stage.c.sub_customer_id,
+                # The index range; the tuple comparison then settles ties at through_at.
+                ledger.c.occurred_at >= stage.c.through_at,
+            ),
+        )
+        .where(
+            sa.tuple_(ledger.c.occurred_at, ledger.c.event_id)
+            > sa.tuple_(stage.c.through_at, stage.c.through_event_id),
+            *_besides(ledger, besides),
+        )
+    )
+    history = read_frame(conn, query)
     stage.drop(conn)
+    return _history_frame(history)
+
+
+def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.DataFrame:
+    """The checkpoints of `members` made under this config (others are as good as none)."""
+    states = state.key_states
+    stage = _member_stage(conn, members)
+    frame = read_frame(
+        conn,
+        sa.select(*(c for c in states.c if c.name != "config_hash")).where(
+            _of_members(states, stage), states.c.config_hash == config_hash
+        ),
+    )
+    stage.drop(conn)
+    return _state_frame(frame)
+
+
+def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+    """Each key's status as last resolved, for members a failed run left unwritten."""
+    states = state.key_states
+    stage = _member_stage(conn, members)
+    frame = read_frame(conn, sa.select(states).where(_of_members(states, stage)))
+    stage.drop(conn)
+    return _state_frame(frame)
+
+
+def _state_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in frame.columns:
+        if column.endswith(("_date", "_at")):
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
+    for column in ("mapped", "forced", "subscribe_applied"):
+        if column in frame:
+            frame[column] = frame[column].astype(bool)
+    for column in ("sub_customer_id", "min_rank"):
+        if column in frame:
+            frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def store_resolution(
+    conn: Connection,
+    replayed: pd.DataFrame,
+    decided: pd.DataFrame,
+    states: pd.DataFrame,
+    config_hash: str,
+    run_id: str,
+    now: datetime,
+) -> None:
+    """Keep the decisions (the audit trail) and the checkpoints of a resolution.
+
+    `replayed` members were resolved over their whole history: all their decisions and
+    checkpoints are replaced. Other members of `decided` resumed from their checkpoints: their
+    new events' decisions are added. `states` holds the new checkpoints of both (STATE_COLUMNS,
+    `mapped`, `through_at`, `through_event_id`).
+    """
+    decisions = state.decisions
+    stage = _member_stage(conn, replayed)
+    conn.execute(decisions.delete().where(_of_members(decisions, stage)))
+    conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
+    stage.drop(conn)
+    resumed = decided.loc[~_is_member_of(decided, replayed), ["event_id"]]
+    if len(resumed):
+        ids = temp_table(
+            conn, "subsync_ids", [sa.Column("event_id", sa.String(64), primary_key=True)]
+        )
+        insert_frame(conn, ids, resumed.drop_duplicates(), staging=True)
+        conn.execute(decisions.delete().where(decisions.c.event_id.in_(sa.select(ids.c.event_id))))
+        ids.drop(conn)
     rows: dict[str, Any] = {
         name: decided[name] for name in state.DECISION_COLUMNS if name in decided
     }
-    frame = pd.DataFrame(rows).assign(decided_in_run=run_id, decided_at=now)
-    return insert_frame(conn, table, frame)
+    insert_frame(conn, decisions, pd.DataFrame(rows).assign(decided_in_run=run_id, decided_at=now))
+
+    # Resumed members' checkpoints are replaced whole: their keys are all in `states`.
+    changed = states.loc[~_is_member_of(states, replayed), MEMBER].drop_duplicates()
+    if len(changed):
+        stage = _member_stage(conn, changed)
+        conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
+        stage.drop(conn)
+    insert_frame(conn, state.key_states, states.assign(config_hash=config_hash))
+
+
+def _is_member_of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
+    keys = pd.MultiIndex.from_frame(members[MEMBER].astype({"sub_customer_id": "int64"}))
+    probe = pd.MultiIndex.from_frame(frame[MEMBER].astype({"sub_customer_id": "int64"}))
+    return pd.Series(probe.isin(keys), index=frame.index)
+
+
+def record_pending(
+    conn: Connection, targets: list[str], pending: pd.DataFrame, token: str
+) -> pd.DataFrame:
+    """Note that these members' Personify rows lag (`since_at`: NaT for the whole history).
+
+    A member already pending keeps the earlier `since_at` of the two. Returns `pending` per
+    target with the token: what this run holds in memory. Its writer writes a member from memory
+    only while the recorded row still equals that (no other run's resolution or leftover since).
+    """
+    table = state.personify_pending
+    if pending.empty or not targets:
+        return pd.DataFrame(columns=[c.name for c in table.columns])
+    stage = _member_stage(conn, pending)
+    earlier = read_frame(conn, sa.select(table).where(_of_members(table, stage)))
+    conn.execute(table.delete().where(_of_members(table, stage), table.c.target.in_(targets)))
+    stage.drop(conn)
+    earlier = _state_frame(earlier)
+    rows = pd.concat(
+        [pending[[*MEMBER, "since_at"]].assign(target=target) for target in targets],
+        ignore_index=True,
+    )
+    rows["sub_customer_id"] = rows["sub_customer_id"].astype("int64")
+    earlier = earlier.rename(columns={"since_at": "since_at_earlier", "token": "token_earlier"})
+    merged = rows.merge(earlier, on=[*MEMBER, "target"], how="left")
+    # NaT (whole history) wins over any date; otherwise the earlier date.
+    known = merged["token_earlier"].notna()
+    whole = merged["since_at"].isna() | (known & merged["since_at_earlier"].isna())
+    since = merged[["since_at", "since_at_earlier"]].min(axis=1)
+    recorded = merged[[*MEMBER, "target"]].assign(since_at=since.where(~whole), token=token)
+    insert_frame(conn, table, recorded)
+    return rows.assign(token=token)
+
+
+def pending(conn: Connection, target: str) -> pd.DataFrame:
+    """Every member whose `target` rows lag, with `since_at` and `token`."""
+    table = state.personify_pending
+    return _state_frame(read_frame(conn, sa.select(table).where(table.c.target == target)))
+
+
+def clear_pending(conn: Connection, target: str, written: pd.DataFrame) -> None:
+    """Forget the rows a committed write covered, unless a newer resolution replaced them."""
+    if written.empty:
+        return
+    table = state.personify_pending
+    stage = temp_table(
+        conn,
+        "subsync_written",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("token", sa.String(64), nullable=False),
+        ],
+    )
+    insert_frame(conn, stage, written, staging=True)
+    conn.execute(
+        table.delete().where(
+            table.c.target == target,
+            sa.tuple_(table.c.master_customer_id, table.c.sub_customer_id, table.c.token).in_(
+                sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.token)
+            ),
+        )
+    )
+    stage.drop(conn)
+
+
+def decisions_of_days(conn: Connection, days: list[str], besides_run: str) -> pd.DataFrame:
+    """Decisions of the days' events that a run other than `besides_run` made."""
+    table = state.decisions
+    return read_frame(
+        conn,
+        sa.select(
+            table.c.event_id,
+            table.c.day,
+            table.c.decision,
+            table.c.status_change,
+            table.c.first_time,
+        ).where(table.c.day.in_(days), table.c.decided_in_run != besides_run),
+    ).astype({"status_change": bool})
+
+
+def decided_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+    """Decided ledger events of `members` from each one's `since_at` (NaT: all of them)."""
+    ledger, decisions = state.event_ledger, state.decisions
+    stage = temp_table(
+        conn,
+        "subsync_since",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("since_at", sa.DateTime),
+        ],
+    )
+    insert_frame(conn, stage, members, staging=True)
+    query = (
+        sa.select(
+            ledger,
+            decisions.c.area,
+            decisions.c.mapped,
+            decisions.c.decision,
+            decisions.c.status_change,
+            decisions.c.first_time,
+        )
+        .join(decisions, decisions.c.event_id == ledger.c.event_id)
+        .join(
+            stage,
+            sa.and_(
+                ledger.c.master_customer_id == stage.c.master_customer_id,
+                ledger.c.sub_customer_id == stage.c.sub_customer_id,
+                sa.or_(stage.c.since_at.is_(None), ledger.c.occurred_at >= stage.c.since_at),
+            ),
+        )
+    )
+    history = read_frame(conn, query)
+    stage.drop(conn)
+    history = _history_frame(history)
+    history["status_change"] = history["status_change"].astype(bool)
+    history["opt_in_code"] = history["area"].where(history["mapped"].astype(bool))
+    return history

@@ -17,6 +17,7 @@ event on, exactly the forced events apply.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,10 @@ STATUS_COLUMNS: list[str] = [
     "last_subscribe_request_date",
     "last_unsubscribe_request_date",
 ]
+# What a key's later events need besides its status, so resolution can resume from a checkpoint
+# instead of replaying the key's whole history: the lowest rank seen (the rank that set a
+# non-forced status) and whether a subscribe was ever applied (the first-time rule).
+STATE_COLUMNS: list[str] = [*STATUS_COLUMNS, "min_rank", "subscribe_applied"]
 
 
 def _group_ids(frame: pd.DataFrame) -> np.ndarray:
@@ -130,14 +135,64 @@ def _in_group_prior_min(values: np.ndarray, groups: np.ndarray, first: np.ndarra
     return prior
 
 
-def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Seed:
+    """Each group's state before its first given event, one array entry per group."""
+
+    has_status: np.ndarray
+    subscribed: np.ndarray
+    forced: np.ndarray
+    min_rank: np.ndarray
+    subscribe_applied: np.ndarray
+    unsubscribe_applied: np.ndarray
+
+    @classmethod
+    def of(cls, group_keys: pd.DataFrame, initial: pd.DataFrame | None) -> _Seed:
+        count = len(group_keys)
+        if initial is None or initial.empty:
+            none = np.zeros(count, dtype=bool)
+            return cls(none, none, none, np.full(count, -1, dtype="int64"), none, none)
+        # A left merge keeps the left frame's order: one row per group, in group order.
+        seed = group_keys.reset_index(drop=True).merge(
+            initial[
+                [
+                    *KEY,
+                    "status",
+                    "forced",
+                    "min_rank",
+                    "subscribe_applied",
+                    "first_unsubscribed_date",
+                ]
+            ],
+            on=KEY,
+            how="left",
+        )
+        return cls(
+            has_status=seed["status"].notna().to_numpy(bool),
+            subscribed=seed["status"].eq(SUBSCRIBED).to_numpy(bool),
+            forced=seed["forced"].fillna(False).to_numpy(bool),
+            min_rank=seed["min_rank"].fillna(-1).to_numpy("int64"),
+            subscribe_applied=seed["subscribe_applied"].fillna(False).to_numpy(bool),
+            # The first applied unsubscribe always sets FIRST_UNSUBSCRIBED_DATE.
+            unsubscribe_applied=seed["first_unsubscribed_date"].notna().to_numpy(bool),
+        )
+
+
+def resolve(
+    events: pd.DataFrame,
+    source_ranks: Mapping[str, int],
+    initial: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Decide every event: returns the events in key and time order with the decision columns.
 
     `events` holds EVENT_COLUMNS (extra columns are carried through): `source` canonical,
     `force_optin` bool, `occurred_at` and `timestamp_subscribed` naive UTC (NaT when absent).
-    Added: `applied`, `decision`, `status_change`, `status_after` (the key's status once the event
-    is decided), `under_forced` (the key was forced before the event) and `first_time`.
-    Vectorised over positions of the sorted rows (no groupby): a million events take a second.
+    `initial` (STATE_COLUMNS, from `current_status`) is each key's state after its earlier
+    events, when only the events after them are given: the result is the same as resolving the
+    whole history. Added: `applied`, `decision`, `status_change`, `status_after` (the key's status
+    once the event is decided), `under_forced` (the key was forced before the event), `first_time`
+    and `rank`. Vectorised over positions of the sorted rows (no groupby): a million events take a
+    second.
     """
     if events.empty:
         return events.reset_index(drop=True).assign(
@@ -147,6 +202,7 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
             status_after=pd.Series(dtype=object),
             under_forced=pd.Series(dtype=bool),
             first_time=pd.Series(dtype=object),
+            rank=pd.Series(dtype="int64"),
         )
     frame = events.take(_order(events)).reset_index(drop=True)
     rows = np.arange(len(frame))
@@ -162,21 +218,34 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
     rank = np.array([source_ranks[source] for source in sources], dtype="int64")[source_codes]
     forced = frame["force_optin"].to_numpy(bool)
     is_subscribe = frame["event_type"].to_numpy(object) == SUBSCRIBE
+    seed = _Seed.of(frame.iloc[starts][KEY], initial)
 
-    under_forced = _in_group_cumsum(forced, starts, groups) - forced > 0
-    prior_min_rank = _in_group_prior_min(rank, groups, first)
+    under_forced = (_in_group_cumsum(forced, starts, groups) - forced > 0) | seed.forced[groups]
+    in_group = _in_group_prior_min(rank, groups, first)
+    seed_rank = seed.min_rank[groups]
+    # -1 is "none": the minimum of two ranks, or whichever one exists.
+    prior_min_rank = np.where(
+        (in_group >= 0) & (seed_rank >= 0),
+        np.minimum(in_group, seed_rank),
+        np.maximum(in_group, seed_rank),
+    )
     outranks_status = (prior_min_rank < 0) | (rank <= prior_min_rank)
     applied = forced | (~under_forced & outranks_status)
 
-    # The status after each event is that of the group's last applied event so far, if any.
+    # The status after each event is that of the group's last applied event so far, if any,
+    # else the key's status before these events.
     last_applied = np.maximum.accumulate(np.where(applied, rows, -1))
-    has_status = last_applied >= starts[groups]
-    subscribed_after = is_subscribe[np.maximum(last_applied, 0)]
-    had_status = np.zeros(len(frame), dtype=bool)
+    applied_here = last_applied >= starts[groups]
+    has_status = applied_here | seed.has_status[groups]
+    subscribed_after = np.where(
+        applied_here, is_subscribe[np.maximum(last_applied, 0)], seed.subscribed[groups]
+    )
+    had_status = np.empty(len(frame), dtype=bool)
     had_status[1:] = has_status[:-1]
-    had_status &= ~first
-    subscribed_before = np.zeros(len(frame), dtype=bool)
+    had_status[first] = seed.has_status
+    subscribed_before = np.empty(len(frame), dtype=bool)
     subscribed_before[1:] = subscribed_after[:-1]
+    subscribed_before[first] = seed.subscribed
     status_change = applied & (~had_status | (subscribed_before != is_subscribe))
 
     decision = np.select(
@@ -192,10 +261,13 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
     first_subscribe = (
         applied_subscribe
         & (_in_group_cumsum(applied_subscribe, starts, groups) == 1)
+        & ~seed.subscribe_applied[groups]
         & frame["timestamp_subscribed"].notna().to_numpy()
     )
-    first_unsubscribe = applied_unsubscribe & (
-        _in_group_cumsum(applied_unsubscribe, starts, groups) == 1
+    first_unsubscribe = (
+        applied_unsubscribe
+        & (_in_group_cumsum(applied_unsubscribe, starts, groups) == 1)
+        & ~seed.unsubscribe_applied[groups]
     )
     first_time = np.full(len(frame), None, dtype=object)
     first_time[first_subscribe] = FIRST_SUBSCRIBE
@@ -208,46 +280,89 @@ def resolve(events: pd.DataFrame, source_ranks: Mapping[str, int]) -> pd.DataFra
         status_after=status_after,
         under_forced=under_forced,
         first_time=first_time,
+        rank=rank,
     )
 
 
-def current_status(decided: pd.DataFrame) -> pd.DataFrame:
-    """One row per key with a status: what CUS_OPT_IN must hold once every event is applied.
+def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per key (STATE_COLUMNS): what CUS_OPT_IN must hold once every event is applied.
 
-    `decided` is the output of `resolve`, in its order (by key, then time). The date and source
-    are those of the status change that set the current status; `forced` is the key's current
-    forced-ness (a later forced re-statement of the same status locks it without changing its
-    date). Positional numpy over the sorted rows: no groupby, so a million events take a second.
+    `decided` is the output of `resolve`, in its order (by key, then time), and `initial` the
+    state it was resolved from, if any: keys of `initial` without events come through unchanged.
+    The date and source are those of the status change that set the current status; `forced`
+    is whether the key was ever forced (from its first forced event on, only forced events
+    apply, so a later forced re-statement locks the status without changing its date).
+    Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
     groups = _group_ids(decided)
     count = int(groups[-1]) + 1 if len(groups) else 0
+    first = np.ones(len(decided), dtype=bool)
+    first[1:] = groups[1:] != groups[:-1]
+    last_at, _ = _last_per_group(groups, np.ones(len(decided), dtype=bool))
     change_at, change_group = _last_per_group(groups, decided["status_change"].to_numpy(bool))
-    applied_at, applied_group = _last_per_group(groups, decided["applied"].to_numpy(bool))
 
-    forced = np.zeros(count, dtype=bool)
-    forced[applied_group] = (
-        decided["force_optin"].to_numpy(bool)[applied_at]
-        | decided["under_forced"].to_numpy(bool)[applied_at]
-    )
+    def any_per_group(mask: np.ndarray) -> np.ndarray:
+        result = np.zeros(count, dtype=bool)
+        result[groups[mask]] = True
+        return result
 
-    def by_group(mask: np.ndarray, column: str) -> np.ndarray:
+    def last_per_group(mask: np.ndarray, column: str) -> np.ndarray:
         values = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
         at, group = _last_per_group(groups, mask)
         values[group] = decided[column].to_numpy("datetime64[ns]")[at]
-        return values[change_group]
+        return values
 
     first_time = decided["first_time"].to_numpy(object)
-    event_type = decided["event_type"].to_numpy(object)
-    result = decided.iloc[change_at][KEY].reset_index(drop=True)
-    result["status"] = decided["status_after"].to_numpy(object)[change_at]
-    result["forced"] = forced[change_group]
-    result["opt_in_date"] = decided["occurred_at"].to_numpy("datetime64[ns]")[change_at]
-    result["opt_in_source"] = decided["source"].to_numpy(object)[change_at]
-    result["first_subscribed_date"] = by_group(
-        first_time == FIRST_SUBSCRIBE, "timestamp_subscribed"
+    is_subscribe = decided["event_type"].to_numpy(object) == SUBSCRIBE
+    rank = decided["rank"].to_numpy("int64")
+    opt_in_source = np.full(count, None, dtype=object)
+    opt_in_source[change_group] = decided["source"].to_numpy(object)[change_at]
+    result = decided[KEY].iloc[last_at].reset_index(drop=True)
+    result = result.assign(
+        status=decided["status_after"].to_numpy(object)[last_at],
+        forced=any_per_group(decided["force_optin"].to_numpy(bool)),
+        opt_in_date=last_per_group(decided["status_change"].to_numpy(bool), "occurred_at"),
+        opt_in_source=opt_in_source,
+        first_subscribed_date=last_per_group(first_time == FIRST_SUBSCRIBE, "timestamp_subscribed"),
+        first_unsubscribed_date=last_per_group(first_time == FIRST_UNSUBSCRIBE, "occurred_at"),
+        # Rows are in time order within a key, so the last request of a kind is the latest.
+        last_subscribe_request_date=last_per_group(is_subscribe, "occurred_at"),
+        last_unsubscribe_request_date=last_per_group(~is_subscribe, "occurred_at"),
+        min_rank=np.minimum.reduceat(rank, np.flatnonzero(first)) if count else rank,
+        subscribe_applied=any_per_group(decided["applied"].to_numpy(bool) & is_subscribe),
     )
-    result["first_unsubscribed_date"] = by_group(first_time == FIRST_UNSUBSCRIBE, "occurred_at")
-    # Rows are in time order within a key, so the last request of a kind is the latest one.
-    result["last_subscribe_request_date"] = by_group(event_type == SUBSCRIBE, "occurred_at")
-    result["last_unsubscribe_request_date"] = by_group(event_type == UNSUBSCRIBE, "occurred_at")
-    return result[STATUS_COLUMNS]
+    if initial is None or initial.empty:
+        return result[STATE_COLUMNS]
+    return _after(initial[STATE_COLUMNS], result)
+
+
+def _after(initial: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
+    """Each key's state: `later`'s (from events after `initial`'s) on top of `initial`'s."""
+    if later.empty:
+        return initial.reset_index(drop=True)
+    keys = initial.merge(later[KEY], on=KEY, how="left", indicator=True)["_merge"].eq("both")
+    untouched = initial.loc[~keys.to_numpy()]
+    before = later[KEY].merge(initial, on=KEY, how="left")
+    merged = later.copy()
+    # A value the later events did not set is the earlier one (every later date is newer).
+    for column in (
+        "opt_in_date",
+        "opt_in_source",
+        "first_subscribed_date",
+        "first_unsubscribed_date",
+        "last_subscribe_request_date",
+        "last_unsubscribe_request_date",
+    ):
+        merged[column] = merged[column].where(merged[column].notna(), before[column].to_numpy())
+    merged["forced"] = merged["forced"] | before["forced"].fillna(False).to_numpy(bool)
+    merged["subscribe_applied"] = merged["subscribe_applied"] | before["subscribe_applied"].fillna(
+        False
+    ).to_numpy(bool)
+    rank = merged["min_rank"].to_numpy("int64")
+    earlier_rank = before["min_rank"]
+    merged["min_rank"] = np.where(
+        earlier_rank.isna().to_numpy(),
+        rank,
+        np.minimum(rank, earlier_rank.fillna(0).to_numpy("int64")),
+    )
+    return pd.concat([untouched, merged], ignore_index=True)[STATE_COLUMNS]

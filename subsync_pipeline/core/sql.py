@@ -94,7 +94,7 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
     return table
 
 
-def read_frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
+def read_frame(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> pd.DataFrame:
     """Run a query into a DataFrame whose columns are the query's, even when it returns no row.
 
     On PostgreSQL through psycopg the rows come back as one `COPY (query) TO STDOUT` CSV parsed
@@ -106,7 +106,7 @@ def read_frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _copy_out(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
+def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> pd.DataFrame:
     """PostgreSQL writes NULL unquoted and empty and an empty string as "": Arrow's reader keeps
     that distinction, so every text value comes back exactly."""
     # COPY takes no bind parameters, so they are rendered as SQL literals by the dialect.

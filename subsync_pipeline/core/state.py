@@ -60,7 +60,8 @@ event_ledger = sa.Table(
     sa.Column("force_optin", sa.Boolean, nullable=False),
     sa.Column("occurred_at", sa.DateTime, nullable=False),
     sa.Column("timestamp_subscribed", sa.DateTime),
-    sa.Index("ix_event_ledger_member", "master_customer_id", "sub_customer_id"),
+    # A member's events from a checkpoint on are one range of this index.
+    sa.Index("ix_event_ledger_member_time", "master_customer_id", "sub_customer_id", "occurred_at"),
 )
 
 # One row, bumped by every change to event_ledger: a writer can tell, with one cheap read,
@@ -88,6 +89,47 @@ decisions = sa.Table(
     sa.Column("decided_in_run", sa.String(64)),
     sa.Column("decided_at", sa.DateTime, nullable=False),
     sa.Index("ix_decisions_member", "master_customer_id", "sub_customer_id"),
+    sa.Index("ix_decisions_day", "day"),
+)
+
+# Each key's resolution state once its member's ledger events up to (through_at,
+# through_event_id) are applied, under the config with `config_hash`: a day resumes from here
+# instead of replaying the member's whole history. A change to the ledger at or before a member's
+# checkpoint deletes the member's rows (`ledger.store_validation`), so what is here always holds.
+key_states = sa.Table(
+    "key_states",
+    metadata,
+    sa.Column("master_customer_id", sa.String(24), primary_key=True),
+    sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+    sa.Column("area", sa.String(300), primary_key=True),
+    sa.Column("mapped", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("opt_in_date", sa.DateTime, nullable=False),
+    sa.Column("opt_in_source", sa.String(32), nullable=False),
+    sa.Column("first_subscribed_date", sa.DateTime),
+    sa.Column("first_unsubscribed_date", sa.DateTime),
+    sa.Column("last_subscribe_request_date", sa.DateTime),
+    sa.Column("last_unsubscribe_request_date", sa.DateTime),
+    sa.Column("min_rank", sa.Integer, nullable=False),
+    sa.Column("subscribe_applied", sa.Boolean, nullable=False),
+    sa.Column("through_at", sa.DateTime, nullable=False),
+    sa.Column("through_event_id", sa.String(64), nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+)
+
+# Members whose Personify rows (per target: opt_in, activity) lag their resolution: recorded with
+# the decisions, cleared once the target's write commits. A run that dies in between leaves its
+# rows here, and the next write of that target catches up on them. `since_at` is the earliest
+# event whose decision changed (NULL: the member's whole history); `token` the resolving run.
+personify_pending = sa.Table(
+    "personify_pending",
+    metadata,
+    sa.Column("master_customer_id", sa.String(24), primary_key=True),
+    sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+    sa.Column("target", sa.String(16), primary_key=True),
+    sa.Column("since_at", sa.DateTime),
+    sa.Column("token", sa.String(64), nullable=False),
 )
 
 rejected_records = sa.Table(
@@ -135,6 +177,10 @@ def create_state_engine(url: str) -> Engine:
         # Two runs starting at once on a new database must not both create the tables.
         lock(conn)
         metadata.create_all(conn)
+        # create_all adds missing tables only; an index added since a table was made is added here.
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
     return engine
 
 

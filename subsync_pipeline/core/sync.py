@@ -6,7 +6,7 @@ landing files -> raw rows -> validated events + rejects -> resolved statuses -> 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from subsync_pipeline.core import ledger, manifest, state
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.ingest import RawTrackingLog, read_days
+from subsync_pipeline.core.ledger import MEMBER
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
 from subsync_pipeline.core.personify.tables import check_tables, personify_tables
 from subsync_pipeline.core.personify.writers import WriteCounts, writer_for
@@ -26,6 +27,10 @@ from subsync_pipeline.core.validation import (
     normalise,
     validate,
 )
+
+# personify_pending targets.
+OPT_IN = "opt_in"
+ACTIVITY = "activity"
 
 
 @dataclass(frozen=True)
@@ -39,19 +44,29 @@ class ValidatedDays:
     # ledger generation right after they were stored (see `resolve_days`).
     file_ids: tuple[int, ...] = ()
     generation: int = -1
+    # Events that left the ledger (their file changed, or they are rejected now).
+    removed_event_ids: pd.Series = field(default_factory=lambda: pd.Series(dtype=str))
 
 
 @dataclass(frozen=True)
 class ResolvedDays:
-    """Every event of the touched contacts, decided; and each key's current status."""
+    """What resolving the touched contacts decided, and each of their keys' current status.
+
+    `decided` holds the events decided now: a contact's whole history when it was replayed, else
+    only its events after its checkpoint. `day_decisions` are the decisions of every event of the
+    days, whichever run made them (what the report counts). `pending` is what this run recorded
+    in `personify_pending` (see `write_opt_in`).
+    """
 
     days: tuple[str, ...]
     members: pd.DataFrame
     decided: pd.DataFrame
     statuses: pd.DataFrame
+    day_decisions: pd.DataFrame
     candidate_event_ids: pd.Series
-    # The ledger generation and config the statuses were resolved from (see `_fresh`).
-    basis: tuple[int, str] = (-1, "")
+    pending: pd.DataFrame
+    token: str
+    replayed_members: int = 0
 
 
 def ingest(
@@ -89,16 +104,17 @@ def validate_days(
         rejected = pd.concat([file_rejects(raw.failed_files), result.rejected], ignore_index=True)
         result = ValidationResult(events=result.events, rejected=rejected)
         read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()
-        touched = ledger.store_validation(
+        stored = ledger.store_validation(
             conn, days, read_ok, result.events, rejected, run_id, audit_now()
         )
         generation = ledger.generation(conn)
     return ValidatedDays(
         days=raw.days,
         result=result,
-        touched_members=touched,
+        touched_members=stored.touched_members,
         file_ids=tuple(read_ok),
         generation=generation,
+        removed_event_ids=stored.removed_event_ids,
     )
 
 
@@ -124,93 +140,233 @@ def resolve_members(
     config: SubsyncConfig,
     members: pd.DataFrame,
     stored: ValidatedDays | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every ledger event of `members`, decided, and each of their keys' current status.
+) -> Resolution:
+    """Decide the ledger events of `members` not yet decided, from their checkpoints.
 
-    With `stored` (whose events are the ledger's slice of its days and files, untouched since),
-    that slice comes from memory and only the rest of the history is read.
+    A member with a checkpoint made under this config resumes from it with its later events; any
+    other is replayed over its whole history. With `stored` (whose events are the ledger's slice
+    of its days and files, untouched since), that slice comes from memory and only the rest is
+    read: normally nothing, as a day's events are after its members' checkpoints.
     """
-    if stored is None:
-        history = ledger.member_history(conn, members)
-    else:
-        rest = ledger.member_history(
-            conn, members, besides=(list(stored.days), list(stored.file_ids))
+    config_hash = _fingerprint(config)
+    checkpoints = ledger.key_states(conn, members, config_hash)
+    through = checkpoints.groupby(MEMBER, as_index=False)[["through_at", "through_event_id"]].max()
+    resumed = members.merge(through, on=MEMBER, how="inner")
+    replayed = members.merge(through[MEMBER], on=MEMBER, how="left", indicator=True)
+    replayed = replayed.loc[replayed["_merge"].eq("left_only"), MEMBER].reset_index(drop=True)
+
+    besides = None if stored is None else (list(stored.days), list(stored.file_ids))
+    parts = [
+        ledger.member_history(conn, replayed, besides),
+        ledger.events_after(conn, resumed, besides),
+    ]
+    if stored is not None:
+        slice_ = stored.result.events[parts[0].columns]
+        slice_ = slice_.astype({"sub_customer_id": "int64"}).merge(through, on=MEMBER, how="left")
+        later = (
+            slice_["through_at"].isna()
+            | (slice_["occurred_at"] > slice_["through_at"])
+            | (
+                slice_["occurred_at"].eq(slice_["through_at"])
+                & (slice_["event_id"] > slice_["through_event_id"])
+            )
         )
-        history = pd.concat([rest, stored.result.events[rest.columns]], ignore_index=True)
-    decided = resolve(with_areas(history, config), config.source_ranks)
-    statuses = current_status(decided)
-    mapped = decided.drop_duplicates(KEY)[[*KEY, "mapped"]]
-    return decided, statuses.merge(mapped, on=KEY, how="left")
+        parts.append(slice_.loc[later, parts[0].columns])
+    events = pd.concat(parts, ignore_index=True)
+
+    initial = checkpoints.drop(columns=["through_at", "through_event_id"])
+    decided = resolve(with_areas(events, config), config.source_ranks, initial=initial)
+    statuses = current_status(decided, initial=initial)
+    mapped = pd.concat([initial[[*KEY, "mapped"]], decided[[*KEY, "mapped"]]]).drop_duplicates(
+        KEY, keep="last"
+    )
+    statuses = statuses.merge(mapped, on=KEY, how="left")
+    return Resolution(
+        config_hash=config_hash,
+        replayed=replayed,
+        decided=decided,
+        statuses=statuses,
+        checkpoints=_checkpoints(decided, statuses),
+    )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    config_hash: str
+    replayed: pd.DataFrame
+    decided: pd.DataFrame
+    statuses: pd.DataFrame
+    # The state to keep for members with events decided now (statuses plus their new through).
+    checkpoints: pd.DataFrame
+
+
+def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
+    """Statuses of the members with events decided now, each with its latest event's position."""
+    last = decided.sort_values(["occurred_at", "event_id"]).drop_duplicates(MEMBER, keep="last")
+    last = last[[*MEMBER, "occurred_at", "event_id"]].rename(
+        columns={"occurred_at": "through_at", "event_id": "through_event_id"}
+    )
+    return statuses.merge(last, on=MEMBER, how="inner")
+
+
+def _pending(resolution: Resolution) -> pd.DataFrame:
+    """Members whose Personify rows this resolution changes, from which event on (NaT: all)."""
+    decided = resolution.decided.rename(columns={"occurred_at": "since_at"})
+    since = decided.groupby(MEMBER, as_index=False)["since_at"].min()
+    replayed = resolution.replayed.assign(
+        since_at=pd.Series(pd.NaT, index=resolution.replayed.index, dtype="datetime64[ns]")
+    )
+    resumed = since.merge(replayed[MEMBER], on=MEMBER, how="left", indicator=True)
+    resumed = resumed.loc[resumed["_merge"].eq("left_only"), [*MEMBER, "since_at"]]
+    return pd.concat([replayed, resumed], ignore_index=True)
 
 
 def resolve_days(
     state_engine: Engine, config: SubsyncConfig, validated: ValidatedDays, run_id: str
 ) -> ResolvedDays:
-    """Resolve the full history of every touched contact and keep the decisions as audit trail."""
+    """Resolve what the touched contacts' new events change; keep decisions and checkpoints."""
     members = validated.touched_members
+    targets = [
+        target
+        for target, enabled in (
+            (OPT_IN, config.personify.write_opt_in),
+            (ACTIVITY, config.personify.write_activity),
+        )
+        if enabled
+    ]
     with state_engine.begin() as conn:
         state.lock(conn)
-        generation = ledger.generation(conn)
-        basis = (generation, _fingerprint(config))
         # Reading back a million events just stored is the largest read of a big day: unless
         # another run changed the ledger since, they are taken from the validation step.
-        stored = validated if generation == validated.generation else None
-        decided, statuses = resolve_members(conn, config, members, stored)
-        ledger.store_decisions(conn, members, decided, run_id, audit_now())
+        stored = validated if ledger.generation(conn) == validated.generation else None
+        resolution = resolve_members(conn, config, members, stored)
+        now = audit_now()
+        ledger.store_resolution(
+            conn,
+            resolution.replayed,
+            resolution.decided,
+            resolution.checkpoints,
+            resolution.config_hash,
+            run_id,
+            now,
+        )
+        pending = ledger.record_pending(conn, targets, _pending(resolution), run_id)
+        decided = resolution.decided
+        day_decisions = pd.concat(
+            [
+                decided.loc[
+                    decided["day"].isin(validated.days),
+                    ["event_id", "day", "decision", "status_change", "first_time"],
+                ],
+                ledger.decisions_of_days(conn, list(validated.days), run_id),
+            ],
+            ignore_index=True,
+        )
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
-    candidates = pd.concat([decided["event_id"], rejected_ids[rejected_ids.str.len() <= 64]])
+    candidates = pd.concat(
+        [
+            decided["event_id"],
+            rejected_ids[rejected_ids.str.len() <= 64],
+            validated.removed_event_ids,
+        ]
+    )
     return ResolvedDays(
         days=validated.days,
         members=members,
         decided=decided,
-        statuses=statuses,
+        statuses=resolution.statuses,
+        day_decisions=day_decisions,
         candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
-        basis=basis,
+        pending=pending,
+        token=run_id,
+        replayed_members=len(resolution.replayed),
     )
-
-
-def _fresh(
-    state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The contacts' decisions and statuses as of the ledger now.
-
-    Called with the Personify write lock held: another run may have changed the ledger since this
-    run resolved, and the last writer must write the newest state. When neither the ledger nor the
-    config changed (the usual case), the resolve step's result is still exact and is reused.
-    """
-    with state_engine.connect() as conn:
-        if (ledger.generation(conn), _fingerprint(config)) == resolved.basis:
-            return resolved.decided, resolved.statuses
-        return resolve_members(conn, config, resolved.members)
 
 
 def _fingerprint(config: SubsyncConfig) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
+def _lagging(
+    state_engine: Engine, target: str, resolved: ResolvedDays
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The members whose `target` rows lag: those this run holds in memory, and the rest.
+
+    Called with the Personify write lock held. A member is this run's own when its pending row is
+    still the one this run recorded; a later resolution (another run) replaces the row, and a
+    run that died leaves its rows behind: those members are written from the state database.
+    """
+    with state_engine.connect() as conn:
+        lagging = ledger.pending(conn, target)
+    own = resolved.pending.loc[resolved.pending["target"].eq(target)]
+    flags = lagging.merge(
+        own[[*MEMBER, "since_at", "token"]],
+        on=[*MEMBER, "token"],
+        how="left",
+        suffixes=("", "_own"),
+    )
+    is_own = flags["token"].eq(resolved.token) & (
+        flags["since_at"].eq(flags["since_at_own"])
+        | (flags["since_at"].isna() & flags["since_at_own"].isna())
+    )
+    return lagging.loc[is_own.to_numpy()], lagging.loc[~is_own.to_numpy()]
+
+
 def write_opt_in(
     personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
 ) -> WriteCounts:
-    """Upsert CUS_OPT_IN for the contacts' mapped keys, in one locked transaction."""
+    """Upsert CUS_OPT_IN for the contacts whose status may have moved, in one locked transaction.
+
+    That is every member with a pending opt-in write: this run's (statuses from memory) and any a
+    failed run left behind (statuses from the checkpoints). The pending rows are cleared after the
+    commit; should that fail, the next write repeats an upsert that changes nothing.
+    """
     tables = personify_tables(config.personify.tables)
     with personify_engine.begin() as conn:
         writer = writer_for(conn, tables)
         writer.lock(conn)
         check_tables(conn, [tables.opt_in])
-        _, statuses = _fresh(state_engine, config, resolved)
-        return writer.upsert_opt_in(conn, opt_in_rows(statuses), audit_now())
+        own, other = _lagging(state_engine, OPT_IN, resolved)
+        statuses = [_of(resolved.statuses, own)]
+        if len(other):
+            with state_engine.connect() as state_conn:
+                statuses.append(ledger.current_states(state_conn, other))
+        counts = writer.upsert_opt_in(conn, opt_in_rows(pd.concat(statuses)), audit_now())
+    with state_engine.begin() as state_conn:
+        ledger.clear_pending(state_conn, OPT_IN, pd.concat([own, other])[[*MEMBER, "token"]])
+    return counts
 
 
 def write_activity(
     personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
 ) -> WriteCounts:
-    """Reconcile CUS_ACTIVITY for the contacts' events, in one locked transaction."""
+    """Reconcile CUS_ACTIVITY for the events whose decisions may have moved, in one transaction.
+
+    As for `write_opt_in`: this run's members from memory, those a failed run left behind from
+    the decisions table, from their `since_at` on.
+    """
     tables = personify_tables(config.personify.tables)
     with personify_engine.begin() as conn:
         writer = writer_for(conn, tables)
         writer.lock(conn)
         check_tables(conn, [tables.activity])
-        decided, _ = _fresh(state_engine, config, resolved)
-        rows = activity_rows(decided, config.personify.activity_codes)
-        candidates = pd.concat([resolved.candidate_event_ids, decided["event_id"]])
-        return writer.reconcile_activity(conn, candidates, rows, audit_now())
+        own, other = _lagging(state_engine, ACTIVITY, resolved)
+        decided = [_of(resolved.decided, own)]
+        if len(other):
+            with state_engine.connect() as state_conn:
+                decided.append(ledger.decided_history(state_conn, other[[*MEMBER, "since_at"]]))
+        events = pd.concat(decided, ignore_index=True)
+        rows = activity_rows(events, config.personify.activity_codes)
+        # Only events written now are probed: an event of a member another run holds is left to it.
+        mine = resolved.candidate_event_ids.loc[
+            ~resolved.candidate_event_ids.isin(resolved.decided["event_id"])
+        ]
+        candidates = pd.concat([mine, events["event_id"]])
+        counts = writer.reconcile_activity(conn, candidates, rows, audit_now())
+    with state_engine.begin() as state_conn:
+        ledger.clear_pending(state_conn, ACTIVITY, pd.concat([own, other])[[*MEMBER, "token"]])
+    return counts
+
+
+def _of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    return frame.merge(members[MEMBER].drop_duplicates(), on=MEMBER, how="inner")

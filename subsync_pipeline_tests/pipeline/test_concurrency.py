@@ -70,9 +70,13 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
     run_a = resolve_day("2026-11-19")
     assert run_a.statuses["status"].tolist() == ["subscribed"]
     run_b = resolve_day("2026-11-20")
-    # B's resolution is still current and is reused by its writers; A's is stale and is redone.
-    assert sync._fresh(state, config, run_b)[1] is run_b.statuses
-    assert sync._fresh(state, config, run_a)[1] is not run_a.statuses
+    # The member's pending writes are B's now: A's writers find it is no longer theirs to write
+    # from memory, and B's writers clear it once written, so A writes nothing stale.
+    pending = deployment.state("SELECT target, token FROM personify_pending ORDER BY target")
+    assert pending.values.tolist() == [
+        ["activity", "run-2026-11-20"],
+        ["opt_in", "run-2026-11-20"],
+    ]
     sync.write_opt_in(personify, state, config, run_b)
     sync.write_activity(personify, state, config, run_b)
     sync.write_opt_in(personify, state, config, run_a)
@@ -80,3 +84,36 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
 
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+
+
+def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> None:
+    """As above, but A writes before B: A must write B's newer state, not the one it resolved."""
+    from subsync_pipeline.core import sync
+    from subsync_pipeline.core.config import load_config
+    from subsync_pipeline.core.state import create_state_engine
+    from subsync_pipeline_tests.harness import event
+
+    deployment = deploy(tmp_path)
+    member = "000100"
+    deployment.land("d1.csv", [event("A1", member, "subscribe", "api", "2026-11-19T09:00:00")])
+    deployment.land("d2.csv", [event("B1", member, "unsubscribe", "api", "2026-11-20T09:00:00")])
+    config = load_config(deployment.config_path)
+    state = create_state_engine(deployment.state_url)
+    personify = deployment.engine()
+
+    def resolve_day(day: str) -> sync.ResolvedDays:
+        raw = sync.ingest(state, deployment.landing, config, [day])
+        validated = sync.validate_days(state, personify, config, raw, f"run-{day}")
+        return sync.resolve_days(state, config, validated, f"run-{day}")
+
+    run_a = resolve_day("2026-11-19")
+    run_b = resolve_day("2026-11-20")
+    sync.write_opt_in(personify, state, config, run_a)
+    sync.write_activity(personify, state, config, run_a)
+    assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
+    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+    sync.write_opt_in(personify, state, config, run_b)
+    sync.write_activity(personify, state, config, run_b)
+    assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
+    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+    assert deployment.state("SELECT * FROM personify_pending").empty

@@ -1,0 +1,138 @@
+"""Checkpoints (issue 6): a day resumes each contact from its stored state instead of replaying
+its whole history, and still ends exactly where one in-order pass over every event ends (the
+guarantees of SPEC §4), including after a late day and after a run that died half-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from subsync_pipeline.core import sync
+from subsync_pipeline.core.config import load_config
+from subsync_pipeline.core.personify.connection import create_personify_engine
+from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline_tests.harness import Deployment, deploy, event
+from subsync_pipeline_tests.pg_server import PostgresServer
+
+A, B = "000100", "000101"
+
+DAYS: dict[str, list[dict[str, str]]] = {
+    "2026-11-18": [
+        event(
+            "A1", A, "subscribe", "form", "2026-11-18T09:00:00", timestamp_subscribed="2026-11-18"
+        ),
+        event("B1", B, "subscribe", "api", "2026-11-18T10:00:00"),
+    ],
+    "2026-11-19": [
+        event("A2", A, "unsubscribe", "third_party", "2026-11-19T09:00:00"),
+        event("A3", A, "unsubscribe", "form", "2026-11-19T11:00:00"),
+    ],
+    "2026-11-20": [
+        event("A4", A, "subscribe", "api", "2026-11-20T09:00:00"),
+        event("B2", B, "unsubscribe", "preference_centre", "2026-11-20T09:30:00"),
+    ],
+}
+
+
+def run_part_way(deployment: Deployment, day: str, *, resolve: bool) -> None:
+    """What a run that dies after validating (or after resolving) a day leaves behind."""
+    config = load_config(deployment.config_path)
+    state_engine = create_state_engine(deployment.state_url)
+    personify_engine = create_personify_engine(deployment.personify_url)
+    raw = sync.ingest(state_engine, deployment.landing, config, [day])
+    validated = sync.validate_days(state_engine, personify_engine, config, raw, f"dead-{day}")
+    if resolve:
+        sync.resolve_days(state_engine, config, validated, f"dead-{day}")
+    state_engine.dispose()
+    personify_engine.dispose()
+
+
+def land_all(deployment: Deployment) -> None:
+    for day, rows in DAYS.items():
+        deployment.land(f"{day}.csv", rows)
+
+
+def resolve_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    [materialization] = result.asset_materializations_for_node("contact_subscription_status")
+    return {name: value.value for name, value in materialization.metadata.items()}
+
+
+def in_order(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    reference = deploy(root)
+    land_all(reference)
+    for day in DAYS:
+        reference.materialize(day)
+    return reference.opt_in(), reference.activity()
+
+
+def deployments(tmp_path: Path, postgres_server: PostgresServer | None) -> Deployment:
+    if postgres_server is None:
+        return deploy(tmp_path / "run")
+    name = tmp_path.name[-20:].lower()
+    return deploy(
+        tmp_path / "run",
+        personify_url=postgres_server.create_database(f"personify_ck_{name}"),
+        state_url=postgres_server.create_database(f"state_ck_{name}"),
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Deployment:
+    server = request.getfixturevalue("postgres_server") if request.param == "postgresql" else None
+    return deployments(tmp_path, server)
+
+
+def test_later_days_resume_and_a_late_day_replays(deployment: Deployment, tmp_path: Path) -> None:
+    land_all(deployment)
+
+    first = resolve_metadata(deployment.materialize("2026-11-18"))
+    assert (first["contacts_replayed"], first["events_resolved"]) == (2, 2)
+
+    # A day after the checkpoints: only its own events are resolved, nobody is replayed.
+    last = resolve_metadata(deployment.materialize("2026-11-20"))
+    assert (last["contacts_replayed"], last["events_resolved"]) == (0, 2)
+
+    # A day before A's checkpoint (a late file): A is replayed over its whole history; B, which
+    # the day does not touch, is not.
+    late = resolve_metadata(deployment.materialize("2026-11-19"))
+    assert (late["contacts_replayed"], late["events_resolved"]) == (1, 4)
+
+    # Re-running a day whose files did not change decides nothing again and writes nothing.
+    again = deployment.materialize("2026-11-20")
+    assert resolve_metadata(again)["events_resolved"] == 0
+    assert resolve_metadata(again)["decision_applied"] == 2
+    expected_opt_in, expected_activity = in_order(tmp_path / "reference")
+    pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
+    pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
+    states = deployment.state(
+        "SELECT master_customer_id, through_event_id FROM key_states ORDER BY 1"
+    )
+    assert states.values.tolist() == [[A, "A4"], [B, "B2"]]
+    assert deployment.state("SELECT * FROM personify_pending").empty
+
+
+def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    land_all(deployment)
+    deployment.materialize("2026-11-18")
+    # 2026-11-19 is validated (its events are in the ledger) but never resolved or written.
+    run_part_way(deployment, "2026-11-19", resolve=False)
+    # 2026-11-20 is resolved, then its Personify steps never run.
+    run_part_way(deployment, "2026-11-20", resolve=True)
+    pending = deployment.state("SELECT DISTINCT master_customer_id FROM personify_pending")
+    assert sorted(pending["master_customer_id"]) == [A, B]
+
+    # The next run for some other reason (2026-11-18 again) writes everything still owed: the
+    # events of 2026-11-19 were resolved with those of 2026-11-20, from A's checkpoint on.
+    deployment.materialize("2026-11-18")
+
+    expected_opt_in, expected_activity = in_order(tmp_path / "reference")
+    pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
+    pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
+    assert deployment.state("SELECT * FROM personify_pending").empty
