@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -87,10 +86,6 @@ def tracking_frame(events: int, members: int, day: str, seed: int, prefix: str) 
         }
     )
     return frame
-
-
-def peak_rss_mb(usage: resource.struct_rusage) -> float:
-    return round(usage.ru_maxrss / 1024, 1)
 
 
 def load_history(state_url: str, history: int, members: int, day: str) -> float:
@@ -225,7 +220,25 @@ def run_job(args: argparse.Namespace) -> None:
         for event in result.all_events
         if event.is_step_success
     }
-    print(json.dumps({"total_s": round(total, 2), "steps": steps}))
+    [resolved] = result.asset_materializations_for_node("contact_subscription_status")
+    resolution = {
+        name: resolved.metadata[name].value
+        for name in ("events_resolved", "contacts_replayed", "keys")
+    }
+    # The job's own high-water mark: RUSAGE_CHILDREN would also count the database servers'
+    # processes and whatever else the parent waited for.
+    status = Path("/proc/self/status").read_text().splitlines()
+    [peak_kb] = [int(line.split()[1]) for line in status if line.startswith("VmHWM:")]
+    print(
+        json.dumps(
+            {
+                "total_s": round(total, 2),
+                "steps": steps,
+                "resolution": resolution,
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -333,7 +346,7 @@ def main() -> None:
             sys.stderr.write(child.stderr[-5000:])
             raise SystemExit(f"the daily job failed ({child.returncode})")
         job = json.loads(child.stdout.strip().splitlines()[-1])
-        rss = peak_rss_mb(resource.getrusage(resource.RUSAGE_CHILDREN))
+        rss = job["peak_rss_mb"]
     finally:
         server.stop()
 
@@ -360,6 +373,7 @@ def main() -> None:
         "peak_rss_mb": rss,
         "history_load_s": round(history_s, 1),
         "steps": job["steps"],
+        "resolution": job["resolution"],
     }
     print(json.dumps(figures, indent=2))
     if not args.no_results:

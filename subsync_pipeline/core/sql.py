@@ -141,7 +141,7 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
         if isinstance(kind, sa.Boolean):
             raw[name] = raw[name].map({"t": True, "f": False})
         elif isinstance(kind, sa.DateTime):
-            raw[name] = pd.to_datetime(raw[name])
+            raw[name] = pd.to_datetime(raw[name], format="ISO8601")
         elif isinstance(kind, (sa.Integer, sa.Float, sa.Numeric)):
             raw[name] = pd.to_numeric(raw[name])
     return raw

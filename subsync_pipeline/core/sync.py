@@ -327,7 +327,9 @@ def write_opt_in(
         writer.lock(conn)
         check_tables(conn, [tables.opt_in])
         own, other = _lagging(state_engine, OPT_IN, resolved)
-        statuses = [_of(resolved.statuses, own)]
+        # Of this run's members, only keys with events decided now can have moved.
+        decided_keys = resolved.decided[KEY].drop_duplicates()
+        statuses = [_of(resolved.statuses, own).merge(decided_keys, on=KEY, how="inner")]
         if len(other):
             with state_engine.connect() as state_conn:
                 statuses.append(ledger.current_states(state_conn, other))
