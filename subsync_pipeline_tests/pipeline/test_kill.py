@@ -23,11 +23,12 @@ from subsync_pipeline_tests.conftest import PasswordRole
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
-# Sleeps inside the write's transaction, once rows of the day have already been upserted.
+# Sleeps inside the write's transaction, once rows of the day have already been upserted: on the
+# last contact whose NEWSLETTER status day 2 changes (unchanged keys are not written again).
 SLOW_UPSERT = """
 CREATE FUNCTION slow_upsert() RETURNS trigger AS $$
 BEGIN
-    IF NEW."MASTER_CUSTOMER_ID" = '000139' THEN PERFORM pg_sleep(2); END IF;
+    IF NEW."MASTER_CUSTOMER_ID" = '000138' THEN PERFORM pg_sleep(2); END IF;
     RETURN NEW;
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER slow BEFORE INSERT ON "CUS_OPT_IN" FOR EACH ROW EXECUTE FUNCTION slow_upsert();
