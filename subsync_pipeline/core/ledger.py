@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
+from subsync_pipeline.core.sql import analyze, insert_frame, read_frame, temp_table
 
 MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 
@@ -88,41 +88,42 @@ def store_validation(
         [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
     )
     insert_frame(conn, stage, events, staging=True)
-    # Rows this replaces: the days' slice of the files read, and any row under an event_id being
-    # stored. Two conditions, not one OR, so each is answered by its own index.
-    replaced: list[sa.ColumnElement[bool]] = [ledger.c.event_id.in_(sa.select(stage.c.event_id))]
-    if file_ids:
-        replaced.append(sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
-    before = read_frame(
+    # The rows this replaces, copied out once (normally a handful, none for a new day) so that
+    # the comparisons below never go back to the ledger, whose size is the whole history: the
+    # days' slice of the files read, and any row under an event_id being stored (a union of two
+    # conditions, not one OR, so each is answered by its own index).
+    old = temp_table(
         conn,
-        sa.union(
-            *(
-                sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(condition)
-                for condition in replaced
-            )
-        ),
+        "subsync_replaced",
+        [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
     )
+    replaced = [sa.select(ledger).where(ledger.c.event_id.in_(sa.select(stage.c.event_id)))]
+    if file_ids:
+        replaced.append(
+            sa.select(ledger).where(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids))
+        )
+    conn.execute(old.insert().from_select([c.name for c in ledger.columns], sa.union(*replaced)))
+    analyze(conn, old)
+    before = read_frame(conn, sa.select(old.c.master_customer_id, old.c.sub_customer_id).distinct())
 
     # Auto-correlation picks the table of the enclosing query, so each NOT EXISTS below reads
     # the other table: removed = replaced rows no staged row repeats exactly, added = the reverse.
     same = sa.and_(
-        stage.c.event_id == ledger.c.event_id,
-        *(stage.c[name].is_not_distinct_from(ledger.c[name]) for name in _CONTENT),
+        stage.c.event_id == old.c.event_id,
+        *(stage.c[name].is_not_distinct_from(old.c[name]) for name in _CONTENT),
     )
-    position = [ledger.c.master_customer_id, ledger.c.sub_customer_id, ledger.c.occurred_at]
-    removed = [
-        sa.select(*position, ledger.c.event_id).where(condition, ~sa.exists().where(same))
-        for condition in replaced
-    ]
+    removed = sa.select(
+        old.c.master_customer_id, old.c.sub_customer_id, old.c.occurred_at, old.c.event_id
+    ).where(~sa.exists().where(same))
     added = sa.select(
         stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.occurred_at, stage.c.event_id
     ).where(~sa.exists().where(same))
-    removed_rows = read_frame(conn, sa.union(*removed))
-    _invalidate(conn, sa.union_all(*removed, added).subquery("changed"))
+    removed_rows = read_frame(conn, removed)
+    _invalidate(conn, sa.union_all(removed, added).subquery("changed"))
 
-    for condition in replaced:
-        conn.execute(ledger.delete().where(condition))
+    conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(old.c.event_id))))
     conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], sa.select(*stage.c)))
+    old.drop(conn)
     stage.drop(conn)
     _bump_generation(conn)
 

@@ -40,9 +40,15 @@ def insert_frame(
         copy_frame(conn, table, frame[columns])
     else:
         conn.execute(table.insert(), records(frame, columns))
-    if staging and conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
+    if staging:
+        analyze(conn, table)
     return len(frame)
+
+
+def analyze(conn: Connection, table: sa.Table) -> None:
+    """Give PostgreSQL's planner the row count of a just-filled temporary table."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
 
 
 def copy_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
