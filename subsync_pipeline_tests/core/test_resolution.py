@@ -411,7 +411,7 @@ def test_resolution_matches_the_sequential_fold_of_the_spec(
     assert by_key(actual_final) == by_key(expected_final)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(scenarios(), st.data())
 def test_resuming_from_a_checkpoint_equals_resolving_the_whole_history(
     scenario: tuple[list[dict[str, Any]], dict[str, int], list[int]], data: st.DataObject

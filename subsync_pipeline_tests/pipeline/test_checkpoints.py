@@ -62,8 +62,10 @@ def resolve_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {name: value.value for name, value in materialization.metadata.items()}
 
 
-def in_order(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    reference = deploy(root)
+@pytest.fixture(scope="module")
+def in_order(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CUS_OPT_IN and CUS_ACTIVITY after one in-order pass over every day: the expected end."""
+    reference = deploy(tmp_path_factory.mktemp("reference"))
     land_all(reference)
     for day in DAYS:
         reference.materialize(day)
@@ -87,7 +89,9 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Deployment:
     return deployments(tmp_path, server)
 
 
-def test_later_days_resume_and_a_late_day_replays(deployment: Deployment, tmp_path: Path) -> None:
+def test_later_days_resume_and_a_late_day_replays(
+    deployment: Deployment, in_order: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
     land_all(deployment)
 
     first = resolve_metadata(deployment.materialize("2026-11-18"))
@@ -106,7 +110,7 @@ def test_later_days_resume_and_a_late_day_replays(deployment: Deployment, tmp_pa
     again = deployment.materialize("2026-11-20")
     assert resolve_metadata(again)["events_resolved"] == 0
     assert resolve_metadata(again)["decision_applied"] == 2
-    expected_opt_in, expected_activity = in_order(tmp_path / "reference")
+    expected_opt_in, expected_activity = in_order
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
     states = deployment.state(
@@ -117,7 +121,7 @@ def test_later_days_resume_and_a_late_day_replays(deployment: Deployment, tmp_pa
 
 
 def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment, in_order: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     land_all(deployment)
     deployment.materialize("2026-11-18")
@@ -132,7 +136,7 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     # events of 2026-11-19 were resolved with those of 2026-11-20, from A's checkpoint on.
     deployment.materialize("2026-11-18")
 
-    expected_opt_in, expected_activity = in_order(tmp_path / "reference")
+    expected_opt_in, expected_activity = in_order
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
     assert deployment.state("SELECT * FROM personify_pending").empty
