@@ -43,17 +43,9 @@ def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
 # What resolution reads of an event: a change to any of these changes a decision or a CUS_ACTIVITY
 # row. Where the event sits in its file (file_id, line_number) does not.
 _CONTENT: list[str] = [
-    "day",
-    "master_customer_id",
-    "sub_customer_id",
-    "event_type",
-    "scope_type",
-    "scope_id",
-    "scope_name",
-    "source",
-    "force_optin",
-    "occurred_at",
-    "timestamp_subscribed",
+    c.name
+    for c in state.event_ledger.columns
+    if c.name not in ("event_id", "file_id", "line_number")
 ]
 
 

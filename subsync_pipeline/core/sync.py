@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -59,7 +60,6 @@ class ResolvedDays:
     """
 
     days: tuple[str, ...]
-    members: pd.DataFrame
     decided: pd.DataFrame
     statuses: pd.DataFrame
     day_decisions: pd.DataFrame
@@ -199,6 +199,12 @@ class Resolution:
     # The state to keep for members with events decided now (statuses plus their new through).
     checkpoints: pd.DataFrame
 
+    def store(self, conn: Connection, run_id: str, now: datetime) -> None:
+        """Keep the decisions and checkpoints (see `ledger.store_resolution`)."""
+        ledger.store_resolution(
+            conn, self.replayed, self.decided, self.checkpoints, self.config_hash, run_id, now
+        )
+
 
 def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
     """Statuses of the members with events decided now, each with its latest event's position."""
@@ -240,16 +246,7 @@ def resolve_days(
         # another run changed the ledger since, they are taken from the validation step.
         stored = validated if ledger.generation(conn) == validated.generation else None
         resolution = resolve_members(conn, config, members, stored)
-        now = audit_now()
-        ledger.store_resolution(
-            conn,
-            resolution.replayed,
-            resolution.decided,
-            resolution.checkpoints,
-            resolution.config_hash,
-            run_id,
-            now,
-        )
+        resolution.store(conn, run_id, audit_now())
         pending = ledger.record_pending(conn, targets, _pending(resolution), run_id)
         decided = resolution.decided
         day_decisions = pd.concat(
@@ -272,7 +269,6 @@ def resolve_days(
     )
     return ResolvedDays(
         days=validated.days,
-        members=members,
         decided=decided,
         statuses=resolution.statuses,
         day_decisions=day_decisions,

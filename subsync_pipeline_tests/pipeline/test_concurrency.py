@@ -1,16 +1,21 @@
 """Runs at once: two processes materialising overlapping days both succeed, and Personify ends
-equal to an in-order pass (the write lock makes the last writer re-resolve from the ledger).
+equal to an in-order pass (under the write lock, a writer whose resolution was overtaken writes the
+newer one from the state database, or nothing once it is written).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from subsync_pipeline_tests.harness import Deployment, deploy
+from subsync_pipeline.core import sync
+from subsync_pipeline.core.config import load_config
+from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 from subsync_pipeline_tests.pipeline.test_convergence import DAYS, land_all
 
@@ -46,14 +51,10 @@ def test_overlapping_days_at_once_on_postgresql(
     pd.testing.assert_frame_equal(concurrent.activity(), reference.activity())
 
 
-def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
-    """Run A resolves day 1; run B then resolves and writes day 2; A writes last. A must write
-    the state of both days, not the stale one it resolved."""
-    from subsync_pipeline.core import sync
-    from subsync_pipeline.core.config import load_config
-    from subsync_pipeline.core.state import create_state_engine
-    from subsync_pipeline_tests.harness import event
-
+def two_days(
+    tmp_path: Path,
+) -> tuple[Deployment, Callable[[str], sync.ResolvedDays], Callable[[sync.ResolvedDays], None]]:
+    """One contact subscribed on day 1 and unsubscribed on day 2; each run's steps by hand."""
     deployment = deploy(tmp_path)
     member = "000100"
     deployment.land("d1.csv", [event("A1", member, "subscribe", "api", "2026-11-19T09:00:00")])
@@ -67,6 +68,17 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
         validated = sync.validate_days(state, personify, config, raw, f"run-{day}")
         return sync.resolve_days(state, config, validated, f"run-{day}")
 
+    def write(resolved: sync.ResolvedDays) -> None:
+        sync.write_opt_in(personify, state, config, resolved)
+        sync.write_activity(personify, state, config, resolved)
+
+    return deployment, resolve_day, write
+
+
+def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
+    """Run A resolves day 1; run B then resolves and writes day 2; A writes last. A must write
+    the state of both days, not the stale one it resolved."""
+    deployment, resolve_day, write = two_days(tmp_path)
     run_a = resolve_day("2026-11-19")
     assert run_a.statuses["status"].tolist() == ["subscribed"]
     run_b = resolve_day("2026-11-20")
@@ -77,10 +89,8 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
         ["activity", "run-2026-11-20"],
         ["opt_in", "run-2026-11-20"],
     ]
-    sync.write_opt_in(personify, state, config, run_b)
-    sync.write_activity(personify, state, config, run_b)
-    sync.write_opt_in(personify, state, config, run_a)
-    sync.write_activity(personify, state, config, run_a)
+    write(run_b)
+    write(run_a)
 
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
@@ -88,32 +98,13 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
 
 def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> None:
     """As above, but A writes before B: A must write B's newer state, not the one it resolved."""
-    from subsync_pipeline.core import sync
-    from subsync_pipeline.core.config import load_config
-    from subsync_pipeline.core.state import create_state_engine
-    from subsync_pipeline_tests.harness import event
-
-    deployment = deploy(tmp_path)
-    member = "000100"
-    deployment.land("d1.csv", [event("A1", member, "subscribe", "api", "2026-11-19T09:00:00")])
-    deployment.land("d2.csv", [event("B1", member, "unsubscribe", "api", "2026-11-20T09:00:00")])
-    config = load_config(deployment.config_path)
-    state = create_state_engine(deployment.state_url)
-    personify = deployment.engine()
-
-    def resolve_day(day: str) -> sync.ResolvedDays:
-        raw = sync.ingest(state, deployment.landing, config, [day])
-        validated = sync.validate_days(state, personify, config, raw, f"run-{day}")
-        return sync.resolve_days(state, config, validated, f"run-{day}")
-
+    deployment, resolve_day, write = two_days(tmp_path)
     run_a = resolve_day("2026-11-19")
     run_b = resolve_day("2026-11-20")
-    sync.write_opt_in(personify, state, config, run_a)
-    sync.write_activity(personify, state, config, run_a)
+    write(run_a)
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
-    sync.write_opt_in(personify, state, config, run_b)
-    sync.write_activity(personify, state, config, run_b)
+    write(run_b)
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
     assert deployment.state("SELECT * FROM personify_pending").empty
