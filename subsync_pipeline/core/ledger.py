@@ -111,6 +111,11 @@ def store_validation(
         stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.occurred_at, stage.c.event_id
     ).where(~sa.exists().where(same))
     removed_rows = read_frame(conn, removed)
+    conn.execute(
+        state.decisions.delete().where(
+            state.decisions.c.event_id.in_(removed.with_only_columns(old.c.event_id))
+        )
+    )
     _invalidate(conn, sa.union_all(removed, added).subquery("changed"))
 
     conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(old.c.event_id))))
@@ -155,20 +160,28 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     )
 
 
-def _bump_generation(conn: Connection) -> None:
-    table = state.ledger_generation
+def _bump_generation(conn: Connection, table: sa.Table = state.ledger_generation) -> int:
     bumped = conn.execute(
         table.update().where(table.c.id == 1).values(generation=table.c.generation + 1)
     ).rowcount
     if not bumped:
         conn.execute(table.insert().values(id=1, generation=1))
+    return _generation(conn, table)
+
+
+def _generation(conn: Connection, table: sa.Table) -> int:
+    value = conn.execute(sa.select(table.c.generation).where(table.c.id == 1)).scalar()
+    return int(value or 0)
 
 
 def generation(conn: Connection) -> int:
     """How many times the ledger has changed; callers hold the state lock or accept a race."""
-    table = state.ledger_generation
-    value = conn.execute(sa.select(table.c.generation).where(table.c.id == 1)).scalar()
-    return int(value or 0)
+    return _generation(conn, state.ledger_generation)
+
+
+def resolution_generation(conn: Connection) -> int:
+    """How many resolutions have been stored (see `record_pending`)."""
+    return _generation(conn, state.resolution_generation)
 
 
 def _history_frame(history: pd.DataFrame) -> pd.DataFrame:
@@ -302,12 +315,18 @@ def store_resolution(
     new events' decisions are added. `states` holds the new checkpoints of both (STATE_COLUMNS,
     `mapped`, `through_at`, `through_event_id`).
     """
-    decisions = state.decisions
+    decisions, ledger = state.decisions, state.event_ledger
     stage = _member_stage(conn, replayed)
-    conn.execute(decisions.delete().where(_of_members(decisions, stage)))
+    # Through the ledger's member index: decisions of events that left the ledger went with them
+    # (`store_validation`).
+    conn.execute(
+        decisions.delete().where(
+            decisions.c.event_id.in_(sa.select(ledger.c.event_id).where(_of_members(ledger, stage)))
+        )
+    )
     conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
     stage.drop(conn)
-    resumed = decided.loc[~_is_member_of(decided, replayed), ["event_id"]]
+    resumed = decided.loc[~is_member_of(decided, replayed), ["event_id"]]
     if len(resumed):
         ids = temp_table(
             conn, "subsync_ids", [sa.Column("event_id", sa.String(64), primary_key=True)]
@@ -321,7 +340,7 @@ def store_resolution(
     insert_frame(conn, decisions, pd.DataFrame(rows).assign(decided_in_run=run_id, decided_at=now))
 
     # Resumed members' checkpoints are replaced whole: their keys are all in `states`.
-    changed = states.loc[~_is_member_of(states, replayed), MEMBER].drop_duplicates()
+    changed = states.loc[~is_member_of(states, replayed), MEMBER].drop_duplicates()
     if len(changed):
         stage = _member_stage(conn, changed)
         conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
@@ -329,75 +348,67 @@ def store_resolution(
     insert_frame(conn, state.key_states, states.assign(config_hash=config_hash))
 
 
-def _is_member_of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
+def is_member_of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
+    """Which rows of `frame` belong to one of `members` (both with the MEMBER columns)."""
     keys = pd.MultiIndex.from_frame(members[MEMBER].astype({"sub_customer_id": "int64"}))
     probe = pd.MultiIndex.from_frame(frame[MEMBER].astype({"sub_customer_id": "int64"}))
     return pd.Series(probe.isin(keys), index=frame.index)
 
 
-def record_pending(
-    conn: Connection, targets: list[str], pending: pd.DataFrame, token: str
-) -> pd.DataFrame:
-    """Note that these members' Personify rows lag (`since_at`: NaT for the whole history).
-
-    A member already pending keeps the earlier `since_at` of the two. Returns `pending` per
-    target with the token: what this run holds in memory. Its writer writes a member from memory
-    only while the recorded row still equals that (no other run's resolution or leftover since).
-    """
-    table = state.personify_pending
-    if pending.empty or not targets:
-        return pd.DataFrame(columns=[c.name for c in table.columns])
-    stage = _member_stage(conn, pending)
-    earlier = read_frame(conn, sa.select(table).where(_of_members(table, stage)))
-    conn.execute(table.delete().where(_of_members(table, stage), table.c.target.in_(targets)))
-    stage.drop(conn)
-    earlier = _state_frame(earlier)
-    rows = pd.concat(
-        [pending[[*MEMBER, "since_at"]].assign(target=target) for target in targets],
-        ignore_index=True,
-    )
-    rows["sub_customer_id"] = rows["sub_customer_id"].astype("int64")
-    earlier = earlier.rename(columns={"since_at": "since_at_earlier", "token": "token_earlier"})
-    merged = rows.merge(earlier, on=[*MEMBER, "target"], how="left")
-    # NaT (whole history) wins over any date; otherwise the earlier date.
-    known = merged["token_earlier"].notna()
-    whole = merged["since_at"].isna() | (known & merged["since_at_earlier"].isna())
-    since = merged[["since_at", "since_at_earlier"]].min(axis=1)
-    recorded = merged[[*MEMBER, "target"]].assign(since_at=since.where(~whole), token=token)
-    insert_frame(conn, table, recorded)
-    return rows.assign(token=token)
+def record_pending(conn: Connection, targets: list[str], run_id: str) -> int:
+    """Note that the Personify `targets` lag this run's new decisions; returns the resolution
+    generation they were stored under, which the run's writers compare with the newest."""
+    generation = _bump_generation(conn, state.resolution_generation)
+    table = state.pending_writes
+    # A retried step resolves again under the same run id.
+    conn.execute(table.delete().where(table.c.run_id == run_id))
+    if targets:
+        conn.execute(
+            table.insert(),
+            [{"run_id": run_id, "target": target, "generation": generation} for target in targets],
+        )
+    return generation
 
 
 def pending(conn: Connection, target: str) -> pd.DataFrame:
-    """Every member whose `target` rows lag, with `since_at` and `token`."""
-    table = state.personify_pending
-    return _state_frame(read_frame(conn, sa.select(table).where(table.c.target == target)))
+    """The runs whose decisions `target` lags, with the generation each was stored under."""
+    table = state.pending_writes
+    return read_frame(
+        conn, sa.select(table.c.run_id, table.c.generation).where(table.c.target == target)
+    )
+
+
+def pending_members(conn: Connection, runs: list[str]) -> pd.DataFrame:
+    """Members with a decision made by one of `runs`, and the earliest such event's time.
+
+    Their Personify rows lag from `since_at` on: a run that replayed a member decided its whole
+    history, so its since is the member's first event.
+    """
+    ledger, decisions = state.event_ledger, state.decisions
+    query = (
+        sa.select(
+            ledger.c.master_customer_id,
+            ledger.c.sub_customer_id,
+            sa.func.min(ledger.c.occurred_at).label("since_at"),
+        )
+        .join(decisions, decisions.c.event_id == ledger.c.event_id)
+        .where(decisions.c.decided_in_run.in_(runs))
+        .group_by(ledger.c.master_customer_id, ledger.c.sub_customer_id)
+    )
+    return _state_frame(read_frame(conn, query))
 
 
 def clear_pending(conn: Connection, target: str, written: pd.DataFrame) -> None:
-    """Forget the rows a committed write covered, unless a newer resolution replaced them."""
-    if written.empty:
-        return
-    table = state.personify_pending
-    stage = temp_table(
-        conn,
-        "subsync_written",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("token", sa.String(64), nullable=False),
-        ],
-    )
-    insert_frame(conn, stage, written, staging=True)
-    conn.execute(
-        table.delete().where(
-            table.c.target == target,
-            sa.tuple_(table.c.master_customer_id, table.c.sub_customer_id, table.c.token).in_(
-                sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.token)
-            ),
+    """Forget the runs (`run_id`, `generation`) a committed write of `target` covered."""
+    table = state.pending_writes
+    for run_id, generation in written[["run_id", "generation"]].itertuples(index=False):
+        conn.execute(
+            table.delete().where(
+                table.c.run_id == run_id,
+                table.c.target == target,
+                table.c.generation == int(generation),
+            )
         )
-    )
-    stage.drop(conn)
 
 
 def decisions_of_days(conn: Connection, days: list[str], besides_run: str) -> pd.DataFrame:

@@ -93,11 +93,26 @@ def _for_arrow(values: pd.Series, kind: sa.types.TypeEngine[Any]) -> pd.Series:
 
 
 def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]]) -> sa.Table:
-    """Create a session-private temporary table; it disappears with the connection."""
+    """Create a session-private temporary table; it disappears with the connection.
+
+    On PostgreSQL it has no key (see `unkeyed`).
+    """
     name = f"{prefix}_{next(_temp_names)}"
+    if conn.dialect.name == "postgresql":
+        columns = unkeyed(columns)
     table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
     return table
+
+
+def unkeyed(columns: Sequence[sa.Column[Any]]) -> list[sa.Column[Any]]:
+    """The columns without their primary key, for a PostgreSQL staging table.
+
+    What is staged is unique by construction and joined by hashing, which needs no index, while
+    building a B-tree over a million random event ids took seven times the COPY that filled the
+    table (bench/RESULTS.md item 12). SQLite keeps its keys: its joins would scan instead.
+    """
+    return [sa.Column(c.name, c.type, nullable=c.nullable) for c in columns]
 
 
 def read_frame(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> pd.DataFrame:

@@ -88,8 +88,11 @@ decisions = sa.Table(
     sa.Column("day", sa.String(10), nullable=False),
     sa.Column("decided_in_run", sa.String(64)),
     sa.Column("decided_at", sa.DateTime, nullable=False),
-    sa.Index("ix_decisions_member", "master_customer_id", "sub_customer_id"),
+    # No member index: a replayed member's decisions are found through the ledger's (its events'
+    # ids), and a million random inserts into one more index cost more than the rest of the table.
     sa.Index("ix_decisions_day", "day"),
+    # A run's decisions are found when another run catches up on its Personify writes.
+    sa.Index("ix_decisions_run", "decided_in_run"),
 )
 
 # Each key's resolution state once its member's ledger events up to (through_at,
@@ -118,18 +121,25 @@ key_states = sa.Table(
     sa.Column("config_hash", sa.String(64), nullable=False),
 )
 
-# Members whose Personify rows (per target: opt_in, activity) lag their resolution: recorded with
-# the decisions, cleared once the target's write commits. A run that dies in between leaves its
-# rows here, and the next write of that target catches up on them. `since_at` is the earliest
-# event whose decision changed (NULL: the member's whole history); `token` the resolving run.
-personify_pending = sa.Table(
-    "personify_pending",
+# One row, bumped by every stored resolution: a writer whose resolution is still the newest
+# writes it from memory; otherwise a later run re-decided some of its members, and it reads them.
+resolution_generation = sa.Table(
+    "resolution_generation",
     metadata,
-    sa.Column("master_customer_id", sa.String(24), primary_key=True),
-    sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+)
+
+# Runs whose decisions a Personify target (opt_in, activity) has not received yet: recorded with
+# the decisions, deleted once the target's write commits. A run that dies in between leaves its
+# row here and the next write of that target catches up on its members (those with a decision
+# `decided_in_run` it). One row per run, not per contact: a million-event day records two rows.
+pending_writes = sa.Table(
+    "pending_writes",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("target", sa.String(16), primary_key=True),
-    sa.Column("since_at", sa.DateTime),
-    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("generation", sa.BigInteger, nullable=False),
 )
 
 rejected_records = sa.Table(
@@ -173,6 +183,8 @@ def create_state_engine(url: str) -> Engine:
     engine = sa.create_engine(url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name == "postgresql":
+        sa.event.listen(engine, "connect", _postgres_settings)
     with engine.begin() as conn:
         # Two runs starting at once on a new database must not both create the tables.
         lock(conn)
@@ -181,7 +193,13 @@ def create_state_engine(url: str) -> Engine:
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+        for name in _RETIRED_INDEXES:
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     return engine
+
+
+# Indexes an older version made that nothing reads any more, but every insert would maintain.
+_RETIRED_INDEXES: tuple[str, ...] = ("ix_decisions_member",)
 
 
 # One advisory lock for every subsync transaction that writes state on PostgreSQL.
@@ -205,3 +223,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _postgres_settings(dbapi_connection: Any, _record: Any) -> None:
+    # PostgreSQL's default random_page_cost (4) prices an index probe for a spinning disk: with
+    # it the planner answered a day's 100k probes into a 10M-event ledger by reading the whole
+    # ledger (bench/RESULTS.md item 12). The indexes subsync probes are hot in cache; 1.1 is the
+    # usual figure for SSD or cached data, and is set for subsync's own sessions only.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET random_page_cost = 1.1")
+    cursor.close()
+    # Committed, so the pool's rollback on check-in does not undo it.
+    dbapi_connection.commit()

@@ -29,7 +29,7 @@ from subsync_pipeline.core.validation import (
     validate,
 )
 
-# personify_pending targets.
+# pending_writes targets.
 OPT_IN = "opt_in"
 ACTIVITY = "activity"
 
@@ -55,8 +55,8 @@ class ResolvedDays:
 
     `decided` holds the events decided now: a contact's whole history when it was replayed, else
     only its events after its checkpoint. `day_decisions` are the decisions of every event of the
-    days, whichever run made them (what the report counts). `pending` is what this run recorded
-    in `personify_pending` (see `write_opt_in`).
+    days, whichever run made them (what the report counts). `generation` is the resolution
+    generation this run's `pending_writes` rows were recorded under (None: nothing decided).
     """
 
     days: tuple[str, ...]
@@ -64,8 +64,8 @@ class ResolvedDays:
     statuses: pd.DataFrame
     day_decisions: pd.DataFrame
     candidate_event_ids: pd.Series
-    pending: pd.DataFrame
-    token: str
+    run_id: str
+    generation: int | None = None
     replayed_members: int = 0
 
 
@@ -152,8 +152,7 @@ def resolve_members(
     checkpoints = ledger.key_states(conn, members, config_hash)
     through = checkpoints.groupby(MEMBER, as_index=False)[["through_at", "through_event_id"]].max()
     resumed = members.merge(through, on=MEMBER, how="inner")
-    replayed = members.merge(through[MEMBER], on=MEMBER, how="left", indicator=True)
-    replayed = replayed.loc[replayed["_merge"].eq("left_only"), MEMBER].reset_index(drop=True)
+    replayed = members.loc[~ledger.is_member_of(members, through), MEMBER].reset_index(drop=True)
 
     besides = None if stored is None else (list(stored.days), list(stored.file_ids))
     parts = [
@@ -208,23 +207,13 @@ class Resolution:
 
 def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
     """Statuses of the members with events decided now, each with its latest event's position."""
-    last = decided.sort_values(["occurred_at", "event_id"]).drop_duplicates(MEMBER, keep="last")
-    last = last[[*MEMBER, "occurred_at", "event_id"]].rename(
-        columns={"occurred_at": "through_at", "event_id": "through_event_id"}
-    )
+    # The latest (occurred_at, event_id) per member: the latest time by a group maximum, then
+    # ties by event id among those rows only (sorting a million event ids as text took seconds).
+    latest = decided.groupby(MEMBER, sort=False)["occurred_at"].transform("max")
+    tail = decided.loc[decided["occurred_at"].eq(latest), [*MEMBER, "occurred_at", "event_id"]]
+    last = tail.sort_values("event_id").drop_duplicates(MEMBER, keep="last")
+    last = last.rename(columns={"occurred_at": "through_at", "event_id": "through_event_id"})
     return statuses.merge(last, on=MEMBER, how="inner")
-
-
-def _pending(resolution: Resolution) -> pd.DataFrame:
-    """Members whose Personify rows this resolution changes, from which event on (NaT: all)."""
-    decided = resolution.decided.rename(columns={"occurred_at": "since_at"})
-    since = decided.groupby(MEMBER, as_index=False)["since_at"].min()
-    replayed = resolution.replayed.assign(
-        since_at=pd.Series(pd.NaT, index=resolution.replayed.index, dtype="datetime64[ns]")
-    )
-    resumed = since.merge(replayed[MEMBER], on=MEMBER, how="left", indicator=True)
-    resumed = resumed.loc[resumed["_merge"].eq("left_only"), [*MEMBER, "since_at"]]
-    return pd.concat([replayed, resumed], ignore_index=True)
 
 
 def resolve_days(
@@ -247,8 +236,8 @@ def resolve_days(
         stored = validated if ledger.generation(conn) == validated.generation else None
         resolution = resolve_members(conn, config, members, stored)
         resolution.store(conn, run_id, audit_now())
-        pending = ledger.record_pending(conn, targets, _pending(resolution), run_id)
         decided = resolution.decided
+        generation = ledger.record_pending(conn, targets, run_id) if len(decided) else None
         day_decisions = pd.concat(
             [
                 decided.loc[
@@ -273,8 +262,8 @@ def resolve_days(
         statuses=resolution.statuses,
         day_decisions=day_decisions,
         candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
-        pending=pending,
-        token=run_id,
+        run_id=run_id,
+        generation=generation,
         replayed_members=len(resolution.replayed),
     )
 
@@ -283,29 +272,46 @@ def _fingerprint(config: SubsyncConfig) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
-def _lagging(
-    state_engine: Engine, target: str, resolved: ResolvedDays
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The members whose `target` rows lag: those this run holds in memory, and the rest.
+@dataclass(frozen=True)
+class _Lagging:
+    """What a target's write must cover: this run's members from memory, and other members
+    (with `since_at`) from the state database, for the pending runs in `runs`."""
 
-    Called with the Personify write lock held. A member is this run's own when its pending row is
-    still the one this run recorded; a later resolution (another run) replaces the row, and a
-    run that died leaves its rows behind: those members are written from the state database.
+    own: pd.DataFrame
+    other: pd.DataFrame
+    runs: pd.DataFrame
+
+
+def _lagging(state_engine: Engine, target: str, resolved: ResolvedDays) -> _Lagging:
+    """The members whose `target` rows lag, split by where their rows come from.
+
+    Called with the Personify write lock held. This run's members come from memory while its
+    resolution is the newest stored; once another run has resolved since, some of them may have
+    moved on, so they are read like the members of runs that died before writing theirs.
     """
     with state_engine.connect() as conn:
-        lagging = ledger.pending(conn, target)
-    own = resolved.pending.loc[resolved.pending["target"].eq(target)]
-    flags = lagging.merge(
-        own[[*MEMBER, "since_at", "token"]],
-        on=[*MEMBER, "token"],
-        how="left",
-        suffixes=("", "_own"),
+        runs = ledger.pending(conn, target)
+        mine = runs["run_id"].eq(resolved.run_id)
+        # No row of its own: nothing decided, or already written (by a retried step, or by a
+        # later run's writer catching up on it).
+        fresh = bool(mine.any()) and resolved.generation == ledger.resolution_generation(conn)
+        read = runs.loc[~mine | (not fresh), "run_id"].tolist()
+        other = ledger.pending_members(conn, read) if read else _no_members()
+    own = resolved.decided[MEMBER].drop_duplicates() if fresh else _no_members()[MEMBER]
+    # A member another pending run also decided is read whole from the state database, which
+    # holds both runs' decisions; from memory it would be written twice.
+    own = own.loc[~ledger.is_member_of(own, other)]
+    return _Lagging(own=own, other=other, runs=runs)
+
+
+def _no_members() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "master_customer_id": pd.Series(dtype=str),
+            "sub_customer_id": pd.Series(dtype="int64"),
+            "since_at": pd.Series(dtype="datetime64[ns]"),
+        }
     )
-    is_own = flags["token"].eq(resolved.token) & (
-        flags["since_at"].eq(flags["since_at_own"])
-        | (flags["since_at"].isna() & flags["since_at_own"].isna())
-    )
-    return lagging.loc[is_own.to_numpy()], lagging.loc[~is_own.to_numpy()]
 
 
 def write_opt_in(
@@ -322,16 +328,16 @@ def write_opt_in(
         writer = writer_for(conn, tables)
         writer.lock(conn)
         check_tables(conn, [tables.opt_in])
-        own, other = _lagging(state_engine, OPT_IN, resolved)
+        lagging = _lagging(state_engine, OPT_IN, resolved)
         # Of this run's members, only keys with events decided now can have moved.
-        decided_keys = resolved.decided[KEY].drop_duplicates()
-        statuses = [_of(resolved.statuses, own).merge(decided_keys, on=KEY, how="inner")]
-        if len(other):
+        decided_keys = _of(resolved.decided[KEY], lagging.own).drop_duplicates()
+        statuses = [resolved.statuses.merge(decided_keys, on=KEY, how="inner")]
+        if len(lagging.other):
             with state_engine.connect() as state_conn:
-                statuses.append(ledger.current_states(state_conn, other))
+                statuses.append(ledger.current_states(state_conn, lagging.other))
         counts = writer.upsert_opt_in(conn, opt_in_rows(pd.concat(statuses)), audit_now())
     with state_engine.begin() as state_conn:
-        ledger.clear_pending(state_conn, OPT_IN, pd.concat([own, other])[[*MEMBER, "token"]])
+        ledger.clear_pending(state_conn, OPT_IN, lagging.runs)
     return counts
 
 
@@ -348,11 +354,11 @@ def write_activity(
         writer = writer_for(conn, tables)
         writer.lock(conn)
         check_tables(conn, [tables.activity])
-        own, other = _lagging(state_engine, ACTIVITY, resolved)
-        decided = [_of(resolved.decided, own)]
-        if len(other):
+        lagging = _lagging(state_engine, ACTIVITY, resolved)
+        decided = [_of(resolved.decided, lagging.own)]
+        if len(lagging.other):
             with state_engine.connect() as state_conn:
-                decided.append(ledger.decided_history(state_conn, other[[*MEMBER, "since_at"]]))
+                decided.append(ledger.decided_history(state_conn, lagging.other))
         events = pd.concat(decided, ignore_index=True)
         rows = activity_rows(events, config.personify.activity_codes)
         # Only events written now are probed: an event of a member another run holds is left to it.
@@ -362,7 +368,7 @@ def write_activity(
         candidates = pd.concat([mine, events["event_id"]])
         counts = writer.reconcile_activity(conn, candidates, rows, audit_now())
     with state_engine.begin() as state_conn:
-        ledger.clear_pending(state_conn, ACTIVITY, pd.concat([own, other])[[*MEMBER, "token"]])
+        ledger.clear_pending(state_conn, ACTIVITY, lagging.runs)
     return counts
 
 

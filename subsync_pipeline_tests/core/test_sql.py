@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from subsync_pipeline.core.sql import insert_frame, read_frame
+from subsync_pipeline.core.state import create_state_engine
 
 TABLE = sa.Table(
     "loaded",
@@ -89,3 +90,17 @@ def test_copy_of_a_concatenated_frame_stores_its_values(postgres_url: str) -> No
         loaded = read_frame(conn, sa.select(TABLE))
     engine.dispose()
     assert texts(loaded) == ["kept"]
+
+
+@pytest.mark.postgres
+def test_state_sessions_keep_their_planner_setting_across_checkouts(postgres_url: str) -> None:
+    """The state engine prices index probes for cached data on every pooled connection, even
+    after a rolled-back transaction (the pool's reset)."""
+    engine = create_state_engine(postgres_url)
+    seen = []
+    for _ in range(2):
+        with engine.connect() as conn:
+            seen.append(conn.execute(sa.text("SHOW random_page_cost")).scalar_one())
+            conn.rollback()
+    engine.dispose()
+    assert seen == ["1.1", "1.1"]

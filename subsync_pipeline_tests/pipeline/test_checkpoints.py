@@ -117,7 +117,7 @@ def test_later_days_resume_and_a_late_day_replays(
         "SELECT master_customer_id, through_event_id FROM key_states ORDER BY 1"
     )
     assert states.values.tolist() == [[A, "A4"], [B, "B2"]]
-    assert deployment.state("SELECT * FROM personify_pending").empty
+    assert deployment.state("SELECT * FROM pending_writes").empty
 
 
 def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
@@ -129,8 +129,8 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     run_part_way(deployment, "2026-11-19", resolve=False)
     # 2026-11-20 is resolved, then its Personify steps never run.
     run_part_way(deployment, "2026-11-20", resolve=True)
-    pending = deployment.state("SELECT DISTINCT master_customer_id FROM personify_pending")
-    assert sorted(pending["master_customer_id"]) == [A, B]
+    pending = deployment.state("SELECT DISTINCT target FROM pending_writes")
+    assert sorted(pending["target"]) == ["activity", "opt_in"]
 
     # The next run for some other reason (2026-11-18 again) writes everything still owed: the
     # events of 2026-11-19 were resolved with those of 2026-11-20, from A's checkpoint on.
@@ -139,4 +139,4 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     expected_opt_in, expected_activity = in_order
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
-    assert deployment.state("SELECT * FROM personify_pending").empty
+    assert deployment.state("SELECT * FROM pending_writes").empty

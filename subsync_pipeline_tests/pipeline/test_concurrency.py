@@ -82,12 +82,14 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
     run_a = resolve_day("2026-11-19")
     assert run_a.statuses["status"].tolist() == ["subscribed"]
     run_b = resolve_day("2026-11-20")
-    # The member's pending writes are B's now: A's writers find it is no longer theirs to write
-    # from memory, and B's writers clear it once written, so A writes nothing stale.
-    pending = deployment.state("SELECT target, token FROM personify_pending ORDER BY target")
+    # B resolved after A: A's writers find their resolution is no longer the newest and read
+    # the member from the state database, so A writes nothing stale.
+    pending = deployment.state("SELECT run_id, target FROM pending_writes ORDER BY 1, 2")
     assert pending.values.tolist() == [
-        ["activity", "run-2026-11-20"],
-        ["opt_in", "run-2026-11-20"],
+        ["run-2026-11-19", "activity"],
+        ["run-2026-11-19", "opt_in"],
+        ["run-2026-11-20", "activity"],
+        ["run-2026-11-20", "opt_in"],
     ]
     write(run_b)
     write(run_a)
@@ -107,4 +109,4 @@ def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> N
     write(run_b)
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
-    assert deployment.state("SELECT * FROM personify_pending").empty
+    assert deployment.state("SELECT * FROM pending_writes").empty

@@ -28,7 +28,7 @@ from subsync_pipeline.core.personify.rows import (
     OPT_IN_KEY,
 )
 from subsync_pipeline.core.personify.tables import ADDBY, TIMESTAMP, PersonifyTables
-from subsync_pipeline.core.sql import insert_frame, read_frame
+from subsync_pipeline.core.sql import insert_frame, read_frame, unkeyed
 
 _stage_ids = count(1)
 # Constants of the statements themselves, rendered inline rather than bound.
@@ -368,6 +368,9 @@ class PostgresWriter(UpsertWriter):
 
     def lock(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+
+    def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
+        return super().stage_table(name, unkeyed(columns))
 
 
 class PostgresODBCWriter(PostgresWriter):
