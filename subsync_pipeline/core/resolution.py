@@ -62,6 +62,9 @@ STATUS_COLUMNS: list[str] = [
 # instead of replaying the key's whole history: the lowest rank seen (the rank that set a
 # non-forced status) and whether a subscribe was ever applied (the first-time rule).
 STATE_COLUMNS: list[str] = [*STATUS_COLUMNS, "min_rank", "subscribe_applied"]
+# The status columns a key's later events may leave unset (its date and source, and the four
+# dates), which then keep their earlier value.
+_CARRIED: list[str] = [c for c in STATUS_COLUMNS if c not in (*KEY, "status", "forced")]
 
 
 def _group_ids(frame: pd.DataFrame) -> np.ndarray:
@@ -345,14 +348,7 @@ def _after(initial: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
     before = later[KEY].merge(initial, on=KEY, how="left")
     merged = later.copy()
     # A value the later events did not set is the earlier one (every later date is newer).
-    for column in (
-        "opt_in_date",
-        "opt_in_source",
-        "first_subscribed_date",
-        "first_unsubscribed_date",
-        "last_subscribe_request_date",
-        "last_unsubscribe_request_date",
-    ):
+    for column in _CARRIED:
         merged[column] = merged[column].where(merged[column].notna(), before[column].to_numpy())
     merged["forced"] = merged["forced"] | before["forced"].fillna(False).to_numpy(bool)
     merged["subscribe_applied"] = merged["subscribe_applied"] | before["subscribe_applied"].fillna(

@@ -64,14 +64,20 @@ event_ledger = sa.Table(
     sa.Index("ix_event_ledger_member_time", "master_customer_id", "sub_customer_id", "occurred_at"),
 )
 
-# One row, bumped by every change to event_ledger: a writer can tell, with one cheap read,
-# whether the ledger is still the one its statuses were resolved from.
-ledger_generation = sa.Table(
-    "ledger_generation",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("generation", sa.BigInteger, nullable=False),
-)
+
+def _counter(name: str) -> sa.Table:
+    """A one-row table holding a generation number that only grows (`ledger._bump_generation`)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("generation", sa.BigInteger, nullable=False),
+    )
+
+
+# Bumped by every change to event_ledger: a writer can tell, with one cheap read, whether the
+# ledger is still the one its statuses were resolved from.
+ledger_generation = _counter("ledger_generation")
 
 decisions = sa.Table(
     "decisions",
@@ -121,14 +127,9 @@ key_states = sa.Table(
     sa.Column("config_hash", sa.String(64), nullable=False),
 )
 
-# One row, bumped by every stored resolution: a writer whose resolution is still the newest
-# writes it from memory; otherwise a later run re-decided some of its members, and it reads them.
-resolution_generation = sa.Table(
-    "resolution_generation",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("generation", sa.BigInteger, nullable=False),
-)
+# Bumped by every stored resolution: a writer whose resolution is still the newest writes it
+# from memory; otherwise a later run re-decided some of its members, and it reads them.
+resolution_generation = _counter("resolution_generation")
 
 # Runs whose decisions a Personify target (opt_in, activity) has not received yet: recorded with
 # the decisions, deleted once the target's write commits. A run that dies in between leaves its
