@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -201,16 +202,38 @@ def run_job(args: argparse.Namespace) -> None:
         "personify_db": PersonifyDatabaseResource(url=args.personify_url),
         "reports": ReportsFolderResource(path=str(work / "reports")),
     }
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        while not done.wait(0.05):
+            samples.append((time.time(), _rss_kb("VmRSS")))
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     started = time.perf_counter()
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             sync_assets, partition_key=args.day, resources=resources, instance=instance
         )
     total = time.perf_counter() - started
+    done.set()
+    sampler.join()
     steps = {
         event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
         for event in result.all_events
         if event.is_step_success
+    }
+    # Each step's own peak: the highest RSS sampled between its start and its success.
+    began = {event.step_key: event.timestamp for event in result.all_events if event.is_step_start}
+    ended = {
+        event.step_key: event.timestamp for event in result.all_events if event.is_step_success
+    }
+    step_rss = {
+        step: round(
+            max((kb for at, kb in samples if began[step] <= at <= ended[step]), default=0) / 1024
+        )
+        for step in steps
     }
     [resolved] = result.asset_materializations_for_node("contact_subscription_status")
     resolution = {
@@ -219,18 +242,24 @@ def run_job(args: argparse.Namespace) -> None:
     }
     # The job's own high-water mark: RUSAGE_CHILDREN would also count the database servers'
     # processes and whatever else the parent waited for.
-    status = Path("/proc/self/status").read_text().splitlines()
-    [peak_kb] = [int(line.split()[1]) for line in status if line.startswith("VmHWM:")]
     print(
         json.dumps(
             {
                 "total_s": round(total, 2),
                 "steps": steps,
+                "step_rss_mb": step_rss,
                 "resolution": resolution,
-                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "peak_rss_mb": round(_rss_kb("VmHWM") / 1024, 1),
             }
         )
     )
+
+
+def _rss_kb(field: str) -> int:
+    """A memory figure of this process from /proc (VmRSS now, VmHWM its high-water mark)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    [kb] = [int(line.split()[1]) for line in status if line.startswith(f"{field}:")]
+    return kb
 
 
 def main() -> None:
@@ -365,12 +394,13 @@ def main() -> None:
         "peak_rss_mb": rss,
         "history_load_s": round(history_s, 1),
         "steps": job["steps"],
+        "step_rss_mb": job["step_rss_mb"],
         "resolution": job["resolution"],
     }
     print(json.dumps(figures, indent=2))
     if not args.no_results:
         results = ROOT / "bench" / "RESULTS.md"
-        steps = ", ".join(f"{k} {v}s" for k, v in job["steps"].items())
+        steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
             f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
+from subsync_pipeline.core.resolution import KEY
 from subsync_pipeline.core.sql import analyze, insert_frame, read_frame, temp_table
 
 MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
@@ -30,6 +31,20 @@ def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
         ],
     )
     insert_frame(conn, table, members[MEMBER].drop_duplicates(), staging=True)
+    return table
+
+
+def _key_stage(conn: Connection, keys: pd.DataFrame) -> sa.Table:
+    table = temp_table(
+        conn,
+        "subsync_keys",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("area", sa.String(300), primary_key=True),
+        ],
+    )
+    insert_frame(conn, table, keys[KEY].drop_duplicates(), staging=True)
     return table
 
 
@@ -312,8 +327,8 @@ def store_resolution(
 
     `replayed` members were resolved over their whole history: all their decisions and
     checkpoints are replaced. Other members of `decided` resumed from their checkpoints: their
-    new events' decisions are added. `states` holds the new checkpoints of both (STATE_COLUMNS,
-    `mapped`, `through_at`, `through_event_id`).
+    new events' decisions are added. `states` holds the new checkpoints of the keys with events
+    decided now (STATE_COLUMNS, `mapped`, `through_at`, `through_event_id`).
     """
     decisions, ledger = state.decisions, state.event_ledger
     stage = _member_stage(conn, replayed)
@@ -339,11 +354,19 @@ def store_resolution(
     }
     insert_frame(conn, decisions, pd.DataFrame(rows).assign(decided_in_run=run_id, decided_at=now))
 
-    # Resumed members' checkpoints are replaced whole: their keys are all in `states`.
-    changed = states.loc[~is_member_of(states, replayed), MEMBER].drop_duplicates()
+    # Of resumed members, only the keys with events decided now are in `states`; the others
+    # keep their rows, states and older throughs (see `state.key_states`).
+    changed = states.loc[~is_member_of(states, replayed), KEY]
     if len(changed):
-        stage = _member_stage(conn, changed)
-        conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
+        stage = _key_stage(conn, changed)
+        keys = state.key_states.c
+        conn.execute(
+            state.key_states.delete().where(
+                sa.tuple_(keys.master_customer_id, keys.sub_customer_id, keys.area).in_(
+                    sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.area)
+                )
+            )
+        )
         stage.drop(conn)
     insert_frame(conn, state.key_states, states.assign(config_hash=config_hash))
 

@@ -67,15 +67,19 @@ STATE_COLUMNS: list[str] = [*STATUS_COLUMNS, "min_rank", "subscribe_applied"]
 _CARRIED: list[str] = [c for c in STATUS_COLUMNS if c not in (*KEY, "status", "forced")]
 
 
-def _group_ids(frame: pd.DataFrame) -> np.ndarray:
-    """0, 1, 2, ... per key, for a frame already sorted by KEY."""
+def _group_starts(frame: pd.DataFrame) -> np.ndarray:
+    """True on the first row of each key, for a frame already sorted by KEY.
+
+    Neighbouring values are compared in the columns' own arrays: turning a million Arrow strings
+    into Python objects would cost more than the whole comparison.
+    """
     starts = np.zeros(len(frame), dtype=bool)
     if len(frame):
         starts[0] = True
     for column in KEY:
-        values = frame[column].to_numpy()
-        starts[1:] |= values[1:] != values[:-1]
-    return np.cumsum(starts) - 1
+        values = frame[column].array
+        starts[1:] |= np.asarray(values[1:] != values[:-1], dtype=bool)
+    return starts
 
 
 def _last_per_group(groups: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,33 +91,51 @@ def _last_per_group(groups: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
     return positions[last], in_groups[last]
 
 
-def _codes(values: pd.Series) -> np.ndarray:
-    """Integer codes in the values' sort order: sorting codes sorts the values."""
-    codes, _ = pd.factorize(values, sort=True)
-    return codes
+def _sorted_codes(values: pd.Series | np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer codes in the values' sort order (sorting codes sorts the values), and their count."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes, len(uniques)
 
 
-def _order(frame: pd.DataFrame) -> np.ndarray:
-    """Positions that sort `frame` by KEY, occurred_at, event_id, in integers.
+def _fold(code: np.ndarray, bound: int, codes: np.ndarray, count: int) -> tuple[np.ndarray, int]:
+    """`code` refined by `codes` (0 <= codes < count) as a mixed-radix integer, and its bound.
 
-    Sorting a million strings is most of the cost of a pandas sort; the keys are factorised
-    instead, and event ids, which only break ties of one key at one instant, are ranked only
-    among the rows that tie.
+    Ordering by the result orders by `code`, then by `codes`; the code is made dense again before
+    it could overflow.
     """
-    keys = [_codes(frame[column]) for column in KEY]
-    occurred = frame["occurred_at"].to_numpy("datetime64[ns]").view("int64")
-    order = np.lexsort([occurred, *reversed(keys)])
-    same = occurred[order][1:] == occurred[order][:-1]
-    for codes in keys:
-        same &= codes[order][1:] == codes[order][:-1]
-    if not same.any():
-        return order
-    tied = np.zeros(len(frame), dtype=bool)
-    tied[order[1:][same]] = True
-    tied[order[:-1][same]] = True
-    event_rank = np.zeros(len(frame), dtype="int64")
-    event_rank[tied] = _codes(frame["event_id"].iloc[np.flatnonzero(tied)])
-    return np.lexsort([event_rank, occurred, *reversed(keys)])
+    if bound * count >= 2**62:
+        code, dense = pd.factorize(code, sort=True)
+        bound = len(dense)
+    return code * count + codes, bound * count
+
+
+def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Positions that sort `frame` by KEY, occurred_at, event_id; and each sorted row's key code.
+
+    Each key column is factorised in sort order and folded into one integer, so one integer sort
+    replaces a multi-key sort of strings. Event ids only break ties of one key at one instant, so
+    they are ranked only among the rows that tie.
+    """
+    key, bound = np.zeros(len(frame), dtype="int64"), 1
+    for column in KEY:
+        key, bound = _fold(key, bound, *_sorted_codes(frame[column]))
+    moment, moment_bound = _fold(
+        key, bound, *_sorted_codes(frame["occurred_at"].to_numpy("datetime64[ns]"))
+    )
+    order = np.argsort(moment, kind="stable")
+    in_order = moment[order]
+    same = in_order[1:] == in_order[:-1]
+    if same.any():
+        tied = np.zeros(len(frame), dtype=bool)
+        tied[order[1:][same]] = True
+        tied[order[:-1][same]] = True
+        event_rank = np.zeros(len(frame), dtype="int64")
+        codes, count = _sorted_codes(frame["event_id"].iloc[np.flatnonzero(tied)])
+        event_rank[tied] = codes
+        final, _ = _fold(moment, moment_bound, event_rank, count)
+        # Already sorted but for the tied runs: a stable sort of nearly sorted data is cheap.
+        order = order[np.argsort(final[order], kind="stable")]
+    return order, key[order]
 
 
 def _in_group_cumsum(values: np.ndarray, starts: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -207,11 +229,12 @@ def resolve(
             first_time=pd.Series(dtype=object),
             rank=pd.Series(dtype="int64"),
         )
-    frame = events.take(_order(events)).reset_index(drop=True)
+    order, key = _order(events)
+    frame = events.take(order).reset_index(drop=True)
     rows = np.arange(len(frame))
-    groups = _group_ids(frame)
     first = np.ones(len(frame), dtype=bool)
-    first[1:] = groups[1:] != groups[:-1]
+    first[1:] = key[1:] != key[:-1]
+    groups = np.cumsum(first) - 1
     starts = np.flatnonzero(first)
 
     source_codes, sources = pd.factorize(frame["source"])
@@ -220,8 +243,8 @@ def resolve(
         raise ValueError(f"no rank for source(s) {unknown}")
     rank = np.array([source_ranks[source] for source in sources], dtype="int64")[source_codes]
     forced = frame["force_optin"].to_numpy(bool)
-    is_subscribe = frame["event_type"].to_numpy(object) == SUBSCRIBE
-    seed = _Seed.of(frame.iloc[starts][KEY], initial)
+    is_subscribe = frame["event_type"].eq(SUBSCRIBE).to_numpy(bool)
+    seed = _Seed.of(frame[KEY].iloc[starts], initial)
 
     under_forced = (_in_group_cumsum(forced, starts, groups) - forced > 0) | seed.forced[groups]
     in_group = _in_group_prior_min(rank, groups, first)
@@ -253,11 +276,10 @@ def resolve(
 
     decision = np.select(
         [status_change, applied, under_forced],
-        [APPLIED, NO_CHANGE, BLOCKED_BY_FORCED],
-        default=BLOCKED_BY_PRECEDENCE,
+        [DECISIONS.index(APPLIED), DECISIONS.index(NO_CHANGE), DECISIONS.index(BLOCKED_BY_FORCED)],
+        default=DECISIONS.index(BLOCKED_BY_PRECEDENCE),
     )
-    status_after = np.where(subscribed_after, SUBSCRIBED, UNSUBSCRIBED).astype(object)
-    status_after[~has_status] = None
+    status_after = np.where(has_status, subscribed_after.astype("int64"), 2)
 
     applied_subscribe = applied & is_subscribe
     applied_unsubscribe = applied & ~is_subscribe
@@ -272,19 +294,23 @@ def resolve(
         & (_in_group_cumsum(applied_unsubscribe, starts, groups) == 1)
         & ~seed.unsubscribe_applied[groups]
     )
-    first_time = np.full(len(frame), None, dtype=object)
-    first_time[first_subscribe] = FIRST_SUBSCRIBE
-    first_time[first_unsubscribe] = FIRST_UNSUBSCRIBE
+    first_time = np.select([first_subscribe, first_unsubscribe], [0, 1], default=2)
 
     return frame.assign(
         applied=applied,
-        decision=decision.astype(object),
+        decision=_labels(DECISIONS, decision),
         status_change=status_change,
-        status_after=status_after,
+        status_after=_labels((UNSUBSCRIBED, SUBSCRIBED, None), status_after),
         under_forced=under_forced,
-        first_time=first_time,
+        first_time=_labels((FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None), first_time),
         rank=rank,
     )
+
+
+def _labels(labels: tuple[str | None, ...], codes: np.ndarray) -> pd.Series:
+    """The labels at `codes`, as Python strings: inferring a string dtype for a million values
+    costs more than the resolution that chose them."""
+    return pd.Series(np.array(labels, dtype=object)[codes], dtype=object)
 
 
 def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -297,10 +323,9 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     apply, so a later forced re-statement locks the status without changing its date).
     Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
-    groups = _group_ids(decided)
+    first = _group_starts(decided)
+    groups = np.cumsum(first) - 1
     count = int(groups[-1]) + 1 if len(groups) else 0
-    first = np.ones(len(decided), dtype=bool)
-    first[1:] = groups[1:] != groups[:-1]
     last_at, _ = _last_per_group(groups, np.ones(len(decided), dtype=bool))
     change_at, change_group = _last_per_group(groups, decided["status_change"].to_numpy(bool))
 
@@ -315,19 +340,23 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
         values[group] = decided[column].to_numpy("datetime64[ns]")[at]
         return values
 
-    first_time = decided["first_time"].to_numpy(object)
-    is_subscribe = decided["event_type"].to_numpy(object) == SUBSCRIBE
+    first_time = decided["first_time"]
+    is_subscribe = decided["event_type"].eq(SUBSCRIBE).to_numpy(bool)
     rank = decided["rank"].to_numpy("int64")
     opt_in_source = np.full(count, None, dtype=object)
-    opt_in_source[change_group] = decided["source"].to_numpy(object)[change_at]
+    opt_in_source[change_group] = decided["source"].take(change_at).to_numpy(object)
     result = decided[KEY].iloc[last_at].reset_index(drop=True)
     result = result.assign(
-        status=decided["status_after"].to_numpy(object)[last_at],
+        status=pd.Series(decided["status_after"].take(last_at).to_numpy(object), dtype=object),
         forced=any_per_group(decided["force_optin"].to_numpy(bool)),
         opt_in_date=last_per_group(decided["status_change"].to_numpy(bool), "occurred_at"),
-        opt_in_source=opt_in_source,
-        first_subscribed_date=last_per_group(first_time == FIRST_SUBSCRIBE, "timestamp_subscribed"),
-        first_unsubscribed_date=last_per_group(first_time == FIRST_UNSUBSCRIBE, "occurred_at"),
+        opt_in_source=pd.Series(opt_in_source, dtype=object),
+        first_subscribed_date=last_per_group(
+            first_time.eq(FIRST_SUBSCRIBE).to_numpy(bool), "timestamp_subscribed"
+        ),
+        first_unsubscribed_date=last_per_group(
+            first_time.eq(FIRST_UNSUBSCRIBE).to_numpy(bool), "occurred_at"
+        ),
         # Rows are in time order within a key, so the last request of a kind is the latest.
         last_subscribe_request_date=last_per_group(is_subscribe, "occurred_at"),
         last_unsubscribe_request_date=last_per_group(~is_subscribe, "occurred_at"),

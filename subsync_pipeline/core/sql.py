@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 _temp_names = count(1)
+_COPY_SLICE_ROWS = 100_000
 
 
 def records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -62,22 +63,26 @@ def copy_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     preparer = conn.dialect.identifier_preparer
     names = ", ".join(preparer.quote(name) for name in frame.columns)
     target = f"COPY {preparer.format_table(table)} ({names}) FROM STDIN WITH (FORMAT csv)"
-    arrow = pa.Table.from_pandas(
-        pd.DataFrame(
-            {name: _for_arrow(frame[name], table.c[str(name)].type) for name in frame.columns}
-        ),
-        preserve_index=False,
-    )
-    # pandas' concat leaves Arrow columns chunked differently (some with an empty first
-    # chunk); pyarrow 26's CSV writer then emits bytes from outside the table, so the columns
-    # are made contiguous first.
-    arrow = arrow.combine_chunks()
-    sink = io.BytesIO()
-    pa_csv.write_csv(arrow, sink, pa_csv.WriteOptions(include_header=False))
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     with driver_connection.cursor() as cursor, cursor.copy(target) as copy:
-        copy.write(sink.getbuffer())
+        # In slices, so a million rows never exist a second and third time at once (as Arrow
+        # columns and as CSV text) beside the frame.
+        for start in range(0, len(frame), _COPY_SLICE_ROWS):
+            part = frame.iloc[start : start + _COPY_SLICE_ROWS]
+            arrow = pa.Table.from_pandas(
+                pd.DataFrame(
+                    {name: _for_arrow(part[name], table.c[str(name)].type) for name in part.columns}
+                ),
+                preserve_index=False,
+            )
+            # pandas' concat leaves Arrow columns chunked differently (some with an empty first
+            # chunk); pyarrow 26's CSV writer then emits bytes from outside the table, so the
+            # columns are made contiguous first.
+            arrow = arrow.combine_chunks()
+            sink = io.BytesIO()
+            pa_csv.write_csv(arrow, sink, pa_csv.WriteOptions(include_header=False))
+            copy.write(sink.getbuffer())
 
 
 def _for_arrow(values: pd.Series, kind: sa.types.TypeEngine[Any]) -> pd.Series:

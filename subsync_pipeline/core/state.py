@@ -103,8 +103,10 @@ decisions = sa.Table(
 
 # Each key's resolution state once its member's ledger events up to (through_at,
 # through_event_id) are applied, under the config with `config_hash`: a day resumes from here
-# instead of replaying the member's whole history. A change to the ledger at or before a member's
-# checkpoint deletes the member's rows (`ledger.store_validation`), so what is here always holds.
+# instead of replaying the member's whole history. Only the keys a resolution decided events of
+# are rewritten, so a member's checkpoint is the latest through of its rows (a key row with an
+# older one had no events since). A change to the ledger at or before a member's checkpoint
+# deletes the member's rows (`ledger.store_validation`), so what is here always holds.
 key_states = sa.Table(
     "key_states",
     metadata,

@@ -206,14 +206,16 @@ class Resolution:
 
 
 def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
-    """Statuses of the members with events decided now, each with its latest event's position."""
+    """Statuses of the keys with events decided now, each with its member's latest event's
+    position: a key without new events keeps its stored state, so writing it again is waste."""
     # The latest (occurred_at, event_id) per member: the latest time by a group maximum, then
     # ties by event id among those rows only (sorting a million event ids as text took seconds).
     latest = decided.groupby(MEMBER, sort=False)["occurred_at"].transform("max")
     tail = decided.loc[decided["occurred_at"].eq(latest), [*MEMBER, "occurred_at", "event_id"]]
     last = tail.sort_values("event_id").drop_duplicates(MEMBER, keep="last")
     last = last.rename(columns={"occurred_at": "through_at", "event_id": "through_event_id"})
-    return statuses.merge(last, on=MEMBER, how="inner")
+    keys = decided[KEY].drop_duplicates()
+    return statuses.merge(keys, on=KEY, how="inner").merge(last, on=MEMBER, how="inner")
 
 
 def resolve_days(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from subsync_pipeline.core.resolution import (
     STATE_COLUMNS,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    _fold,
     current_status,
     resolve,
 )
@@ -224,6 +226,15 @@ def test_input_order_does_not_change_the_result() -> None:
     for order in ([3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]):
         shuffled = frame([events[n] for n in order])
         pd.testing.assert_frame_equal(resolve(shuffled, DEFAULT_SOURCE_RANKS), expected)
+
+
+def test_sort_codes_are_made_dense_before_they_could_overflow() -> None:
+    # Three rows whose key codes are huge (the product of many large cardinalities): refined by
+    # a 4-valued column, 2**61 * 4 would wrap around int64 and sort first.
+    folded, bound = _fold(np.array([2**61, 7, 2**61 - 1]), 2**61 + 1, np.array([1, 0, 1]), 4)
+
+    assert np.argsort(folded).tolist() == [1, 2, 0]
+    assert bound == 3 * 4
 
 
 def test_extra_columns_travel_with_their_event() -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from subsync_pipeline.core import sql
 from subsync_pipeline.core.sql import insert_frame, read_frame
 from subsync_pipeline.core.state import create_state_engine
 
@@ -90,6 +91,21 @@ def test_copy_of_a_concatenated_frame_stores_its_values(postgres_url: str) -> No
         loaded = read_frame(conn, sa.select(TABLE))
     engine.dispose()
     assert texts(loaded) == ["kept"]
+
+
+@pytest.mark.postgres
+def test_a_frame_larger_than_a_copy_slice_is_stored_whole(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql, "_COPY_SLICE_ROWS", 3)
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        TABLE.create(conn)
+        insert_frame(conn, TABLE, frame(AWKWARD))
+        loaded = read_frame(conn, sa.select(TABLE).order_by(TABLE.c.id))
+    engine.dispose()
+    assert loaded["id"].tolist() == list(range(len(AWKWARD)))
+    assert texts(loaded) == AWKWARD
 
 
 @pytest.mark.postgres

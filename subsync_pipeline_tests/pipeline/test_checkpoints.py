@@ -20,6 +20,7 @@ from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 
 A, B = "000100", "000101"
+EVENTS = {"scope_type": "message_category", "scope_id": "77"}
 
 DAYS: dict[str, list[dict[str, str]]] = {
     "2026-11-18": [
@@ -27,10 +28,15 @@ DAYS: dict[str, list[dict[str, str]]] = {
             "A1", A, "subscribe", "form", "2026-11-18T09:00:00", timestamp_subscribed="2026-11-18"
         ),
         event("B1", B, "subscribe", "api", "2026-11-18T10:00:00"),
+        # A's second key (EVENTS): no event of it on 2026-11-20, so its checkpoint row keeps the
+        # older through while the NEWSLETTER row moves on.
+        event("A1E", A, "subscribe", "form", "2026-11-18T12:00:00", **EVENTS),
     ],
     "2026-11-19": [
         event("A2", A, "unsubscribe", "third_party", "2026-11-19T09:00:00"),
         event("A3", A, "unsubscribe", "form", "2026-11-19T11:00:00"),
+        # Late for A's member checkpoint (A4), though after its EVENTS row's through (A1E).
+        event("A2E", A, "unsubscribe", "api", "2026-11-19T10:00:00", **EVENTS),
     ],
     "2026-11-20": [
         event("A4", A, "subscribe", "api", "2026-11-20T09:00:00"),
@@ -95,16 +101,23 @@ def test_later_days_resume_and_a_late_day_replays(
     land_all(deployment)
 
     first = resolve_metadata(deployment.materialize("2026-11-18"))
-    assert (first["contacts_replayed"], first["events_resolved"]) == (2, 2)
+    assert (first["contacts_replayed"], first["events_resolved"]) == (2, 3)
 
-    # A day after the checkpoints: only its own events are resolved, nobody is replayed.
+    # A day after the checkpoints: only its own events are resolved, nobody is replayed, and
+    # only the keys they touch get new checkpoint rows.
     last = resolve_metadata(deployment.materialize("2026-11-20"))
     assert (last["contacts_replayed"], last["events_resolved"]) == (0, 2)
+    throughs = "SELECT master_customer_id, area, through_event_id FROM key_states ORDER BY 1, 2"
+    assert deployment.state(throughs).values.tolist() == [
+        [A, "EVENTS", "A1E"],
+        [A, "NEWSLETTER", "A4"],
+        [B, "NEWSLETTER", "B2"],
+    ]
 
-    # A day before A's checkpoint (a late file): A is replayed over its whole history; B, which
-    # the day does not touch, is not.
+    # A day before A's checkpoint (a late file): A is replayed over its whole history, even for
+    # the EVENTS event that is after that key's own row; B, which the day does not touch, is not.
     late = resolve_metadata(deployment.materialize("2026-11-19"))
-    assert (late["contacts_replayed"], late["events_resolved"]) == (1, 4)
+    assert (late["contacts_replayed"], late["events_resolved"]) == (1, 6)
 
     # Re-running a day whose files did not change decides nothing again and writes nothing.
     again = deployment.materialize("2026-11-20")
@@ -113,10 +126,11 @@ def test_later_days_resume_and_a_late_day_replays(
     expected_opt_in, expected_activity = in_order
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
-    states = deployment.state(
-        "SELECT master_customer_id, through_event_id FROM key_states ORDER BY 1"
-    )
-    assert states.values.tolist() == [[A, "A4"], [B, "B2"]]
+    assert deployment.state(throughs).values.tolist() == [
+        [A, "EVENTS", "A4"],
+        [A, "NEWSLETTER", "A4"],
+        [B, "NEWSLETTER", "B2"],
+    ]
     assert deployment.state("SELECT * FROM pending_writes").empty
 
 
