@@ -11,7 +11,7 @@ test: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n auto
 
 ui: bootstrap
 	mkdir -p data/dagster_home

@@ -28,6 +28,12 @@ from subsync_pipeline_tests.pg_server import (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: under `pytest -n auto` a two-minute test handed out last would leave
+    the other workers idle while it finishes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One server per session: initdb costs seconds, a fresh database per test costs milliseconds.

@@ -19,6 +19,8 @@ from subsync_pipeline_tests.dagster_services import BIN, ROOT, WORKSPACE, Servic
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer, free_port
 
+pytestmark = pytest.mark.slow
+
 
 class Operators:
     """A DAGSTER_HOME on PostgreSQL with the daemon and the webserver running against it."""

@@ -15,6 +15,8 @@ from subsync_pipeline.core.config import SOURCES
 from subsync_pipeline_tests.harness import MEMBERS, Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 
+pytestmark = pytest.mark.slow
+
 DAYS = ["2026-11-17", "2026-11-18", "2026-11-19", "2026-11-20"]
 SCOPES = [("group", "1201"), ("message_category", "77"), ("group", "5555")]
 

@@ -24,7 +24,7 @@ from subsync_pipeline_tests.pipeline.test_convergence import (
     random_orders,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def odbc_deployment(root: Path, server: PostgresServer, name: str) -> Deployment:
