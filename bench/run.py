@@ -181,27 +181,36 @@ def time_resolution(events: int, members: int) -> float:
     return time.perf_counter() - started
 
 
+def daily_sync_job() -> Any:
+    """The job as deployed (its resources from the environment), for `dg.reconstructable`."""
+    from subsync_pipeline.definitions import defs
+
+    return defs.resolve_job_def("daily_sync_job")
+
+
 def run_job(args: argparse.Namespace) -> None:
-    """Child process: the daily job, in-process, timing each step from Dagster's own events."""
+    """Child process: the daily job, in-process, timing each step from Dagster's own events.
+
+    It runs as a deployment runs it (`execute_job`, resources from the environment), not through
+    `materialize`, which keeps every step's output in memory for its result and so would report
+    the sum of the outputs as the job's peak RSS.
+    """
+    work = Path(args.work)
+    os.environ.update(
+        {
+            "SUBSYNC_CONFIG": str(work / "subsync.yaml"),
+            "SUBSYNC_LANDING_DIR": str(work / "landing"),
+            "SUBSYNC_DB_URL": args.state_url,
+            "PERSONIFY_DB_URL": args.personify_url,
+            "SUBSYNC_REPORTS_DIR": str(work / "reports"),
+        }
+    )
+    # Imported only now, and before the clock starts: the definitions read SUBSYNC_CONFIG when
+    # they load.
     import dagster as dg
 
-    from subsync_pipeline.assets import sync_assets
-    from subsync_pipeline.resources import (
-        LandingFolderResource,
-        PersonifyDatabaseResource,
-        ReportsFolderResource,
-        StateDatabaseResource,
-        SubsyncConfigResource,
-    )
+    daily_sync_job()
 
-    work = Path(args.work)
-    resources = {
-        "subsync_config": SubsyncConfigResource(path=str(work / "subsync.yaml")),
-        "landing": LandingFolderResource(path=str(work / "landing")),
-        "state_db": StateDatabaseResource(url=args.state_url),
-        "personify_db": PersonifyDatabaseResource(url=args.personify_url),
-        "reports": ReportsFolderResource(path=str(work / "reports")),
-    }
     samples: list[tuple[float, int]] = []
     done = threading.Event()
 
@@ -212,30 +221,34 @@ def run_job(args: argparse.Namespace) -> None:
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
     started = time.perf_counter()
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            sync_assets, partition_key=args.day, resources=resources, instance=instance
-        )
-    total = time.perf_counter() - started
+    with (
+        dg.instance_for_test() as instance,
+        dg.execute_job(
+            dg.reconstructable(daily_sync_job),
+            instance,
+            tags={"dagster/partition": args.day},
+            raise_on_error=True,
+        ) as result,
+    ):
+        total = time.perf_counter() - started
+        # Each step's own peak: the highest RSS sampled between its start and its success.
+        logged = [entry for entry in instance.all_logs(result.run_id) if entry.dagster_event]
+        began = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_start}
+        ended = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_success}
+        steps = {
+            event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+            for event in result.all_events
+            if event.is_step_success
+        }
+        [resolved] = result.asset_materializations_for_node("contact_subscription_status")
     done.set()
     sampler.join()
-    steps = {
-        event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
-        for event in result.all_events
-        if event.is_step_success
-    }
-    # Each step's own peak: the highest RSS sampled between its start and its success.
-    began = {event.step_key: event.timestamp for event in result.all_events if event.is_step_start}
-    ended = {
-        event.step_key: event.timestamp for event in result.all_events if event.is_step_success
-    }
     step_rss = {
         step: round(
             max((kb for at, kb in samples if began[step] <= at <= ended[step]), default=0) / 1024
         )
         for step in steps
     }
-    [resolved] = result.asset_materializations_for_node("contact_subscription_status")
     resolution = {
         name: resolved.metadata[name].value
         for name in ("events_resolved", "contacts_replayed", "keys")
