@@ -7,8 +7,10 @@ It starts a throwaway PostgreSQL 15 server (as the tests do), generates one day'
 creates a sandbox Personify with the members and, with --history, loads H earlier events straight
 into the state database's ledger; then it runs the whole daily job for that day in a child process
 (so its peak RSS is the job's alone) against PostgreSQL for both Personify and state, and times
-`psql \\copy` of the same file into a plain table on the same server. Time per asset, events/s,
-peak RSS and the pipeline/COPY ratio are printed and appended to bench/RESULTS.md with the commit.
+`psql \\copy` of the same file into a plain table on the same server. With --history it first runs
+the same day on an empty ledger (fresh databases, same server), and reports the history's cost as
+the ratio of the two. Time and peak RSS per asset, events/s and the pipeline/COPY ratio are printed
+and appended to bench/RESULTS.md with the commit.
 """
 
 from __future__ import annotations
@@ -275,6 +277,40 @@ def _rss_kb(field: str) -> int:
     return kb
 
 
+def run_child(
+    args: argparse.Namespace, work: Path, state_url: str, personify_url: str, profile: str | None
+) -> dict[str, Any]:
+    """The daily job in a child process (so its peak RSS is the job's alone); its figures."""
+    profiler = (
+        [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", profile]
+        if profile
+        else [sys.executable]
+    )
+    child = subprocess.run(
+        [
+            *profiler,
+            __file__,
+            "--child",
+            "--work",
+            str(work),
+            "--day",
+            args.day,
+            "--state-url",
+            state_url,
+            "--personify-url",
+            personify_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr[-5000:])
+        raise SystemExit(f"the daily job failed ({child.returncode})")
+    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -319,8 +355,6 @@ def main() -> None:
         os.chmod(tracking, 0o644)
         mb = tracking.stat().st_size / 1e6
 
-        personify_url = server.create_database("personify")
-        state_url = server.create_database("state")
         customers = pd.DataFrame(
             {
                 "MASTER_CUSTOMER_ID": member_ids(args.members),
@@ -329,7 +363,18 @@ def main() -> None:
                 "PRIMARY_EMAIL_ADDRESS": None,
             }
         )
-        create_sandbox_personify(personify_url, customers=customers, reset=True)
+
+        def databases() -> tuple[str, str]:
+            personify_url = server.create_database("personify")
+            create_sandbox_personify(personify_url, customers=customers, reset=True)
+            return server.create_database("state"), personify_url
+
+        empty_ledger = None
+        if args.history:
+            # The same day on an empty ledger, same server and file: what the history costs.
+            print("running daily_sync_job on an empty ledger ...", flush=True)
+            empty_ledger = run_child(args, work, *databases(), profile=None)
+        state_url, personify_url = databases()
         history_s = (
             load_history(state_url, args.history, args.members, args.day) if args.history else 0.0
         )
@@ -353,33 +398,7 @@ def main() -> None:
         copy_s = time.perf_counter() - started
 
         print("running daily_sync_job in a child process ...", flush=True)
-        profiler = (
-            [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", args.profile]
-            if args.profile
-            else [sys.executable]
-        )
-        child = subprocess.run(
-            [
-                *profiler,
-                __file__,
-                "--child",
-                "--work",
-                str(work),
-                "--day",
-                args.day,
-                "--state-url",
-                state_url,
-                "--personify-url",
-                personify_url,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if child.returncode != 0:
-            sys.stderr.write(child.stderr[-5000:])
-            raise SystemExit(f"the daily job failed ({child.returncode})")
-        job = json.loads(child.stdout.strip().splitlines()[-1])
+        job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
     finally:
         server.stop()
@@ -406,6 +425,14 @@ def main() -> None:
         "events_per_s": int(args.events / total),
         "peak_rss_mb": rss,
         "history_load_s": round(history_s, 1),
+        **(
+            {
+                "empty_ledger_s": empty_ledger["total_s"],
+                "history_ratio": round(total / empty_ledger["total_s"], 2),
+            }
+            if empty_ledger
+            else {}
+        ),
         "steps": job["steps"],
         "step_rss_mb": job["step_rss_mb"],
         "resolution": job["resolution"],
@@ -414,6 +441,11 @@ def main() -> None:
     if not args.no_results:
         results = ROOT / "bench" / "RESULTS.md"
         steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
+        if empty_ledger:
+            steps += (
+                f"; **{figures['history_ratio']}x the same day on an empty ledger "
+                f"({empty_ledger['total_s']} s)**"
+            )
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
             f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "
