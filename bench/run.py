@@ -428,6 +428,7 @@ def main() -> None:
         **(
             {
                 "empty_ledger_s": empty_ledger["total_s"],
+                "empty_ledger_steps": empty_ledger["steps"],
                 "history_ratio": round(total / empty_ledger["total_s"], 2),
             }
             if empty_ledger
@@ -442,9 +443,10 @@ def main() -> None:
         results = ROOT / "bench" / "RESULTS.md"
         steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
         if empty_ledger:
+            empty_steps = ", ".join(f"{k} {v}s" for k, v in empty_ledger["steps"].items())
             steps += (
                 f"; **{figures['history_ratio']}x the same day on an empty ledger "
-                f"({empty_ledger['total_s']} s)**"
+                f"({empty_ledger['total_s']} s: {empty_steps})**"
             )
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
