@@ -21,31 +21,19 @@ from subsync_pipeline.core.sql import analyze, insert_frame, read_frame, temp_ta
 MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 
 
+def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
+    """A temporary table of the distinct (`names`) rows of `frame`, typed as in key_states."""
+    table = temp_table(
+        conn,
+        f"subsync_{'keys' if 'area' in names else 'members'}",
+        [sa.Column(name, state.key_states.c[name].type, primary_key=True) for name in names],
+    )
+    insert_frame(conn, table, frame[names].drop_duplicates(), staging=True)
+    return table
+
+
 def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
-    table = temp_table(
-        conn,
-        "subsync_members",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-        ],
-    )
-    insert_frame(conn, table, members[MEMBER].drop_duplicates(), staging=True)
-    return table
-
-
-def _key_stage(conn: Connection, keys: pd.DataFrame) -> sa.Table:
-    table = temp_table(
-        conn,
-        "subsync_keys",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("area", sa.String(300), primary_key=True),
-        ],
-    )
-    insert_frame(conn, table, keys[KEY].drop_duplicates(), staging=True)
-    return table
+    return _stage(conn, members, MEMBER)
 
 
 def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
@@ -358,7 +346,7 @@ def store_resolution(
     # keep their rows, states and older throughs (see `state.key_states`).
     changed = states.loc[~is_member_of(states, replayed), KEY]
     if len(changed):
-        stage = _key_stage(conn, changed)
+        stage = _stage(conn, changed, KEY)
         keys = state.key_states.c
         conn.execute(
             state.key_states.delete().where(
