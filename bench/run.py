@@ -11,11 +11,18 @@ into the state database's ledger; then it runs the whole daily job for that day 
 the same day on an empty ledger (fresh databases, same server), and reports the history's cost as
 the ratio of the two. Time and peak RSS per asset, events/s and the pipeline/COPY ratio are printed
 and appended to bench/RESULTS.md with the commit.
+
+A loaded history is kept (30M events take most of an hour to load): the server's cluster lives in
+--history-cache, under a key made of what the load depends on (H, M, the day, LOADER_VERSION and
+the DDL of the tables it fills), and each run works on a copy of the loaded database
+(`CREATE DATABASE ... TEMPLATE`), so every run starts from the same state. Tables added to the
+state schema since are created empty by `create_state_engine`, as on an upgraded deployment.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -55,6 +62,12 @@ SOURCE_MIX = {
     "third_party": 0.04,
 }
 SCOPES = [("group", "1201"), ("message_category", "77"), ("group_category", "9")]
+# Part of the history cache's key: bump it when load_history stores something different.
+LOADER_VERSION = 2
+HISTORY_CACHE = Path("/tmp/subsync-bench-history")
+HISTORY_TEMPLATE = "history_template"
+# The state tables load_history fills; their DDL is part of the cache key.
+HISTORY_TABLES = ("event_ledger", "event_versions", "decisions", "key_states")
 
 
 def member_ids(members: int) -> np.ndarray:
@@ -96,7 +109,9 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
 
     The events are COPYed into the ledger and event_versions in chunks; then every member is
     resolved over its history with the pipeline's own functions, which stores the decisions and
-    the checkpoints a daily run would have left.
+    the checkpoints a daily run would have left. Secondary indexes are dropped while a table is
+    filled and built once after it (sorting 30M keys once instead of 30M random inserts); what
+    is left is the same database a daily run would have grown.
     """
     import sqlalchemy as sa
 
@@ -107,6 +122,21 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     engine = state.create_state_engine(state_url)
     config = parse_config(CONFIG)
     started = time.perf_counter()
+
+    def without_indexes(*tables: sa.Table) -> None:
+        with engine.begin() as conn:
+            for table in tables:
+                for index in table.indexes:
+                    index.drop(conn)
+
+    def with_indexes(*tables: sa.Table) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '1GB'"))
+            for table in tables:
+                for index in table.indexes:
+                    index.create(conn)
+
+    without_indexes(state.event_ledger, state.event_versions, state.decisions)
     chunk = 1_000_000
     first = date.fromisoformat(day)
     for start in range(0, history, chunk):
@@ -140,6 +170,7 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
             versions = frame[["event_id", "day", "file_id", "line_number"]].assign(fingerprint=0)
             copy_frame(conn, state.event_versions, versions)
         print(f"  history: {start + size:,} / {history:,} events", flush=True)
+    with_indexes(state.event_ledger, state.event_versions)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
     print(
@@ -152,10 +183,72 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
             resolution = sync.resolve_members(conn, config, everyone.iloc[at : at + batch])
             resolution.store(conn, "bench-history", pd.Timestamp.now().to_pydatetime())
         print(f"  checkpoints: {min(at + batch, members):,} / {members:,} members", flush=True)
+    with_indexes(state.decisions)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
     engine.dispose()
     return time.perf_counter() - started
+
+
+def history_key(history: int, members: int, day: str) -> str:
+    """What a loaded history depends on, as a short hash (the cache folder's name)."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from subsync_pipeline.core import state
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    ddl = []
+    for name in HISTORY_TABLES:
+        table = state.metadata.tables[name]
+        ddl.append(str(CreateTable(table).compile(dialect=dialect)))
+        ddl += sorted(str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes)
+    identity = json.dumps([history, members, day, LOADER_VERSION, ddl])
+    return f"h{history}-m{members}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
+def _admin(server: Any, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(statement)
+
+
+def _drop_run_databases(server: Any) -> None:
+    """Every database but the loaded history and PostgreSQL's own (a kept cluster's last run)."""
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' "
+            "AND datname <> %s",
+            [HISTORY_TEMPLATE],
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'DROP DATABASE "{name}"')
+
+
+def history_state(server: Any, url: str, marker: Path, args: argparse.Namespace) -> float:
+    """Make the (new, empty) state database at `url` a copy of the kept history, loading that
+    first if need be; returns how long loading the history took (when it was loaded)."""
+    if not marker.exists():
+        _admin(server, f"DROP DATABASE IF EXISTS {HISTORY_TEMPLATE}")
+        _admin(server, f"CREATE DATABASE {HISTORY_TEMPLATE}")
+        seconds = load_history(server.url(HISTORY_TEMPLATE), args.history, args.members, args.day)
+        marker.write_text(json.dumps({"history_load_s": round(seconds, 1)}))
+    loaded: float = json.loads(marker.read_text())["history_load_s"]
+    name = url.rsplit("/", 1)[1]
+    _admin(server, f'DROP DATABASE "{name}"')
+    # FILE_COPY copies the template's files as they are; PostgreSQL 15's default (WAL_LOG)
+    # writes every block of a database of several GB through the WAL.
+    started = time.perf_counter()
+    _admin(server, f'CREATE DATABASE "{name}" TEMPLATE {HISTORY_TEMPLATE} STRATEGY FILE_COPY')
+    print(f"  history copied from the cache in {time.perf_counter() - started:.0f} s", flush=True)
+    return loaded
 
 
 def time_resolution(events: int, members: int) -> float:
@@ -317,6 +410,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=200_000)
     parser.add_argument("--history", type=int, default=0, help="e.g. 30000000")
     parser.add_argument("--day", default=DAY)
+    parser.add_argument(
+        "--history-cache",
+        type=Path,
+        default=HISTORY_CACHE,
+        help=f"where loaded histories are kept between runs (default {HISTORY_CACHE})",
+    )
     parser.add_argument("--no-results", action="store_true", help="do not append RESULTS.md")
     parser.add_argument(
         "--profile", metavar="FILE", help="write a pyinstrument profile of the job to FILE"
@@ -346,9 +445,12 @@ def main() -> None:
     os.chmod(work, 0o755)
     (work / "landing").mkdir()
     (work / "subsync.yaml").write_text(yaml.safe_dump(CONFIG))
-    server = PostgresServer()
+    cache = args.history_cache / history_key(args.history, args.members, args.day)
+    server = PostgresServer(cache / "cluster") if args.history else PostgresServer()
     server.start()
     try:
+        if args.history:
+            _drop_run_databases(server)
         print(f"generating {args.events:,} events over {args.members:,} members ...", flush=True)
         tracking = work / "landing" / f"rm_tracking_{args.day}.csv"
         tracking_frame(args.events, args.members, args.day, 7, "E").to_csv(tracking, index=False)
@@ -375,9 +477,9 @@ def main() -> None:
             print("running daily_sync_job on an empty ledger ...", flush=True)
             empty_ledger = run_child(args, work, *databases(), profile=None)
         state_url, personify_url = databases()
-        history_s = (
-            load_history(state_url, args.history, args.members, args.day) if args.history else 0.0
-        )
+        history_s = 0.0
+        if args.history:
+            history_s = history_state(server, state_url, cache / "loaded.json", args)
 
         copy_db = server.create_database("copy")
         columns = ", ".join(f"{c} text" for c in pd.read_csv(tracking, nrows=0).columns)
@@ -401,7 +503,11 @@ def main() -> None:
         job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
     finally:
-        server.stop()
+        try:
+            if args.history:
+                _drop_run_databases(server)
+        finally:
+            server.stop()
 
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True

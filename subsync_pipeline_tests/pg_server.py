@@ -72,9 +72,13 @@ def database_stem(name: str) -> str:
 
 
 class PostgresServer:
-    """One server for the whole test session; each test gets fresh databases on it."""
+    """One server for the whole test session; each test gets fresh databases on it.
 
-    def __init__(self) -> None:
+    With `directory`, the cluster lives there and outlives `stop` (the bench keeps a loaded
+    history that way); a directory that holds a cluster already is started, not initialised.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
         self.initdb, self.pg_ctl = find_binaries()
         self.as_root = os.geteuid() == 0
         if self.as_root:
@@ -85,8 +89,12 @@ class PostgresServer:
                     f"running as root needs the postgres OS user to run the server: {INSTALL_HINT}"
                 ) from None
         self.port = free_port()
-        # Under /tmp, not $TMPDIR: the postgres user must be able to reach it when we run as root.
-        self.directory = Path(tempfile.mkdtemp(prefix="subsync-pg-", dir="/tmp"))
+        self.keep = directory is not None
+        if directory is None:
+            # Under /tmp, not $TMPDIR: the postgres user must be able to reach it as root.
+            directory = Path(tempfile.mkdtemp(prefix="subsync-pg-", dir="/tmp"))
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
         if self.as_root:
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
         self.log = self.directory / "log"
@@ -112,21 +120,23 @@ class PostgresServer:
             )
 
     def start(self) -> None:
-        """initdb and start; on failure the directory is removed and the error carries the log."""
+        """initdb (unless the directory holds a cluster) and start; on failure a throwaway
+        directory is removed and the error carries the log."""
         try:
-            self._run(
-                self.initdb,
-                "-D",
-                str(self.directory),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                # The C locale exists everywhere; the caller's LANG may name one not generated.
-                "--locale=C",
-                "--no-sync",
-            )
+            if not (self.directory / "PG_VERSION").exists():
+                self._run(
+                    self.initdb,
+                    "-D",
+                    str(self.directory),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    # The C locale exists everywhere; the caller's LANG may name one not generated.
+                    "--locale=C",
+                    "--no-sync",
+                )
             options = (
                 f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c max_connections=100"
@@ -147,11 +157,14 @@ class PostgresServer:
             raise
 
     def stop(self) -> None:
+        """Stop the server; a kept cluster is shut down cleanly, a throwaway one removed."""
         try:
             if (self.directory / "postmaster.pid").exists():
-                self._run(self.pg_ctl, "-D", str(self.directory), "-m", "immediate", "-w", "stop")
+                mode = "fast" if self.keep else "immediate"
+                self._run(self.pg_ctl, "-D", str(self.directory), "-m", mode, "-w", "stop")
         finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
