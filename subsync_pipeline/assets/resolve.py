@@ -43,6 +43,7 @@ def contact_subscription_status(
         metadata={
             "events_resolved": dg.MetadataValue.int(len(resolved.decided)),
             "contacts_replayed": dg.MetadataValue.int(resolved.replayed_members),
+            "slices_caught_up": dg.MetadataValue.int(resolved.slices_caught_up),
             "keys": dg.MetadataValue.int(len(resolved.statuses)),
             **{f"decision_{name}": dg.MetadataValue.int(n) for name, n in counts.items()},
             "status_changes": dg.MetadataValue.int(int(of_days["status_change"].sum())),

@@ -6,6 +6,7 @@ over the full history of the contacts it touches — the basis of convergence in
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,6 +127,7 @@ def store_validation(
     old.drop(conn)
     stage.drop(conn)
     _bump_generation(conn)
+    _record_unresolved(conn, run_id, days, file_ids, now)
 
     rejected = state.rejected_records
     conn.execute(rejected.delete().where(rejected.c.day.in_(days)))
@@ -137,6 +139,51 @@ def store_validation(
         touched_members=touched.drop_duplicates().reset_index(drop=True),
         removed_event_ids=removed_rows["event_id"].astype(str).reset_index(drop=True),
     )
+
+
+def _record_unresolved(
+    conn: Connection, run_id: str, days: list[str], file_ids: list[int], now: datetime
+) -> None:
+    table = state.unresolved_slices
+    # A retried validation step stores its slice again under the same run id.
+    conn.execute(table.delete().where(table.c.run_id == run_id))
+    conn.execute(
+        table.insert().values(
+            run_id=run_id, days=json.dumps(days), file_ids=json.dumps(file_ids), recorded_at=now
+        )
+    )
+
+
+def unresolved(conn: Connection) -> pd.DataFrame:
+    """The slices stored and not yet resolved (see `state.unresolved_slices`)."""
+    table = state.unresolved_slices
+    return read_frame(conn, sa.select(table.c.run_id, table.c.days, table.c.file_ids))
+
+
+def members_of_slices(conn: Connection, slices: pd.DataFrame) -> pd.DataFrame:
+    """The members with a ledger event in one of `slices`; for the whole-ledger row, those with
+    an event that has no decision."""
+    ledger = state.event_ledger
+    found = [pd.DataFrame({"master_customer_id": pd.Series(dtype=str), "sub_customer_id": 0})]
+    for days, file_ids in slices[["days", "file_ids"]].itertuples(index=False):
+        if pd.isna(days):
+            where = ~sa.exists().where(state.decisions.c.event_id == ledger.c.event_id)
+        elif json.loads(file_ids):
+            where = sa.and_(
+                ledger.c.day.in_(json.loads(days)), ledger.c.file_id.in_(json.loads(file_ids))
+            )
+        else:
+            continue
+        query = sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(where)
+        found.append(read_frame(conn, query.distinct()))
+    members = pd.concat(found, ignore_index=True).drop_duplicates(ignore_index=True)
+    return members.astype({"master_customer_id": str, "sub_customer_id": "int64"})
+
+
+def clear_unresolved(conn: Connection, run_ids: list[str]) -> None:
+    """Forget slices whose events a resolution has just decided (in its transaction)."""
+    table = state.unresolved_slices
+    conn.execute(table.delete().where(table.c.run_id.in_(run_ids)))
 
 
 def _invalidate(conn: Connection, changed: sa.Subquery) -> None:

@@ -4,6 +4,7 @@ decisions and rejects. subsync owns this schema and creates it on first use.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -145,6 +146,25 @@ pending_writes = sa.Table(
     sa.Column("generation", sa.BigInteger, nullable=False),
 )
 
+# Slices of the ledger (a validation's days and files) whose events no resolution has decided
+# yet: recorded in the transaction that stores the slice, deleted in the one that stores its
+# decisions. While a run finds no row here but its own, every ledger event after a contact's
+# checkpoint is in its own slice, which it holds in memory, so resolving needs no probe of the
+# ledger (`sync.resolve_days`). A row another run left (it died between the two steps) makes the
+# next resolution take in that slice's contacts. `days` NULL stands for the whole ledger: a
+# database made before this table existed, with undecided events (see `create_state_engine`).
+unresolved_slices = sa.Table(
+    "unresolved_slices",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("days", sa.Text),
+    sa.Column("file_ids", sa.Text),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+)
+# The row that stands for undecided events found anywhere in a ledger made before
+# unresolved_slices (see `create_state_engine`).
+WHOLE_LEDGER = "(whole ledger)"
+
 rejected_records = sa.Table(
     "rejected_records",
     metadata,
@@ -191,7 +211,13 @@ def create_state_engine(url: str) -> Engine:
     with engine.begin() as conn:
         # Two runs starting at once on a new database must not both create the tables.
         lock(conn)
+        inspector = sa.inspect(conn)
+        upgrading = inspector.has_table(event_ledger.name) and not inspector.has_table(
+            unresolved_slices.name
+        )
         metadata.create_all(conn)
+        if upgrading:
+            _record_undecided(conn)
         # create_all adds missing tables only; an index added since a table was made is added here.
         for table in metadata.sorted_tables:
             for index in table.indexes:
@@ -199,6 +225,19 @@ def create_state_engine(url: str) -> Engine:
         for name in _RETIRED_INDEXES:
             conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     return engine
+
+
+def _record_undecided(conn: Connection) -> None:
+    """On a ledger older than unresolved_slices: if any event has no decision (a run died after
+    validating), record the whole ledger as unresolved, so the next resolution finds them."""
+    decided = sa.exists().where(decisions.c.event_id == event_ledger.c.event_id)
+    undecided = sa.select(event_ledger.c.event_id).where(~decided).limit(1)
+    if conn.execute(undecided).first() is not None:
+        conn.execute(
+            unresolved_slices.insert().values(
+                run_id=WHOLE_LEDGER, recorded_at=datetime.now(UTC).replace(tzinfo=None)
+            )
+        )
 
 
 # Indexes an older version made that nothing reads any more, but every insert would maintain.

@@ -67,6 +67,8 @@ class ResolvedDays:
     run_id: str
     generation: int | None = None
     replayed_members: int = 0
+    # Slices other runs stored and never resolved, caught up on by this one.
+    slices_caught_up: int = 0
 
 
 def ingest(
@@ -140,13 +142,17 @@ def resolve_members(
     config: SubsyncConfig,
     members: pd.DataFrame,
     stored: ValidatedDays | None = None,
+    *,
+    only_stored: bool = False,
 ) -> Resolution:
     """Decide the ledger events of `members` not yet decided, from their checkpoints.
 
     A member with a checkpoint made under this config resumes from it with its later events; any
     other is replayed over its whole history. With `stored` (whose events are the ledger's slice
     of its days and files, untouched since), that slice comes from memory and only the rest is
-    read: normally nothing, as a day's events are after its members' checkpoints.
+    read: normally nothing, as a day's events are after its members' checkpoints. With
+    `only_stored` the caller knows every undecided ledger event is in that slice (no other slice
+    awaits resolution: `ledger.unresolved`), so the ledger is not probed for the rest at all.
     """
     config_hash = _fingerprint(config)
     checkpoints = ledger.key_states(conn, members, config_hash)
@@ -155,10 +161,9 @@ def resolve_members(
     replayed = members.loc[~ledger.is_member_of(members, through), MEMBER].reset_index(drop=True)
 
     besides = None if stored is None else (list(stored.days), list(stored.file_ids))
-    parts = [
-        ledger.member_history(conn, replayed, besides),
-        ledger.events_after(conn, resumed, besides),
-    ]
+    parts = [ledger.member_history(conn, replayed, besides)]
+    if stored is None or not only_stored:
+        parts.append(ledger.events_after(conn, resumed, besides))
     if stored is not None:
         slice_ = stored.result.events[parts[0].columns]
         slice_ = slice_.astype({"sub_customer_id": "int64"}).merge(through, on=MEMBER, how="left")
@@ -236,8 +241,16 @@ def resolve_days(
         # Reading back a million events just stored is the largest read of a big day: unless
         # another run changed the ledger since, they are taken from the validation step.
         stored = validated if ledger.generation(conn) == validated.generation else None
-        resolution = resolve_members(conn, config, members, stored)
+        # Slices another run stored and never resolved (it died in between): their contacts
+        # are resolved now too, and their events read from the ledger.
+        unresolved = ledger.unresolved(conn)
+        others = unresolved.loc[unresolved["run_id"].ne(run_id)]
+        if len(others):
+            members = pd.concat([members, ledger.members_of_slices(conn, others)])
+            members = members.drop_duplicates(ignore_index=True)
+        resolution = resolve_members(conn, config, members, stored, only_stored=others.empty)
         resolution.store(conn, run_id, audit_now())
+        ledger.clear_unresolved(conn, unresolved["run_id"].tolist())
         decided = resolution.decided
         generation = ledger.record_pending(conn, targets, run_id) if len(decided) else None
         day_decisions = pd.concat(
@@ -267,6 +280,7 @@ def resolve_days(
         run_id=run_id,
         generation=generation,
         replayed_members=len(resolution.replayed),
+        slices_caught_up=len(others),
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.config import load_config
 from subsync_pipeline.core.personify.connection import create_personify_engine
-from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline.core.state import WHOLE_LEDGER, create_state_engine
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 
@@ -43,6 +43,11 @@ DAYS: dict[str, list[dict[str, str]]] = {
         event("B2", B, "unsubscribe", "preference_centre", "2026-11-20T09:30:00"),
     ],
 }
+
+
+UNRESOLVED = "SELECT run_id FROM unresolved_slices ORDER BY run_id"
+# A day of B's alone: a run for it touches none of A's contacts.
+B_ONLY = {"2026-11-21": [event("B3", B, "subscribe", "preference_centre", "2026-11-21T09:00:00")]}
 
 
 def run_part_way(deployment: Deployment, day: str, *, resolve: bool) -> None:
@@ -141,8 +146,11 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     deployment.materialize("2026-11-18")
     # 2026-11-19 is validated (its events are in the ledger) but never resolved or written.
     run_part_way(deployment, "2026-11-19", resolve=False)
-    # 2026-11-20 is resolved, then its Personify steps never run.
+    assert deployment.state(UNRESOLVED)["run_id"].tolist() == ["dead-2026-11-19"]
+    # 2026-11-20 is resolved, then its Personify steps never run. Its resolution took in the
+    # slice 2026-11-19 left unresolved, and forgot both slices.
     run_part_way(deployment, "2026-11-20", resolve=True)
+    assert deployment.state(UNRESOLVED).empty
     pending = deployment.state("SELECT DISTINCT target FROM pending_writes")
     assert sorted(pending["target"]) == ["activity", "opt_in"]
 
@@ -154,3 +162,67 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
     assert deployment.state("SELECT * FROM pending_writes").empty
+
+
+@pytest.fixture(scope="module")
+def b_only_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CUS_OPT_IN and CUS_ACTIVITY after 2026-11-18, -19 and B's 2026-11-21, in order."""
+    reference = deploy(tmp_path_factory.mktemp("b_only"))
+    for day in ("2026-11-18", "2026-11-19"):
+        reference.land(f"{day}.csv", DAYS[day])
+        reference.materialize(day)
+    for day, rows in B_ONLY.items():
+        reference.land(f"{day}.csv", rows)
+        reference.materialize(day)
+    return reference.opt_in(), reference.activity()
+
+
+@pytest.mark.parametrize("older_database", [False, True], ids=["died", "died-before-upgrade"])
+def test_a_slice_left_unresolved_is_caught_up_by_a_run_that_does_not_touch_it(
+    deployment: Deployment,
+    b_only_reference: tuple[pd.DataFrame, pd.DataFrame],
+    older_database: bool,
+) -> None:
+    for day in ("2026-11-18", "2026-11-19"):
+        deployment.land(f"{day}.csv", DAYS[day])
+    for day, rows in B_ONLY.items():
+        deployment.land(f"{day}.csv", rows)
+    deployment.materialize("2026-11-18")
+    # A's 2026-11-19 events are stored, never decided.
+    run_part_way(deployment, "2026-11-19", resolve=False)
+    if older_database:
+        # A state database from before unresolved_slices, holding the same undecided events:
+        # opening it records the whole ledger as unresolved.
+        engine = create_state_engine(deployment.state_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE unresolved_slices")
+        engine.dispose()
+        create_state_engine(deployment.state_url).dispose()
+        assert deployment.state(UNRESOLVED)["run_id"].tolist() == [WHOLE_LEDGER]
+
+    # A run of B's day alone still decides and writes A's events.
+    caught_up = resolve_metadata(deployment.materialize("2026-11-21"))
+    assert caught_up["slices_caught_up"] == 1
+    assert caught_up["events_resolved"] == 4  # B3, and A2, A3 and A2E after A's checkpoint
+    assert deployment.state(UNRESOLVED).empty
+    expected_opt_in, expected_activity = b_only_reference
+    pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
+    pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
+
+    # Nothing is left unresolved now: the next day resolves its own slice only.
+    again = resolve_metadata(deployment.materialize("2026-11-21"))
+    assert (again["slices_caught_up"], again["events_resolved"]) == (0, 0)
+
+
+def test_a_database_from_before_unresolved_slices_with_every_event_decided_needs_no_catch_up(
+    tmp_path: Path,
+) -> None:
+    deployment = deploy(tmp_path)
+    land_all(deployment)
+    deployment.materialize("2026-11-18")
+    engine = create_state_engine(deployment.state_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE unresolved_slices")
+    engine.dispose()
+    create_state_engine(deployment.state_url).dispose()
+    assert deployment.state(UNRESOLVED).empty
