@@ -241,6 +241,10 @@ def history_state(server: Any, url: str, marker: Path, args: argparse.Namespace)
         seconds = load_history(server.url(HISTORY_TEMPLATE), args.history, args.members, args.day)
         marker.write_text(json.dumps({"history_load_s": round(seconds, 1)}))
     loaded: float = json.loads(marker.read_text())["history_load_s"]
+    # Brought up to this commit's schema once, not inside every measured run.
+    from subsync_pipeline.core.state import create_state_engine
+
+    create_state_engine(server.url(HISTORY_TEMPLATE)).dispose()
     name = url.rsplit("/", 1)[1]
     _admin(server, f'DROP DATABASE "{name}"')
     # FILE_COPY copies the template's files as they are; PostgreSQL 15's default (WAL_LOG)
@@ -274,6 +278,74 @@ def time_resolution(events: int, members: int) -> float:
     started = time.perf_counter()
     current_status(resolve(frame, DEFAULT_SOURCE_RANKS))
     return time.perf_counter() - started
+
+
+# What a day stores, by database: the floor measurement copies the day's rows of each.
+STORED_TABLES: dict[str, tuple[str, ...]] = {
+    "state": ("event_versions", "event_ledger", "decisions", "key_states", "rejected_records"),
+    "personify": ("CUS_OPT_IN", "CUS_ACTIVITY"),
+}
+
+
+def storage_floor(server: Any, psql: list[str], work: Path, urls: dict[str, str]) -> dict[str, Any]:
+    """PostgreSQL's own time to store what the job stored, timed as the COPY baseline is.
+
+    Every row the job left in the tables it writes is exported, then loaded with `psql \\copy`
+    into empty tables of the same DDL (their keys and indexes included), and again into tables of
+    the same columns with no index at all. No implementation can store those rows on this server
+    faster than the first figure; none can store that much data faster than the second. Each
+    table is its own psql, as the baseline is (psql's start-up, ~20 ms, is in both).
+    """
+    from subsync_pipeline.core.sandbox import create_sandbox_personify
+    from subsync_pipeline.core.state import create_state_engine
+
+    def run(dbname: str, command: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([*psql, "-d", dbname, "-c", command], check=True)
+        return time.perf_counter() - started
+
+    floor_url = server.create_database("floor")
+    floor_db = floor_url.rsplit("/", 1)[1]
+    create_state_engine(floor_url).dispose()
+    create_sandbox_personify(
+        floor_url,
+        customers=pd.DataFrame(
+            columns=[
+                "MASTER_CUSTOMER_ID",
+                "SUB_CUSTOMER_ID",
+                "CUSTOMER_STATUS_CODE",
+                "PRIMARY_EMAIL_ADDRESS",
+            ]
+        ),
+    )
+    rows: dict[str, int] = {}
+    indexed: dict[str, float] = {}
+    plain: dict[str, float] = {}
+    for database, tables in STORED_TABLES.items():
+        source_db = urls[database].rsplit("/", 1)[1]
+        for table in tables:
+            dump = work / f"floor-{table}.csv"
+            # The names are the constants above, not input.
+            export = f"\\copy (SELECT * FROM \"{table}\") TO '{dump}' WITH (FORMAT csv)"  # noqa: S608
+            run(source_db, export)
+            os.chmod(dump, 0o644)
+            with dump.open("rb") as handle:
+                rows[table] = sum(
+                    block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")
+                )
+            indexed[table] = run(floor_db, f"\\copy \"{table}\" FROM '{dump}' WITH (FORMAT csv)")
+            run(floor_db, f'CREATE TABLE "plain_{table}" (LIKE "{table}")')
+            plain[table] = run(
+                floor_db, f"\\copy \"plain_{table}\" FROM '{dump}' WITH (FORMAT csv)"
+            )
+            dump.unlink()
+    return {
+        "rows": rows,
+        "indexed_s": {table: round(seconds, 2) for table, seconds in indexed.items()},
+        "plain_s": {table: round(seconds, 2) for table, seconds in plain.items()},
+        "floor_s": round(sum(indexed.values()), 2),
+        "floor_plain_s": round(sum(plain.values()), 2),
+    }
 
 
 def daily_sync_job() -> Any:
@@ -374,8 +446,11 @@ def run_child(
     args: argparse.Namespace, work: Path, state_url: str, personify_url: str, profile: str | None
 ) -> dict[str, Any]:
     """The daily job in a child process (so its peak RSS is the job's alone); its figures."""
+    # The session (FILE.pyisession, not committed) can be rendered again with other options,
+    # e.g. `pyinstrument --load FILE.pyisession --show '*/dagster/*'`.
+    session = f"{profile}.pyisession"
     profiler = (
-        [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", profile]
+        [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", session]
         if profile
         else [sys.executable]
     )
@@ -401,6 +476,9 @@ def run_child(
         sys.stderr.write(child.stderr[-5000:])
         raise SystemExit(f"the daily job failed ({child.returncode})")
     figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    if profile:
+        render = [sys.executable, "-m", "pyinstrument", "--load", session, "-r", "text"]
+        subprocess.run([*render, "-o", profile], check=True)
     return figures
 
 
@@ -502,6 +580,12 @@ def main() -> None:
         print("running daily_sync_job in a child process ...", flush=True)
         job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
+        # With a history the tables hold far more than the day stored: no floor then.
+        floor = (
+            None
+            if args.history
+            else storage_floor(server, psql, work, {"state": state_url, "personify": personify_url})
+        )
     finally:
         try:
             if args.history:
@@ -540,6 +624,15 @@ def main() -> None:
             if empty_ledger
             else {}
         ),
+        **(
+            {
+                "storage_floor": floor,
+                "floor_ratio": round(floor["floor_s"] / copy_s, 1),
+                "floor_plain_ratio": round(floor["floor_plain_s"] / copy_s, 1),
+            }
+            if floor
+            else {}
+        ),
         "steps": job["steps"],
         "step_rss_mb": job["step_rss_mb"],
         "resolution": job["resolution"],
@@ -553,6 +646,11 @@ def main() -> None:
             steps += (
                 f"; **{figures['history_ratio']}x the same day on an empty ledger "
                 f"({empty_ledger['total_s']} s: {empty_steps})**"
+            )
+        if floor:
+            steps += (
+                f"; storage floor {floor['floor_s']} s = {figures['floor_ratio']}x COPY "
+                f"({floor['floor_plain_s']} s = {figures['floor_plain_ratio']}x without indexes)"
             )
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
