@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,21 @@ def storage_floor(server: Any, psql: list[str], work: Path, urls: dict[str, str]
     }
 
 
+def print_slow_statements(log: Path, start: int) -> None:
+    """The statements the server logged (log_min_duration_statement) from byte `start` of its
+    log, slowest first, each cut to 300 characters."""
+    with log.open("rb") as handle:
+        handle.seek(start)
+        text = handle.read().decode(errors="replace")
+    entries = re.findall(
+        r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*):(.*?)(?=\n\S|\Z)", text, re.S
+    )
+    total = sum(float(duration) for duration, _ in entries) / 1000
+    print(f"statements over the threshold: {len(entries)}, {total:.1f} s")
+    for duration, statement in sorted(entries, key=lambda e: -float(e[0]))[:25]:
+        print(f"{float(duration) / 1000:7.2f} s  {' '.join(statement.split())[:300]}")
+
+
 def daily_sync_job() -> Any:
     """The job as deployed (its resources from the environment), for `dg.reconstructable`."""
     from subsync_pipeline.definitions import defs
@@ -498,6 +514,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="FILE", help="write a pyinstrument profile of the job to FILE"
     )
+    parser.add_argument(
+        "--slow-statements",
+        type=int,
+        metavar="MS",
+        help="print the measured run's SQL statements that took MS ms or more (server log)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state-url", help=argparse.SUPPRESS)
@@ -578,8 +600,16 @@ def main() -> None:
         copy_s = time.perf_counter() - started
 
         print("running daily_sync_job in a child process ...", flush=True)
+        if args.slow_statements is not None:
+            _admin(server, f"ALTER SYSTEM SET log_min_duration_statement = {args.slow_statements}")
+            _admin(server, "SELECT pg_reload_conf()")
+            logged_from = server.log.stat().st_size
         job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
+        if args.slow_statements is not None:
+            _admin(server, "ALTER SYSTEM RESET log_min_duration_statement")
+            _admin(server, "SELECT pg_reload_conf()")
+            print_slow_statements(server.log, logged_from)
         # With a history the tables hold far more than the day stored: no floor then.
         floor = (
             None
