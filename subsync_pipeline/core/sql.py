@@ -132,6 +132,18 @@ def read_frame(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any])
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
+def _empty_dtype(kind: sa.types.TypeEngine[Any]) -> str:
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.Integer):
+        return "int64"
+    if isinstance(kind, sa.DateTime):
+        return "datetime64[ns]"
+    if isinstance(kind, (sa.Float, sa.Numeric)):
+        return "float64"
+    return "str"
+
+
 def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> pd.DataFrame:
     """PostgreSQL writes NULL unquoted and empty and an empty string as "": Arrow's reader keeps
     that distinction, so every text value comes back exactly."""
@@ -149,7 +161,11 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
         for block in copy:
             buffer.write(block)
     if not buffer.getbuffer().nbytes:
-        return pd.DataFrame(columns=names)
+        # Typed as a non-empty result would be: an untyped (object) empty frame concatenated
+        # with others turns every text column of the result into Python objects.
+        return pd.DataFrame(
+            {column.key: pd.Series(dtype=_empty_dtype(column.type)) for column in columns}
+        )
     arrow = pa_csv.read_csv(
         pa.py_buffer(buffer.getbuffer()),
         read_options=pa_csv.ReadOptions(column_names=names),
