@@ -58,7 +58,7 @@ def test_a_sentence_says_what_where_how_and_first_time() -> None:
         ]
     )
     assert activity_text(frame).tolist() == [
-        "Real Magnet: Unsubscribed from EVENTS (message category 77 \u201cEvents\u201d) via a third "
-        "party (forced); first unsubscription.",
+        "Real Magnet: Unsubscribed from EVENTS (message category 77 \u201cEvents\u201d) "
+        "via a third party (forced); first unsubscription.",
         "Real Magnet: Subscribed to group 5 via the API; no Personify opt-in code is mapped.",
     ]
