@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import ledger, manifest, state
@@ -63,7 +65,9 @@ class ResolvedDays:
     decided: pd.DataFrame
     statuses: pd.DataFrame
     day_decisions: pd.DataFrame
-    candidate_event_ids: pd.Series
+    # Event ids of the days' rows that have no decision now (rejected, or gone from the ledger):
+    # a CUS_ACTIVITY row of theirs is stale.
+    undecided_event_ids: pd.Series
     run_id: str
     generation: int | None = None
     replayed_members: int = 0
@@ -264,19 +268,15 @@ def resolve_days(
             ignore_index=True,
         )
     rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
-    candidates = pd.concat(
-        [
-            decided["event_id"],
-            rejected_ids[rejected_ids.str.len() <= 64],
-            validated.removed_event_ids,
-        ]
-    )
+    undecided = pd.concat([rejected_ids[rejected_ids.str.len() <= 64], validated.removed_event_ids])
     return ResolvedDays(
         days=validated.days,
         decided=decided,
         statuses=resolution.statuses,
         day_decisions=day_decisions,
-        candidate_event_ids=candidates.drop_duplicates().reset_index(drop=True),
+        undecided_event_ids=_not_in(undecided, decided["event_id"]).drop_duplicates(
+            ignore_index=True
+        ),
         run_id=run_id,
         generation=generation,
         replayed_members=len(resolution.replayed),
@@ -378,14 +378,20 @@ def write_activity(
         events = pd.concat(decided, ignore_index=True)
         rows = activity_rows(events, config.personify.activity_codes)
         # Only events written now are probed: an event of a member another run holds is left to it.
-        mine = resolved.candidate_event_ids.loc[
-            ~resolved.candidate_event_ids.isin(resolved.decided["event_id"])
-        ]
-        candidates = pd.concat([mine, events["event_id"]])
+        candidates = pd.concat([resolved.undecided_event_ids, events["event_id"]])
         counts = writer.reconcile_activity(conn, candidates, rows, audit_now())
     with state_engine.begin() as state_conn:
         ledger.clear_pending(state_conn, ACTIVITY, lagging.runs)
     return counts
+
+
+def _not_in(values: pd.Series, others: pd.Series) -> pd.Series:
+    """The `values` not among `others`, by Arrow's hash set: pandas' isin took four seconds for
+    a million ids against a million."""
+    found = pc.is_in(
+        pa.array(values, pa.large_string()), value_set=pa.array(others, pa.large_string())
+    )
+    return values.loc[~found.to_numpy(zero_copy_only=False)]
 
 
 def _of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from subsync_pipeline.core.config import parse_config
 from subsync_pipeline.core.manifest import fallback_day
@@ -182,3 +183,36 @@ def test_broken_files_are_rejected_whole_while_others_land(tmp_path: Path) -> No
     manifest = deployment.state("select path, status, row_count from file_manifest")
     statuses = {Path(p).name: s for p, s in zip(manifest["path"], manifest["status"], strict=True)}
     assert statuses["header_only.csv"] == "ok" and statuses["good.csv"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_re_exported_day_takes_back_the_activity_of_events_now_rejected_or_gone(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        deployment = deploy(
+            tmp_path,
+            personify_url=server.create_database("personify_reexport"),
+            state_url=server.create_database("state_reexport"),
+        )
+    else:
+        deployment = deploy(tmp_path)
+    first = [
+        event("E1", "000100", "subscribe", "api", T),
+        event("E2", "000101", "subscribe", "api", T),
+        event("E3", "000102", "subscribe", "api", T),
+    ]
+    deployment.land("export.csv", first)
+    deployment.materialize(DAY)
+    assert sorted(deployment.activity()["EXTERNAL_ID"]) == ["E1", "E2", "E3"]
+
+    # Real Magnet re-exports the day: E1's member id is now one Personify does not have, E3 is
+    # gone from the file. Neither may keep a CUS_ACTIVITY row.
+    again = [{**first[0], "custom_member_id": "999999"}, first[1]]
+    deployment.land("export.csv", again)
+    deployment.materialize(DAY)
+    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["E2"]
+    assert reasons_by_event(deployment) == {"E1": {"unknown_member"}}
