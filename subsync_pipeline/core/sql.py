@@ -144,6 +144,18 @@ def _empty_dtype(kind: sa.types.TypeEngine[Any]) -> str:
     return "str"
 
 
+def _arrow_type(kind: sa.types.TypeEngine[Any]) -> pa.DataType:
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("ns")
+    if isinstance(kind, (sa.Float, sa.Numeric)):
+        return pa.float64()
+    return pa.string()
+
+
 def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> pd.DataFrame:
     """PostgreSQL writes NULL unquoted and empty and an empty string as "": Arrow's reader keeps
     that distinction, so every text value comes back exactly."""
@@ -166,24 +178,20 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
         return pd.DataFrame(
             {column.key: pd.Series(dtype=_empty_dtype(column.type)) for column in columns}
         )
+    # Arrow parses the typed columns too (PostgreSQL writes booleans as t/f and timestamps as
+    # ISO 8601), in C++ rather than through pandas column by column.
+    kinds = {column.key: _arrow_type(column.type) for column in columns}
     arrow = pa_csv.read_csv(
         pa.py_buffer(buffer.getbuffer()),
         read_options=pa_csv.ReadOptions(column_names=names),
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in names},
+            column_types=kinds,
             null_values=[""],
+            true_values=["t"],
+            false_values=["f"],
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         ),
     )
-    raw = pd.DataFrame({name: arrow.column(name).to_pandas() for name in names})
-    for column in columns:
-        name, kind = column.key, column.type
-        if isinstance(kind, sa.Boolean):
-            raw[name] = raw[name].map({"t": True, "f": False})
-        elif isinstance(kind, sa.DateTime):
-            raw[name] = pd.to_datetime(raw[name], format="ISO8601")
-        elif isinstance(kind, (sa.Integer, sa.Float, sa.Numeric)):
-            raw[name] = pd.to_numeric(raw[name])
-    return raw
+    return pd.DataFrame({name: arrow.column(name).to_pandas() for name in names})
