@@ -210,11 +210,19 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
             <= sa.tuple_(states.c.through_at, states.c.through_event_id)
         )
     )
-    conn.execute(
-        states.delete().where(
-            sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(stale)
+    # Found first, then deleted only if there are any: normally none are (a day's events come
+    # after its contacts' checkpoints), and the delete would scan key_states a second time.
+    found = _stage(conn, pd.DataFrame(columns=MEMBER), MEMBER)
+    if conn.execute(found.insert().from_select(MEMBER, stale.distinct())).rowcount:
+        analyze(conn, found)
+        conn.execute(
+            states.delete().where(
+                sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(
+                    sa.select(found.c.master_customer_id, found.c.sub_customer_id)
+                )
+            )
         )
-    )
+    found.drop(conn)
 
 
 def _bump_generation(conn: Connection, table: sa.Table = state.ledger_generation) -> int:
