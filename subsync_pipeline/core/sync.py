@@ -160,7 +160,7 @@ def resolve_members(
     """
     config_hash = _fingerprint(config)
     checkpoints = ledger.key_states(conn, members, config_hash)
-    through = checkpoints.groupby(MEMBER, as_index=False)[["through_at", "through_event_id"]].max()
+    through = _latest(checkpoints, "through_at", "through_event_id")
     resumed = members.merge(through, on=MEMBER, how="inner")
     replayed = members.loc[~ledger.is_member_of(members, through), MEMBER].reset_index(drop=True)
 
@@ -214,15 +214,22 @@ class Resolution:
         )
 
 
+def _latest(frame: pd.DataFrame, at: str, event_id: str) -> pd.DataFrame:
+    """Each member's latest (`at`, `event_id`) over its rows, ordered as a pair (the member's
+    checkpoint): the latest time by a group maximum, then the highest event id among the rows at
+    that time only (sorting a million event ids as text took seconds). Two separate maxima would
+    pair one row's time with another row's id."""
+    latest = frame.groupby(MEMBER, sort=False)[at].transform("max")
+    tail = frame.loc[frame[at].eq(latest), [*MEMBER, at, event_id]]
+    return tail.sort_values(event_id).drop_duplicates(MEMBER, keep="last").reset_index(drop=True)
+
+
 def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
     """Statuses of the keys with events decided now, each with its member's latest event's
     position: a key without new events keeps its stored state, so writing it again is waste."""
-    # The latest (occurred_at, event_id) per member: the latest time by a group maximum, then
-    # ties by event id among those rows only (sorting a million event ids as text took seconds).
-    latest = decided.groupby(MEMBER, sort=False)["occurred_at"].transform("max")
-    tail = decided.loc[decided["occurred_at"].eq(latest), [*MEMBER, "occurred_at", "event_id"]]
-    last = tail.sort_values("event_id").drop_duplicates(MEMBER, keep="last")
-    last = last.rename(columns={"occurred_at": "through_at", "event_id": "through_event_id"})
+    last = _latest(decided, "occurred_at", "event_id").rename(
+        columns={"occurred_at": "through_at", "event_id": "through_event_id"}
+    )
     keys = decided[KEY].drop_duplicates()
     return statuses.merge(keys, on=KEY, how="inner").merge(last, on=MEMBER, how="inner")
 

@@ -226,3 +226,36 @@ def test_a_database_from_before_unresolved_slices_with_every_event_decided_needs
     engine.dispose()
     create_state_engine(deployment.state_url).dispose()
     assert deployment.state(UNRESOLVED).empty
+
+
+def test_a_member_resumes_after_its_latest_event_when_its_keys_throughs_differ(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A member's checkpoint is its latest (occurred_at, event_id) over its key rows, not the
+    latest time with the highest event id from another row: an event at the latest time with an
+    id between the two is after the checkpoint and must be decided."""
+    t1, t2 = "2026-11-18T09:00:00", "2026-11-19T09:00:00"
+    first = {"2026-11-18.csv": [event("E5", A, "subscribe", "form", t1)]}
+    second = [event("E3", A, "subscribe", "form", t2, **EVENTS)]
+    # Re-exported with one more event at t2 whose id sorts between E3 and E5.
+    second_again = [*second, event("E4", A, "unsubscribe", "preference_centre", t2)]
+
+    reference = deploy(tmp_path / "reference")
+    reference.land("2026-11-18.csv", first["2026-11-18.csv"])
+    reference.land("2026-11-19.csv", second_again)
+    for day in ("2026-11-18", "2026-11-19"):
+        reference.materialize(day)
+
+    deployment.land("2026-11-18.csv", first["2026-11-18.csv"])
+    deployment.materialize("2026-11-18")
+    deployment.land("2026-11-19.csv", second)
+    deployment.materialize("2026-11-19")
+    # NEWSLETTER's row keeps (t1, E5); EVENTS' row moved to (t2, E3).
+    throughs = "SELECT area, through_event_id FROM key_states ORDER BY area"
+    assert deployment.state(throughs).values.tolist() == [["EVENTS", "E3"], ["NEWSLETTER", "E5"]]
+
+    deployment.land("2026-11-19.csv", second_again)
+    deployment.materialize("2026-11-19")
+    pd.testing.assert_frame_equal(deployment.opt_in(), reference.opt_in())
+    pd.testing.assert_frame_equal(deployment.activity(), reference.activity())
+    assert "E4" in deployment.activity()["EXTERNAL_ID"].tolist()
