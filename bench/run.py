@@ -12,7 +12,7 @@ the same day on an empty ledger (fresh databases, same server), and reports the 
 the ratio of the two. Time and peak RSS per asset, events/s and the pipeline/COPY ratio are printed
 and appended to bench/RESULTS.md with the commit.
 
-A loaded history is kept (30M events take most of an hour to load): the server's cluster lives in
+A loaded history is kept (30M events take 15 minutes to load): the server's cluster lives in
 --history-cache, under a key made of what the load depends on (H, M, the day, LOADER_VERSION and
 the DDL of the tables it fills), and each run works on a copy of the loaded database
 (`CREATE DATABASE ... TEMPLATE`), so every run starts from the same state. Tables added to the
