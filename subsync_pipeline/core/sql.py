@@ -132,18 +132,6 @@ def read_frame(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any])
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _empty_dtype(kind: sa.types.TypeEngine[Any]) -> str:
-    if isinstance(kind, sa.Boolean):
-        return "bool"
-    if isinstance(kind, sa.Integer):
-        return "int64"
-    if isinstance(kind, sa.DateTime):
-        return "datetime64[ns]"
-    if isinstance(kind, (sa.Float, sa.Numeric)):
-        return "float64"
-    return "str"
-
-
 def _arrow_type(kind: sa.types.TypeEngine[Any]) -> pa.DataType:
     if isinstance(kind, sa.Boolean):
         return pa.bool_()
@@ -172,26 +160,25 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
     ):
         for block in copy:
             buffer.write(block)
-    if not buffer.getbuffer().nbytes:
-        # Typed as a non-empty result would be: an untyped (object) empty frame concatenated
-        # with others turns every text column of the result into Python objects.
-        return pd.DataFrame(
-            {column.key: pd.Series(dtype=_empty_dtype(column.type)) for column in columns}
-        )
     # Arrow parses the typed columns too (PostgreSQL writes booleans as t/f and timestamps as
     # ISO 8601), in C++ rather than through pandas column by column.
     kinds = {column.key: _arrow_type(column.type) for column in columns}
-    arrow = pa_csv.read_csv(
-        pa.py_buffer(buffer.getbuffer()),
-        read_options=pa_csv.ReadOptions(column_names=names),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=kinds,
-            null_values=[""],
-            true_values=["t"],
-            false_values=["f"],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
+    if buffer.getbuffer().nbytes:
+        arrow = pa_csv.read_csv(
+            pa.py_buffer(buffer.getbuffer()),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=kinds,
+                null_values=[""],
+                true_values=["t"],
+                false_values=["f"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    else:
+        # No row, the same types: an untyped (object) empty frame concatenated with others
+        # turns every text column of the result into Python objects.
+        arrow = pa.table({name: pa.array([], kinds[name]) for name in names})
     return pd.DataFrame({name: arrow.column(name).to_pandas() for name in names})
