@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -622,6 +623,8 @@ def main() -> None:
                 _drop_run_databases(server)
         finally:
             server.stop()
+            # The day's file and reports (a million events are 140 MB): nothing reads them after.
+            shutil.rmtree(work, ignore_errors=True)
 
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
