@@ -284,7 +284,14 @@ def time_resolution(events: int, members: int) -> float:
 
 # What a day stores, by database: the floor measurement copies the day's rows of each.
 STORED_TABLES: dict[str, tuple[str, ...]] = {
-    "state": ("event_versions", "event_ledger", "decisions", "key_states", "rejected_records"),
+    "state": (
+        "event_versions",
+        "event_ledger",
+        "decisions",
+        "key_states",
+        "rejected_records",
+        "activity_records",
+    ),
     "personify": ("CUS_OPT_IN", "CUS_ACTIVITY"),
 }
 

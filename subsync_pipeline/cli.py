@@ -1,4 +1,5 @@
-"""`subsync`: set up a sandbox and run the demo, for a first look without any real system."""
+"""`subsync`: set up a sandbox and run the demo, for a first look without any real system; check
+a real Personify before the first sync (`subsync doctor`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from subsync_pipeline.core.config import load_config
+from subsync_pipeline.core.config import ConfigError, load_config
+from subsync_pipeline.core.doctor import checklist_json, checklist_text, doctor, exit_code
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import (
     MIN_DEMO_CUSTOMERS,
+    SandboxOutdatedError,
     create_sandbox_personify,
     demo_customers,
     demo_days,
@@ -111,8 +114,21 @@ def demo(reset: bool, customers: int) -> int:
     return 0
 
 
+def run_doctor(as_json: bool) -> int:
+    """Print the preflight checklist of PERSONIFY_DB_URL and the landing folder; 1 if a write
+    would fail."""
+    try:
+        config = load_config(config_path())
+    except ConfigError as error:
+        print(f"subsync doctor: {error}", file=sys.stderr)
+        return 1
+    findings = doctor(config, setting("PERSONIFY_DB_URL"), Path(setting("SUBSYNC_LANDING_DIR")))
+    print(checklist_json(findings) if as_json else checklist_text(findings))
+    return exit_code(findings)
+
+
 def _row_counts(url: str) -> str:
-    tables = personify_tables(load_config(config_path()).personify.tables)
+    tables = personify_tables(load_config(config_path()).personify)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -120,7 +136,7 @@ def _row_counts(url: str) -> str:
                 table.fullname: conn.execute(
                     sa.select(sa.func.count()).select_from(table)
                 ).scalar_one()
-                for table in (tables.opt_in, tables.activity)
+                for table in (tables.opt_in.table, tables.activity.table)
             }
     finally:
         engine.dispose()
@@ -173,15 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             action="store_true",
             help="allow a sandbox at a SQL Server PERSONIFY_DB_URL",
         )
+    text = "check Personify and the landing folder, read-only, before the first sync"
+    command = commands.add_parser("doctor", help=text, description=text)
+    command.add_argument("--json", action="store_true", help="the findings as JSON")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return run_doctor(args.json)
     refusal = _refusal(args.allow_mssql)
     if refusal:
         print(f"subsync {args.command}: {refusal}", file=sys.stderr)
         return EXIT_REFUSED
-    if args.command == "sandbox":
-        sandbox(args.reset, args.customers)
-        return 0
-    return demo(args.reset, args.customers)
+    try:
+        if args.command == "sandbox":
+            sandbox(args.reset, args.customers)
+            return 0
+        return demo(args.reset, args.customers)
+    except SandboxOutdatedError as outdated:
+        print(f"subsync {args.command}: {outdated}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":

@@ -19,11 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from subsync_pipeline.assets import sync_assets
-from subsync_pipeline.core.config import PersonifyTables as TableNames
-from subsync_pipeline.core.personify.rows import (
-    ACTIVITY_DATA_COLUMNS,
-    OPT_IN_COLUMNS,
-)
+from subsync_pipeline.core.config import parse_config
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import create_sandbox_personify
 from subsync_pipeline.core.tracking_log import ALL_COLUMNS
@@ -47,8 +43,39 @@ DEFAULT_CONFIG: dict[str, Any] = {
 MEMBERS: list[str] = [f"{n:06d}" for n in range(100, 140)]
 
 # Audit columns and the generated key differ between any two runs by construction.
-OPT_IN_COMPARED = OPT_IN_COLUMNS
-ACTIVITY_COMPARED = ["EXTERNAL_ID", *ACTIVITY_DATA_COLUMNS, "ADDBY"]
+OPT_IN_COMPARED = [
+    "MASTER_CUSTOMER_ID",
+    "SUB_CUSTOMER_ID",
+    "OPTION_TYPE_CODE",
+    "OPTION_SHORT_NAME",
+    "OPTION_SHORT_SUBNAME",
+    "OPT_IN_FLAG",
+    "OPT_IN_DATE",
+    "OPT_OUT_DATE",
+    "OPT_OUT_REASON_CODE",
+]
+ACTIVITY_COMPARED = [
+    "event_id",
+    "MASTER_CUSTOMER_ID",
+    "SUB_CUSTOMER_ID",
+    "SUBSYSTEM",
+    "ACTIVITY_CODE",
+    "ACTIVITY_SUBCODE",
+    "ACTIVITY_DATE",
+    "ACTIVITY_TEXT",
+    "ADDOPER",
+]
+# subsync's own fields (SPEC §5), off by default: `deploy(extras=True)` adds these columns to
+# the sandbox and maps them, for the tests that look at what they hold.
+EXTRA_OPT_IN_COLUMNS: dict[str, tuple[str, str]] = {
+    "source": ("OPT_IN_SOURCE", "varchar(40)"),
+    "forced": ("FORCED_FLAG", "char(1)"),
+    "first_subscribed_date": ("FIRST_SUBSCRIBED_DATE", "timestamp"),
+    "first_unsubscribed_date": ("FIRST_UNSUBSCRIBED_DATE", "timestamp"),
+    "last_subscribe_request_date": ("LAST_SUBSCRIBE_REQUEST_DATE", "timestamp"),
+    "last_unsubscribe_request_date": ("LAST_UNSUBSCRIBE_REQUEST_DATE", "timestamp"),
+}
+EXTRA_ACTIVITY_COLUMNS: dict[str, tuple[str, str]] = {"external_id": ("EXTERNAL_ID", "varchar(64)")}
 
 
 def event(
@@ -146,23 +173,47 @@ class Deployment:
         return sa.create_engine(self.personify_url)
 
     def table(self, which: str) -> pd.DataFrame:
-        tables = personify_tables(TableNames())
-        table = {"opt_in": tables.opt_in, "activity": tables.activity}[which]
+        """Every column of the configured table (the sandbox's whole row)."""
+        tables = personify_tables(parse_config(self.config).personify)
+        table = {"opt_in": tables.opt_in.table, "activity": tables.activity.table}[which]
         engine = self.engine()
         with engine.connect() as conn:
-            result = conn.execute(sa.select(table))
+            # Columns only: psqlODBC cannot reflect PostgreSQL's index arrays.
+            reflected = sa.inspect(conn).get_columns(table.name, schema=table.schema)
+            whole = sa.Table(
+                table.name,
+                sa.MetaData(),
+                *[sa.Column(column["name"], column["type"]) for column in reflected],
+                schema=table.schema,
+            )
+            result = conn.execute(sa.select(whole))
             frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         engine.dispose()
         return frame
 
     def opt_in(self) -> pd.DataFrame:
         """CUS_OPT_IN without audit columns, in key order: comparable across deployments."""
-        frame = self.table("opt_in")[OPT_IN_COMPARED]
-        return frame.sort_values(OPT_IN_COMPARED[:3]).reset_index(drop=True)
+        frame = self.table("opt_in")
+        columns = [c for c in frame.columns if c in OPT_IN_COMPARED or c in _EXTRA_OPT_IN]
+        return frame[columns].sort_values(columns[:5]).reset_index(drop=True)
 
     def activity(self) -> pd.DataFrame:
-        frame = self.table("activity")[ACTIVITY_COMPARED]
-        return frame.sort_values("EXTERNAL_ID").reset_index(drop=True)
+        """subsync's CUS_ACTIVITY rows, each with the event_id the state database records for
+        it (NaN: a row subsync has no record of), in event order."""
+        frame = self.table("activity")
+        records = (
+            self.state("SELECT event_id, activity_id FROM activity_records")
+            if len(frame)
+            else pd.DataFrame({"event_id": [], "activity_id": []})
+        )
+        frame = frame.merge(
+            records.astype({"activity_id": "int64"}),
+            left_on="CUS_ACTIVITY_ID",
+            right_on="activity_id",
+            how="left",
+        )
+        columns = [c for c in frame.columns if c in ACTIVITY_COMPARED or c == "EXTERNAL_ID"]
+        return frame[columns].sort_values(["event_id", "ACTIVITY_DATE"]).reset_index(drop=True)
 
     def state(self, query: str) -> pd.DataFrame:
         engine = sa.create_engine(self.state_url)
@@ -173,13 +224,44 @@ class Deployment:
         return frame
 
 
+_EXTRA_OPT_IN = {column for column, _ in EXTRA_OPT_IN_COLUMNS.values()}
+
+
+def _quoted(engine: sa.Engine, table: sa.Table) -> str:
+    return engine.dialect.identifier_preparer.format_table(table)
+
+
+def add_extras(url: str) -> dict[str, Any]:
+    """Add subsync's optional columns to a sandbox; the `personify.columns` config mapping them."""
+    engine = sa.create_engine(url)
+    tables = personify_tables(parse_config({}).personify)
+    with engine.begin() as conn:
+        for table, extras in (
+            (tables.opt_in.table, EXTRA_OPT_IN_COLUMNS),
+            (tables.activity.table, EXTRA_ACTIVITY_COLUMNS),
+        ):
+            for column, kind in extras.values():
+                quote = engine.dialect.identifier_preparer.quote
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {_quoted(engine, table)} ADD COLUMN {quote(column)} {kind}"
+                )
+    engine.dispose()
+    return {
+        "opt_in": {field: column for field, (column, _) in EXTRA_OPT_IN_COLUMNS.items()},
+        "activity": {field: column for field, (column, _) in EXTRA_ACTIVITY_COLUMNS.items()},
+    }
+
+
 def deploy(
     root: Path,
     personify_url: str | None = None,
     state_url: str | None = None,
     members: list[str] = MEMBERS,
+    *,
+    extras: bool = False,
 ) -> Deployment:
-    """A fresh deployment under `root` whose CUSTOMER table holds `members` (sub id 0)."""
+    """A fresh deployment under `root` whose CUSTOMER table holds `members` (sub id 0); with
+    `extras`, its Personify also has subsync's optional columns, mapped in the config."""
     root.mkdir(parents=True, exist_ok=True)
     url = personify_url or f"sqlite:///{root / 'personify.db'}"
     customers = pd.DataFrame(
@@ -193,6 +275,8 @@ def deploy(
     create_sandbox_personify(url, customers=customers, reset=True)
     deployment = Deployment(root=root, personify_url=url, state_db_url=state_url)
     deployment.landing.mkdir(exist_ok=True)
+    if extras:
+        deployment.config = {**deployment.config, "personify": {"columns": add_extras(url)}}
     deployment.set_config()
     return deployment
 

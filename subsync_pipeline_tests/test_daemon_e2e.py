@@ -135,7 +135,7 @@ def test_a_landed_file_is_synced_by_the_daemon(operators: tuple[Operators, Deplo
     assert partitions == ["2026-11-19", "2026-11-20"]
     flags = deployment.opt_in().set_index("MASTER_CUSTOMER_ID")["OPT_IN_FLAG"].to_dict()
     assert flags == {"000100": "Y", "000101": "N"}  # the third-party request was outranked
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["E1", "E3"]
+    assert deployment.activity()["event_id"].tolist() == ["E1", "E3"]
 
 
 def test_a_ten_day_backfill_converges(operators: tuple[Operators, Deployment]) -> None:

@@ -100,8 +100,8 @@ def test_tabular_assets_have_documented_column_schemas() -> None:
         for column in schema.columns:
             assert column.description and column.type, (name, column.name)
     opt_in = {column.name: column for column in _schema("personify_cus_opt_in").columns}
-    assert opt_in["OPT_IN_CODE"].type == "VARCHAR(24)"
-    assert "primary key" in opt_in["OPT_IN_CODE"].constraints.other
+    assert opt_in["OPTION_SHORT_NAME"].type == "VARCHAR(24)"
+    assert "primary key" in opt_in["OPTION_SHORT_NAME"].constraints.other
 
 
 DTYPE_KINDS = {"string": "OU", "int": "i", "bool": "b", "datetime": "M"}

@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import (
     ACTIVITY_RECONCILED,
-    EXTERNAL_IDS_UNIQUE,
+    ONE_ROW_PER_EVENT,
     OPT_IN_RECONCILED,
     activity_checks,
     opt_in_checks,
@@ -66,7 +66,7 @@ def _write(
         yield zero(OPT_IN_RECONCILED, asset, counts.mismatched, "rows_mismatched")
     else:
         yield zero(ACTIVITY_RECONCILED, asset, counts.mismatched, "rows_mismatched")
-        yield zero(EXTERNAL_IDS_UNIQUE, asset, counts.duplicate_external_ids, "duplicates")
+        yield zero(ONE_ROW_PER_EVENT, asset, counts.duplicate_rows, "duplicates")
 
 
 @dg.asset(
@@ -114,9 +114,10 @@ def personify_cus_opt_in(
     tags=catalog.PERSONIFY,
     metadata=catalog.columns(catalog.CUS_ACTIVITY_SCHEMA),
     description=(
-        "Personify's CUS_ACTIVITY (PERSONIFY_DB_URL): one row per status change, keyed by "
-        "EXTERNAL_ID = Real Magnet event_id; subsync's rows of the day's contacts are reconciled "
-        "in one transaction. Left alone when config.personify.write_activity is false."
+        "Personify's CUS_ACTIVITY (PERSONIFY_DB_URL): one row per status change; subsync records "
+        "the id of each row it inserted against the Real Magnet event_id in its state database, "
+        "and reconciles its rows of the day's contacts in one transaction. Left alone when "
+        "config.personify.write_activity is false."
     ),
 )
 def personify_cus_activity(

@@ -7,7 +7,7 @@ MEMBER_MATCH_RATE = "member_match_rate"
 REJECT_RATE = "reject_rate"
 OPT_IN_RECONCILED = "opt_in_reconciled"
 ACTIVITY_RECONCILED = "activity_reconciled"
-EXTERNAL_IDS_UNIQUE = "external_ids_unique"
+ONE_ROW_PER_EVENT = "one_row_per_event"
 
 raw_checks = [
     dg.AssetCheckSpec(
@@ -45,9 +45,10 @@ activity_checks = [
         "day's contacts are exactly their status changes.",
     ),
     dg.AssetCheckSpec(
-        EXTERNAL_IDS_UNIQUE,
+        ONE_ROW_PER_EVENT,
         asset="personify_cus_activity",
-        description="No EXTERNAL_ID appears twice among subsync's CUS_ACTIVITY rows.",
+        description="No event has two of subsync's CUS_ACTIVITY rows (by the ids subsync "
+        "recorded for each event).",
     ),
 ]
 

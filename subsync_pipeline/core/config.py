@@ -34,6 +34,56 @@ DEFAULT_SOURCE_RANKS: dict[str, int] = {
 # Personify column widths bound what we may write; codes longer than these would be truncated.
 _CODE_MAX = 24
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Personify codes (APP_CODE.CODE, APP_SUBCODE.SUBCODE): no '/' or ':', which build area keys.
+_CODE = r"^[A-Za-z0-9_][A-Za-z0-9_ .\-]*$"
+
+# Personify's columns, by the field subsync writes into them (SPEC §5), with their default
+# names; None: not written unless `personify.columns` maps it.
+OPT_IN_COLUMNS: dict[str, str | None] = {
+    "master_customer_id": "MASTER_CUSTOMER_ID",
+    "sub_customer_id": "SUB_CUSTOMER_ID",
+    "option_type": "OPTION_TYPE_CODE",
+    "code": "OPTION_SHORT_NAME",
+    "subcode": "OPTION_SHORT_SUBNAME",
+    "flag": "OPT_IN_FLAG",
+    "opt_in_date": "OPT_IN_DATE",
+    "opt_out_date": "OPT_OUT_DATE",
+    "opt_out_reason": "OPT_OUT_REASON_CODE",
+    "source": None,
+    "forced": None,
+    "first_subscribed_date": None,
+    "first_unsubscribed_date": None,
+    "last_subscribe_request_date": None,
+    "last_unsubscribe_request_date": None,
+    "add_oper": "ADDOPER",
+    "add_date": "ADDDATE",
+    "mod_oper": "MODOPER",
+    "mod_date": "MODDATE",
+    "concurrency_id": "CONCURRENCY_ID",
+}
+ACTIVITY_COLUMNS: dict[str, str | None] = {
+    "id": "CUS_ACTIVITY_ID",
+    "master_customer_id": "MASTER_CUSTOMER_ID",
+    "sub_customer_id": "SUB_CUSTOMER_ID",
+    "subsystem": "SUBSYSTEM",
+    "activity_code": "ACTIVITY_CODE",
+    "activity_subcode": "ACTIVITY_SUBCODE",
+    "activity_date": "ACTIVITY_DATE",
+    "text": "ACTIVITY_TEXT",
+    "external_id": None,
+    "add_oper": "ADDOPER",
+    "add_date": "ADDDATE",
+    "mod_oper": "MODOPER",
+    "mod_date": "MODDATE",
+    "concurrency_id": "CONCURRENCY_ID",
+}
+# Fields without which a row cannot be found or written again: they cannot be switched off.
+REQUIRED_OPT_IN: frozenset[str] = frozenset(
+    {"master_customer_id", "sub_customer_id", "code", "flag"}
+)
+REQUIRED_ACTIVITY: frozenset[str] = frozenset(
+    {"id", "master_customer_id", "sub_customer_id", "activity_code", "activity_date"}
+)
 
 
 class ConfigError(ValueError):
@@ -49,16 +99,34 @@ class TrackingConfig(_Strict):
     unsubscribe_enabled: bool = True
 
 
+def area_name(code: str, subcode: str) -> str:
+    """The resolution key of a mapped interest area: its code, or CODE/SUBCODE when a subcode
+    other than the code is configured (Personify 7.4.2 stores opt-ins at subcode level)."""
+    return code if subcode == code else f"{code}/{subcode}"
+
+
 class InterestArea(_Strict):
     scope_type: Literal["group", "group_category", "message_category"]
     scope_id: str = Field(min_length=1)
-    opt_in_code: str = Field(min_length=1, max_length=_CODE_MAX)
+    opt_in_code: str = Field(min_length=1, max_length=_CODE_MAX, pattern=_CODE)
+    # None: the code itself, as Personify stores an interest area that has no subcodes.
+    opt_in_subcode: str | None = Field(
+        default=None, min_length=1, max_length=_CODE_MAX, pattern=_CODE
+    )
 
     @field_validator("scope_id", mode="before")
     @classmethod
     def _scope_id_as_text(cls, value: Any) -> Any:
         # YAML reads an unquoted 1201 as an int; Real Magnet ids are opaque text.
         return str(value).strip() if isinstance(value, int | str) else value
+
+    @property
+    def subcode(self) -> str:
+        return self.opt_in_subcode or self.opt_in_code
+
+    @property
+    def area(self) -> str:
+        return area_name(self.opt_in_code, self.subcode)
 
 
 class ActivityCodes(_Strict):
@@ -70,8 +138,11 @@ class PersonifyTables(_Strict):
     customer: str = "CUSTOMER"
     opt_in: str = "CUS_OPT_IN"
     activity: str = "CUS_ACTIVITY"
+    # Read by `subsync doctor` only: the codes interest areas and activities must exist as.
+    app_code: str = "APP_CODE"
+    app_subcode: str = "APP_SUBCODE"
 
-    @field_validator("customer", "opt_in", "activity")
+    @field_validator("customer", "opt_in", "activity", "app_code", "app_subcode")
     @classmethod
     def _is_identifier(cls, value: str) -> str:
         parts = value.split(".")
@@ -83,11 +154,104 @@ class PersonifyTables(_Strict):
         return value
 
 
+def _column_map(
+    value: dict[str, str | None], defaults: dict[str, str | None], required: frozenset[str]
+) -> dict[str, str | None]:
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown}; fields are {list(defaults)}")
+    merged = {**defaults, **value}
+    off = sorted(name for name in required if merged[name] is None)
+    if off:
+        raise ValueError(f"field(s) {off} cannot be switched off (null): subsync needs them")
+    seen: dict[str, str] = {}
+    for name, column in merged.items():
+        if column is None:
+            continue
+        if not _IDENTIFIER.match(column):
+            raise ValueError(f"{name}: {column!r} is not a column name")
+        if column.upper() in seen:
+            raise ValueError(
+                f"fields {seen[column.upper()]} and {name} both map to column {column}"
+            )
+        seen[column.upper()] = name
+    return merged
+
+
+class PersonifyColumns(_Strict):
+    """Field -> physical column (or null: not written), over the defaults of SPEC §5."""
+
+    opt_in: dict[str, str | None] = Field(default_factory=dict)
+    activity: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("opt_in")
+    @classmethod
+    def _opt_in(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        _column_map(value, OPT_IN_COLUMNS, REQUIRED_OPT_IN)
+        return value
+
+    @field_validator("activity")
+    @classmethod
+    def _activity(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        _column_map(value, ACTIVITY_COLUMNS, REQUIRED_ACTIVITY)
+        return value
+
+
+Constant = str | int | float | bool
+
+
+class PersonifyConstants(_Strict):
+    """COLUMN -> value, for NOT NULL columns subsync has no field for."""
+
+    opt_in: dict[str, Constant] = Field(default_factory=dict)
+    activity: dict[str, Constant] = Field(default_factory=dict)
+
+    @field_validator("opt_in", "activity")
+    @classmethod
+    def _names(cls, value: dict[str, Constant]) -> dict[str, Constant]:
+        bad = [name for name in value if not _IDENTIFIER.match(name)]
+        if bad:
+            raise ValueError(f"{bad} are not column names")
+        return value
+
+
 class PersonifyConfig(_Strict):
     write_opt_in: bool = True
     write_activity: bool = True
     activity_codes: ActivityCodes = ActivityCodes()
     tables: PersonifyTables = PersonifyTables()
+    option_type: str = Field(default="INTEREST_AREA", min_length=1, max_length=_CODE_MAX)
+    # ADDOPER / MODOPER of what subsync writes.
+    operator: str = Field(default="SUBSYNC", min_length=1, max_length=_CODE_MAX)
+    opt_out_reason: str | None = Field(default=None, min_length=1, max_length=_CODE_MAX)
+    columns: PersonifyColumns = PersonifyColumns()
+    constants: PersonifyConstants = PersonifyConstants()
+
+    @model_validator(mode="after")
+    def _constants_fill_unmapped_columns(self) -> PersonifyConfig:
+        for table, mapped in (
+            ("opt_in", self.opt_in_columns()),
+            ("activity", self.activity_columns()),
+        ):
+            taken = {column.upper(): name for name, column in mapped.items() if column}
+            constants: dict[str, Constant] = getattr(self.constants, table)
+            for column in constants:
+                if column.upper() in taken:
+                    raise ValueError(
+                        f"constants.{table}.{column}: the column is already written from "
+                        f"field {taken[column.upper()]}; map that field to null to use a constant"
+                    )
+        return self
+
+    def opt_in_columns(self) -> dict[str, str]:
+        """The CUS_OPT_IN fields subsync writes, each with its column."""
+        merged = {**OPT_IN_COLUMNS, **self.columns.opt_in}
+        return {name: column for name, column in merged.items() if column is not None}
+
+    def activity_columns(self) -> dict[str, str]:
+        """The CUS_ACTIVITY fields subsync writes (or reads: `id`), each with its column."""
+        merged = {**ACTIVITY_COLUMNS, **self.columns.activity}
+        return {name: column for name, column in merged.items() if column is not None}
 
 
 class QualityConfig(_Strict):
@@ -151,16 +315,16 @@ class SubsyncConfig(_Strict):
         return {src.strip().lower(): dst.strip().lower() for src, dst in value.items()}
 
     @model_validator(mode="after")
-    def _one_code_per_scope(self) -> SubsyncConfig:
+    def _one_area_per_scope(self) -> SubsyncConfig:
         seen: dict[tuple[str, str], str] = {}
         for area in self.interest_areas:
             key = (area.scope_type, area.scope_id)
-            if key in seen and seen[key] != area.opt_in_code:
+            if key in seen and seen[key] != area.area:
                 raise ValueError(
                     f"interest_areas maps {area.scope_type} {area.scope_id} to both "
-                    f"{seen[key]} and {area.opt_in_code}"
+                    f"{seen[key]} and {area.area}"
                 )
-            seen[key] = area.opt_in_code
+            seen[key] = area.area
         return self
 
     @property
@@ -168,8 +332,12 @@ class SubsyncConfig(_Strict):
         return ZoneInfo(self.timezone)
 
     def area_map(self) -> dict[tuple[str, str], str]:
-        """(scope_type, scope_id) -> OPT_IN_CODE for the configured interest areas."""
-        return {(a.scope_type, a.scope_id): a.opt_in_code for a in self.interest_areas}
+        """(scope_type, scope_id) -> area key (`area_name`) for the configured interest areas."""
+        return {(a.scope_type, a.scope_id): a.area for a in self.interest_areas}
+
+    def area_codes(self) -> dict[str, tuple[str, str]]:
+        """Area key -> (code, subcode) of the configured interest areas."""
+        return {a.area: (a.opt_in_code, a.subcode) for a in self.interest_areas}
 
 
 def parse_config(data: Any, source: str = "<config>") -> SubsyncConfig:

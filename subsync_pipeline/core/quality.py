@@ -45,4 +45,4 @@ def newer_requests(statuses: pd.DataFrame) -> pd.DataFrame:
     opposite = statuses["last_unsubscribe_request_date"].where(
         subscribed, statuses["last_subscribe_request_date"]
     )
-    return statuses.loc[opposite.notna() & (opposite > statuses["opt_in_date"])]
+    return statuses.loc[opposite.notna() & (opposite > statuses["status_date"])]

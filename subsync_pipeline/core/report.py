@@ -174,7 +174,7 @@ def write_report(
             "member": f"{row.master_customer_id}|{row.sub_customer_id}",
             "area": row.area,
             "status": row.status,
-            "blocking": ("forced " if row.forced else "") + str(row.opt_in_source),
+            "blocking": ("forced " if row.forced else "") + str(row.status_source),
             "request": str(
                 row.last_unsubscribe_request_date
                 if row.status == "subscribed"

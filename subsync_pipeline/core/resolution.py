@@ -51,8 +51,9 @@ STATUS_COLUMNS: list[str] = [
     *KEY,
     "status",
     "forced",
-    "opt_in_date",
-    "opt_in_source",
+    "status_date",
+    "status_source",
+    "subscribed_date",
     "first_subscribed_date",
     "first_unsubscribed_date",
     "last_subscribe_request_date",
@@ -343,14 +344,19 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     first_time = decided["first_time"]
     is_subscribe = decided["event_type"].eq(SUBSCRIBE).to_numpy(bool)
     rank = decided["rank"].to_numpy("int64")
-    opt_in_source = np.full(count, None, dtype=object)
-    opt_in_source[change_group] = decided["source"].take(change_at).to_numpy(object)
+    status_source = np.full(count, None, dtype=object)
+    status_source[change_group] = decided["source"].take(change_at).to_numpy(object)
     result = decided[KEY].iloc[last_at].reset_index(drop=True)
     result = result.assign(
         status=pd.Series(decided["status_after"].take(last_at).to_numpy(object), dtype=object),
         forced=any_per_group(decided["force_optin"].to_numpy(bool)),
-        opt_in_date=last_per_group(decided["status_change"].to_numpy(bool), "occurred_at"),
-        opt_in_source=pd.Series(opt_in_source, dtype=object),
+        status_date=last_per_group(decided["status_change"].to_numpy(bool), "occurred_at"),
+        status_source=pd.Series(status_source, dtype=object),
+        subscribed_date=last_per_group(
+            decided["status_change"].to_numpy(bool)
+            & decided["status_after"].eq(SUBSCRIBED).to_numpy(bool),
+            "occurred_at",
+        ),
         first_subscribed_date=last_per_group(
             first_time.eq(FIRST_SUBSCRIBE).to_numpy(bool), "timestamp_subscribed"
         ),

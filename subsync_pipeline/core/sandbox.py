@@ -15,14 +15,22 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.engine import make_url
 
-from subsync_pipeline.core.config import PersonifyTables as TableNames
-from subsync_pipeline.core.personify.tables import personify_tables
+from subsync_pipeline.core.config import PersonifyConfig, SubsyncConfig, parse_config
+from subsync_pipeline.core.personify.tables import (
+    ACTIVITY_TYPE,
+    INTEREST_AREA_TYPE,
+    SUBSYSTEM,
+    TIMESTAMP,
+    personify_tables,
+)
 from subsync_pipeline.core.sql import insert_frame
 
 DDL_FILES: dict[str, str] = {
@@ -60,9 +68,9 @@ start_date: "2026-01-01"
 schedule_time: "02:00"
 member_id_pattern: "^[0-9]{1,24}$"
 tracking: {subscribe_enabled: true, unsubscribe_enabled: true}
-interest_areas:               # Real Magnet scope -> Personify OPT_IN_CODE ("Manage Unsubscribe")
-  - {scope_type: group, scope_id: "1201", opt_in_code: NEWSLETTER}
-  - {scope_type: group, scope_id: "1202", opt_in_code: ADVOCACY}
+interest_areas:               # Real Magnet scope -> Personify interest area code and subcode
+  - {scope_type: group, scope_id: "1201", opt_in_code: NEWSLETTER, opt_in_subcode: INSIDER}
+  - {scope_type: group, scope_id: "1202", opt_in_code: ADVOCACY}    # subcode: the code
   - {scope_type: message_category, scope_id: "77", opt_in_code: EVENTS}
 source_ranks: {preference_centre: 1, api: 2, in_app: 2, csv_upload: 2, form: 3, importer: 4,
   third_party: 5}
@@ -72,6 +80,11 @@ personify:
   write_activity: true
   activity_codes: {subscribe: RM_SUBSCRIBE, unsubscribe: RM_UNSUBSCRIBE}
   tables: {customer: CUSTOMER, opt_in: CUS_OPT_IN, activity: CUS_ACTIVITY}
+  option_type: INTEREST_AREA
+  operator: SUBSYNC           # ADDOPER / MODOPER of subsync's writes
+  opt_out_reason: null        # a CUS OPT_OUT_REASON code, written while unsubscribed
+  columns: {opt_in: {}, activity: {}}     # field -> column (or null) where a site differs
+  constants: {opt_in: {}, activity: {}}   # COLUMN -> value for NOT NULL columns without a field
 quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
 """
 
@@ -184,45 +197,119 @@ def demo_customers(n: int = 200) -> pd.DataFrame:
     return frame
 
 
+def demo_codes(config: SubsyncConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """APP_CODE and APP_SUBCODE rows for the interest areas and activity codes of `config`."""
+    codes = [(INTEREST_AREA_TYPE, area.opt_in_code) for area in config.interest_areas]
+    activity = config.personify.activity_codes
+    codes += [(ACTIVITY_TYPE, activity.subscribe), (ACTIVITY_TYPE, activity.unsubscribe)]
+    subcodes = [(INTEREST_AREA_TYPE, a.opt_in_code, a.subcode) for a in config.interest_areas]
+    app_code = pd.DataFrame(codes, columns=["TYPE", "CODE"]).drop_duplicates()
+    app_subcode = pd.DataFrame(subcodes, columns=["TYPE", "CODE", "SUBCODE"]).drop_duplicates()
+    return app_code, app_subcode
+
+
 def create_sandbox_personify(
-    url: str, customers: pd.DataFrame | None = None, reset: bool = False
+    url: str,
+    customers: pd.DataFrame | None = None,
+    reset: bool = False,
+    codes_of: SubsyncConfig | None = None,
 ) -> int:
-    """Create whichever Personify tables are missing at `url` and add the customers not yet there.
+    """Create whichever Personify tables are missing at `url` and add the customers and codes
+    not yet there.
 
     Safe to re-run: existing tables and rows are left alone, so a second run returns 0. With
-    reset the three tables are dropped first. Returns how many customers were added.
+    reset the tables are dropped first. The codes are those of the demo config and `codes_of`.
+    Returns how many customers were added.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
-    tables = personify_tables(TableNames())
+    tables = personify_tables(PersonifyConfig())
+    every = [
+        tables.customer,
+        tables.opt_in.table,
+        tables.activity.table,
+        tables.app_code,
+        tables.app_subcode,
+    ]
     customers = demo_customers() if customers is None else customers
+    configs = [parse_config(yaml.safe_load(DEMO_CONFIG_YAML)), *([codes_of] if codes_of else [])]
     try:
         with engine.begin() as conn:
             if reset:
-                for table in (tables.activity, tables.opt_in, tables.customer):
+                for table in reversed(every):
                     table.drop(conn, checkfirst=True)
             inspector = sa.inspect(conn)
-            missing = {
-                table.name
-                for table in (tables.customer, tables.opt_in, tables.activity)
-                if not inspector.has_table(table.name)
-            }
+            missing = {table.name for table in every if not inspector.has_table(table.name)}
+            _refuse_outdated(inspector, [t for t in every if t.name not in missing], url)
             for statement in ddl_statements(engine.dialect.name):
                 if statement_table(statement) in missing:
                     conn.exec_driver_sql(statement)
-            keys = ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]
-            existing = pd.DataFrame(
-                conn.execute(sa.select(*(tables.customer.c[k] for k in keys))).fetchall(),
-                columns=keys,
-            ).astype({"SUB_CUSTOMER_ID": "int64"})
-            candidates = customers[CUSTOMER_COLUMNS].astype({"SUB_CUSTOMER_ID": "int64"})
-            merged = candidates.merge(existing, how="left", on=keys, indicator=True)
-            new = merged.loc[merged["_merge"].eq("left_only"), CUSTOMER_COLUMNS]
-            return insert_frame(conn, tables.customer, new)
+            for config in configs:
+                app_code, app_subcode = demo_codes(config)
+                _add_new(conn, tables.app_code, app_code.assign(SUBSYSTEM=SUBSYSTEM))
+                _add_new(conn, tables.app_subcode, app_subcode.assign(SUBSYSTEM=SUBSYSTEM))
+            return _add_new(
+                conn,
+                tables.customer,
+                customers[CUSTOMER_COLUMNS].astype({"SUB_CUSTOMER_ID": "int64"}),
+                ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"],
+            )
     finally:
         engine.dispose()
+
+
+class SandboxOutdatedError(RuntimeError):
+    """A sandbox made by an earlier subsync, in a shape this version does not write."""
+
+
+def _refuse_outdated(inspector: sa.Inspector, tables: list[sa.Table], url: str) -> None:
+    stale = []
+    for table in tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        lacking = [column.name for column in table.columns if column.name not in present]
+        if lacking:
+            stale.append(f"{table.name} lacks {', '.join(lacking)}")
+    if stale:
+        raise SandboxOutdatedError(
+            f"the sandbox Personify at {make_url(url).render_as_string(hide_password=True)} was "
+            f"made by an earlier subsync ({'; '.join(stale)}). Recreate it with "
+            "`subsync sandbox --reset` (or `make clean`, then `make demo`)."
+        )
+
+
+def _add_new(
+    conn: sa.Connection, table: sa.Table, rows: pd.DataFrame, keys: list[str] | None = None
+) -> int:
+    """Insert the `rows` whose `keys` (default: all given columns) the table does not hold yet;
+    the standard fields of a sandbox code row are filled as Personify's screens would."""
+    keys = keys or list(rows.columns)
+    result = conn.execute(sa.select(*[sa.column(k) for k in keys]).select_from(table))
+    existing = pd.DataFrame(result.fetchall(), columns=keys).astype(rows[keys].dtypes.to_dict())
+    merged = rows.merge(existing, how="left", on=keys, indicator=True)
+    new = merged.loc[merged["_merge"].eq("left_only"), list(rows.columns)]
+    if new.empty:
+        return 0
+    if table.name != "CUSTOMER":
+        new = new.assign(
+            ACTIVE_FLAG="Y",
+            ADDOPER="SANDBOX",
+            ADDDATE=datetime.now(UTC).replace(tzinfo=None),
+            CONCURRENCY_ID=0,
+        )
+    typed: dict[str, sa.types.TypeEngine[Any]] = {
+        "ADDDATE": TIMESTAMP,
+        "CONCURRENCY_ID": sa.Integer(),
+        **{column.name: column.type for column in table.columns},
+    }
+    target = sa.Table(
+        table.name,
+        sa.MetaData(),
+        *[sa.Column(name, typed.get(name, sa.String())) for name in new.columns],
+        schema=table.schema,
+    )
+    return insert_frame(conn, target, new)
 
 
 def write_demo_config(path: Path) -> None:

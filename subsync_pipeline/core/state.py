@@ -117,8 +117,9 @@ key_states = sa.Table(
     sa.Column("mapped", sa.Boolean, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("forced", sa.Boolean, nullable=False),
-    sa.Column("opt_in_date", sa.DateTime, nullable=False),
-    sa.Column("opt_in_source", sa.String(32), nullable=False),
+    sa.Column("status_date", sa.DateTime, nullable=False),
+    sa.Column("status_source", sa.String(32), nullable=False),
+    sa.Column("subscribed_date", sa.DateTime),
     sa.Column("first_subscribed_date", sa.DateTime),
     sa.Column("first_unsubscribed_date", sa.DateTime),
     sa.Column("last_subscribe_request_date", sa.DateTime),
@@ -164,6 +165,31 @@ unresolved_slices = sa.Table(
 # The row that stands for undecided events found anywhere in a ledger made before
 # unresolved_slices (see `create_state_engine`).
 WHOLE_LEDGER = "(whole ledger)"
+
+# The CUS_ACTIVITY rows subsync inserted, by the event each records: Personify's table has no
+# column of subsync's own, so this is how subsync knows its rows (and never touches another's).
+activity_records = sa.Table(
+    "activity_records",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("activity_id", sa.BigInteger, nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+)
+
+# What a CUS_ACTIVITY write inserted and deleted, logged and committed here before Personify's
+# transaction commits, and applied to activity_records after it. A write that died in between
+# leaves its rows here; the next writer (under the Personify write lock, so that write's
+# transaction is over) keeps each logged change that Personify holds: an inserted row that
+# exists, a deleted row that does not (`activity_log.recover`).
+activity_write_log = sa.Table(
+    "activity_write_log",
+    metadata,
+    sa.Column("write_id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("activity_id", sa.BigInteger, primary_key=True),
+    sa.Column("action", sa.String(8), nullable=False),
+    sa.Column("logged_at", sa.DateTime, nullable=False),
+)
 
 rejected_records = sa.Table(
     "rejected_records",
@@ -215,6 +241,7 @@ def create_state_engine(url: str) -> Engine:
         upgrading = inspector.has_table(event_ledger.name) and not inspector.has_table(
             unresolved_slices.name
         )
+        _rebuild_changed_caches(conn)
         metadata.create_all(conn)
         if upgrading:
             _record_undecided(conn)
@@ -225,6 +252,17 @@ def create_state_engine(url: str) -> Engine:
         for name in _RETIRED_INDEXES:
             conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     return engine
+
+
+def _rebuild_changed_caches(conn: Connection) -> None:
+    """Drop key_states when its columns are not this version's: it only caches resolution
+    checkpoints, so the members are replayed from the ledger and it fills again."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(key_states.name):
+        return
+    present = {column["name"] for column in inspector.get_columns(key_states.name)}
+    if present != {column.name for column in key_states.columns}:
+        key_states.drop(conn)
 
 
 def _record_undecided(conn: Connection) -> None:

@@ -6,6 +6,7 @@ landing files -> raw rows -> validated events + rejects -> resolved statuses -> 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Connection, Engine
 
-from subsync_pipeline.core import ledger, manifest, state
+from subsync_pipeline.core import activity_log, ledger, manifest, state
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.ingest import RawTrackingLog, read_days
 from subsync_pipeline.core.ledger import MEMBER
@@ -94,7 +95,7 @@ def validate_days(
 ) -> ValidatedDays:
     """Validate raw rows; store validated events in the ledger and rejects beside them."""
     days = list(raw.days)
-    tables = personify_tables(config.personify.tables)
+    tables = personify_tables(config.personify)
     rows = raw.rows.reset_index(drop=True)
     normalised = normalise(rows, config)
     candidates = normalised.loc[
@@ -125,10 +126,11 @@ def validate_days(
 
 
 def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
-    """Key each event by its OPT_IN_CODE, or by `<scope_type>:<scope_id>` when unmapped."""
+    """Key each event by its interest area (`area_name`), or by `<scope_type>:<scope_id>` when
+    unmapped; `opt_in_code` is the area of a mapped event, as activity rows name it."""
     areas = pd.DataFrame(
         [
-            {"scope_type": a.scope_type, "scope_id": a.scope_id, "opt_in_code": a.opt_in_code}
+            {"scope_type": a.scope_type, "scope_id": a.scope_id, "opt_in_code": a.area}
             for a in config.interest_areas
         ],
         columns=["scope_type", "scope_id", "opt_in_code"],
@@ -346,11 +348,11 @@ def write_opt_in(
     failed run left behind (statuses from the checkpoints). The pending rows are cleared after the
     commit; should that fail, the next write repeats an upsert that changes nothing.
     """
-    tables = personify_tables(config.personify.tables)
+    tables = personify_tables(config.personify)
     with personify_engine.begin() as conn:
-        writer = writer_for(conn, tables)
+        writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
-        check_tables(conn, [tables.opt_in])
+        check_tables(conn, [tables.opt_in.table])
         lagging = _lagging(state_engine, OPT_IN, resolved)
         # Of this run's members, only keys with events decided now can have moved.
         decided_keys = _of(resolved.decided[KEY], lagging.own).drop_duplicates()
@@ -358,7 +360,8 @@ def write_opt_in(
         if len(lagging.other):
             with state_engine.connect() as state_conn:
                 statuses.append(ledger.current_states(state_conn, lagging.other))
-        counts = writer.upsert_opt_in(conn, opt_in_rows(pd.concat(statuses)), audit_now())
+        rows = opt_in_rows(pd.concat(statuses), config)
+        counts = writer.upsert_opt_in(conn, rows, audit_now())
     with state_engine.begin() as state_conn:
         ledger.clear_pending(state_conn, OPT_IN, lagging.runs)
     return counts
@@ -370,13 +373,18 @@ def write_activity(
     """Reconcile CUS_ACTIVITY for the events whose decisions may have moved, in one transaction.
 
     As for `write_opt_in`: this run's members from memory, those a failed run left behind from
-    the decisions table, from their `since_at` on.
+    the decisions table, from their `since_at` on. subsync's rows are those `activity_log`
+    records; a write's changes to that record are logged before Personify commits (see there).
     """
-    tables = personify_tables(config.personify.tables)
+    tables = personify_tables(config.personify)
+    write_id = f"{resolved.run_id}:{uuid.uuid4().hex[:12]}"
     with personify_engine.begin() as conn:
-        writer = writer_for(conn, tables)
+        writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
-        check_tables(conn, [tables.activity])
+        check_tables(conn, [tables.activity.table])
+        activity_log.recover(
+            state_engine, lambda ids: writer.activity_exists(conn, ids), audit_now()
+        )
         lagging = _lagging(state_engine, ACTIVITY, resolved)
         decided = [_of(resolved.decided, lagging.own)]
         if len(lagging.other):
@@ -386,10 +394,16 @@ def write_activity(
         rows = activity_rows(events, config.personify.activity_codes)
         # Only events written now are probed: an event of a member another run holds is left to it.
         candidates = pd.concat([resolved.undecided_event_ids, events["event_id"]])
-        counts = writer.reconcile_activity(conn, candidates, rows, audit_now())
+        with state_engine.connect() as state_conn:
+            records = activity_log.records(state_conn, candidates.drop_duplicates())
+        records["stale"] = ~records["event_id"].isin(rows["event_id"])
+        now = audit_now()
+        written = writer.reconcile_activity(conn, records, rows, now)
+        activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
+    activity_log.finalize(state_engine, write_id, audit_now())
     with state_engine.begin() as state_conn:
         ledger.clear_pending(state_conn, ACTIVITY, lagging.runs)
-    return counts
+    return written.counts
 
 
 def _not_in(values: pd.Series, others: pd.Series) -> pd.Series:

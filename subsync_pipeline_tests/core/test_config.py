@@ -16,7 +16,7 @@ schedule_time: "02:00"
 member_id_pattern: "^[0-9]{1,24}$"
 tracking: {subscribe_enabled: true, unsubscribe_enabled: true}
 interest_areas:
-  - {scope_type: group, scope_id: "1201", opt_in_code: NEWSLETTER}
+  - {scope_type: group, scope_id: "1201", opt_in_code: NEWSLETTER, opt_in_subcode: INSIDER}
   - {scope_type: message_category, scope_id: "77", opt_in_code: EVENTS}
 source_ranks: {preference_centre: 1, api: 2, in_app: 2, csv_upload: 2, form: 3, importer: 4,
   third_party: 5}
@@ -26,6 +26,11 @@ personify:
   write_activity: true
   activity_codes: {subscribe: RM_SUBSCRIBE, unsubscribe: RM_UNSUBSCRIBE}
   tables: {customer: CUSTOMER, opt_in: CUS_OPT_IN, activity: CUS_ACTIVITY}
+  option_type: INTEREST_AREA
+  operator: SUBSYNC
+  opt_out_reason: null
+  columns: {opt_in: {}, activity: {}}
+  constants: {opt_in: {}, activity: {}}
 quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
 """
 
@@ -37,10 +42,72 @@ def test_spec_example_loads(tmp_path: Path) -> None:
     assert config.start_date == date(2026, 1, 1)
     assert config.schedule_time == time(2, 0)
     assert config.area_map() == {
-        ("group", "1201"): "NEWSLETTER",
+        ("group", "1201"): "NEWSLETTER/INSIDER",
         ("message_category", "77"): "EVENTS",
     }
+    # The subcode defaults to the code (an area Personify stores without subcodes).
+    assert config.area_codes() == {
+        "NEWSLETTER/INSIDER": ("NEWSLETTER", "INSIDER"),
+        "EVENTS": ("EVENTS", "EVENTS"),
+    }
     assert config.source_ranks["third_party"] == 5
+    assert config.personify.opt_in_columns()["code"] == "OPTION_SHORT_NAME"
+    assert "source" not in config.personify.opt_in_columns()  # extras are off by default
+    assert "external_id" not in config.personify.activity_columns()
+
+
+def test_column_map_renames_and_switches_off_fields() -> None:
+    personify = parse_config(
+        {
+            "personify": {
+                "columns": {
+                    "opt_in": {"flag": "IS_OPTED_IN", "opt_out_reason": None, "source": "SRC"},
+                    "activity": {"external_id": "RM_EVENT_ID", "mod_date": None},
+                },
+                "constants": {"opt_in": {"ORG_ID": "ASSOC1"}, "activity": {"PRIORITY": 3}},
+            }
+        }
+    ).personify
+    opt_in, activity = personify.opt_in_columns(), personify.activity_columns()
+    assert (opt_in["flag"], opt_in["source"]) == ("IS_OPTED_IN", "SRC")
+    assert "opt_out_reason" not in opt_in
+    assert activity["external_id"] == "RM_EVENT_ID" and "mod_date" not in activity
+    assert personify.constants.activity == {"PRIORITY": 3}
+
+
+@pytest.mark.parametrize(
+    ("personify", "named"),
+    [
+        (
+            {"columns": {"opt_in": {"colour": "X"}}},
+            "personify.columns.opt_in: Value error, unknown field(s) ['colour']",
+        ),
+        ({"columns": {"opt_in": {"code": None}}}, "field(s) ['code'] cannot be switched off"),
+        ({"columns": {"activity": {"id": None}}}, "field(s) ['id'] cannot be switched off"),
+        ({"columns": {"opt_in": {"flag": "OPT_IN_DATE"}}}, "both map to column OPT_IN_DATE"),
+        ({"columns": {"activity": {"text": "NOTE; DROP"}}}, "'NOTE; DROP' is not a column name"),
+        ({"constants": {"opt_in": {"OPT_IN_FLAG": "Y"}}}, "constants.opt_in.OPT_IN_FLAG"),
+        ({"constants": {"activity": {"bad name": 1}}}, "are not column names"),
+        ({"opt_out_reason": ""}, "personify.opt_out_reason"),
+    ],
+)
+def test_bad_column_map_fails_naming_the_key(personify: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"personify": personify}, "site.yaml")
+    assert named in str(error.value) and str(error.value).startswith("site.yaml")
+
+
+def test_one_scope_cannot_map_to_two_areas() -> None:
+    areas = [
+        {"scope_type": "group", "scope_id": "1", "opt_in_code": "NEWS", "opt_in_subcode": "A"},
+        {"scope_type": "group", "scope_id": "1", "opt_in_code": "NEWS", "opt_in_subcode": "B"},
+    ]
+    with pytest.raises(ConfigError, match="maps group 1 to both NEWS/A and NEWS/B"):
+        parse_config({"interest_areas": areas})
+    with pytest.raises(ConfigError, match="opt_in_subcode"):
+        parse_config(
+            {"interest_areas": [{**areas[0], "opt_in_subcode": "A/B"}]}  # '/' builds area keys
+        )
 
 
 def test_defaults_without_a_file() -> None:
@@ -138,8 +205,8 @@ def test_configured_table_names_are_quoted_in_sql() -> None:
     from subsync_pipeline.core.personify.tables import personify_tables
 
     names = parse_config({"personify": {"tables": {"opt_in": "dbo.select", "activity": "Act"}}})
-    tables = personify_tables(names.personify.tables)
-    on_pg = str(tables.opt_in.insert().compile(dialect=postgresql.dialect()))
+    tables = personify_tables(names.personify)
+    on_pg = str(tables.opt_in.table.insert().compile(dialect=postgresql.dialect()))
     assert on_pg.startswith('INSERT INTO dbo."select" ("MASTER_CUSTOMER_ID"')
-    on_mssql = str(tables.activity.delete().compile(dialect=mssql.dialect()))
+    on_mssql = str(tables.activity.table.delete().compile(dialect=mssql.dialect()))
     assert on_mssql.startswith("DELETE FROM [Act]")

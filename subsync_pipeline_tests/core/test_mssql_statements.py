@@ -18,7 +18,7 @@ import sqlglot
 from sqlalchemy.dialects.mssql.pyodbc import MSDialect_pyodbc
 from sqlglot import exp
 
-from subsync_pipeline.core.config import PersonifyTables as TableNames
+from subsync_pipeline.core.config import parse_config
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.personify.writers import STAGE_KINDS, MSSQLWriter
 
@@ -27,10 +27,20 @@ NOW = datetime(2026, 11, 23, 6, 0)
 
 
 def writer_statements() -> dict[str, sa.Executable | sa.schema.ExecutableDDLElement]:
-    tables = personify_tables(
-        TableNames(customer="dbo.CUSTOMER", opt_in="dbo.CUS_OPT_IN", activity="dbo.CUS_ACTIVITY")
+    config = parse_config(
+        {
+            "personify": {
+                "tables": {
+                    "customer": "dbo.CUSTOMER",
+                    "opt_in": "dbo.CUS_OPT_IN",
+                    "activity": "dbo.CUS_ACTIVITY",
+                },
+                # One constant column, so the goldens show where constants go.
+                "constants": {"activity": {"ACTIVITY_SOURCE": "REALMAGNET"}},
+            }
+        }
     )
-    writer = MSSQLWriter(tables)
+    writer = MSSQLWriter(personify_tables(config.personify), config.personify.operator)
     stages = {
         kind: writer.stage_table(f"subsync_{kind}_1", writer.stage_columns(kind))
         for kind in STAGE_KINDS
@@ -42,16 +52,16 @@ def writer_statements() -> dict[str, sa.Executable | sa.schema.ExecutableDDLElem
         statements[f"stage_{kind}_create"] = sa.schema.CreateTable(stage)
         statements[f"stage_{kind}_insert"] = stage.insert()
         statements[f"stage_{kind}_drop"] = sa.schema.DropTable(stage)
+    records, activity = stages["records"], stages["activity"]
     statements["member_lookup"] = writer.member_lookup(stages["members"])
     statements["opt_in_merge"] = writer.opt_in_merge(stages["opt_in"], NOW)
     statements["opt_in_verify"] = writer.opt_in_verify(stages["opt_in"])
-    statements["activity_foreign_rows"] = writer.foreign_activity(stages["activity"])
-    statements["activity_merge"] = writer.activity_merge(
-        stages["activity_ids"], stages["activity"], NOW
-    )
-    statements["activity_verify"] = writer.activity_verify(
-        stages["activity_ids"], stages["activity"]
-    )
+    statements["activity_delete"] = writer.activity_delete(records)
+    statements["activity_update"] = writer.activity_update(records, activity, NOW)
+    statements["activity_present"] = writer.present_records(records)
+    statements["activity_insert_merge"] = writer.activity_insert_merge(records, activity, NOW)
+    statements["activity_verify"] = writer.activity_verify(records, activity)
+    statements["activity_existing_ids"] = writer.existing_ids(stages["ids"])
     return statements
 
 
@@ -88,8 +98,8 @@ def test_no_stale_golden_copies() -> None:
     assert sorted(p.stem for p in GOLDEN.glob("*.sql")) == sorted(STATEMENTS)
 
 
-def test_merges_are_serialisable_and_report_their_actions() -> None:
-    for name in ("opt_in_merge", "activity_merge"):
+def test_merges_are_serialisable_and_report_what_they_did() -> None:
+    for name in ("opt_in_merge", "activity_insert_merge"):
         batch = sqlglot.parse(compiled(STATEMENTS[name]), read="tsql")
         assert [type(tree) for tree in batch] == [
             exp.Set,
@@ -102,12 +112,30 @@ def test_merges_are_serialisable_and_report_their_actions() -> None:
         assert isinstance(tree, exp.Merge)
         assert tree.this.name in ("CUS_OPT_IN", "CUS_ACTIVITY")
         assert "WITH (HOLDLOCK)" in tree.sql(dialect="tsql")
-        assert "OUTPUT $action INTO @actions" in tree.sql(dialect="tsql")
-    activity = compiled(STATEMENTS["activity_merge"])
-    # Only our own rows can match, nothing outside the candidates is ever deleted, and activity
-    # is only ever deleted and inserted: the subsync login needs no UPDATE right on it.
-    assert "target.[ADDBY] = ?" in activity and "NOT MATCHED BY SOURCE" not in activity
-    assert "THEN DELETE" in activity and "UPDATE" not in activity
+    assert "OUTPUT $action INTO @actions" in compiled(STATEMENTS["opt_in_merge"])
+    insert = compiled(STATEMENTS["activity_insert_merge"])
+    # The MERGE never matches, so it only inserts; its OUTPUT pairs each generated id with the
+    # staged event_id, which an INSERT's OUTPUT cannot name.
+    assert "ON 1 = 0" in insert and "THEN DELETE" not in insert and "UPDATE" not in insert
+    assert "OUTPUT stage.event_id, INSERTED.[CUS_ACTIVITY_ID] INTO @output" in insert
+
+
+def test_opt_in_merge_keeps_personify_standard_fields() -> None:
+    merge = compiled(STATEMENTS["opt_in_merge"])
+    # The five documented key columns; CONCURRENCY_ID 0 on insert and +1 on update; MODOPER and
+    # MODDATE on update only; an unchanged row is never touched.
+    assert "target.[OPTION_SHORT_SUBNAME] = stage.[OPTION_SHORT_SUBNAME]" in merge
+    assert "[CONCURRENCY_ID] = coalesce(target.[CONCURRENCY_ID], 0) + 1" in merge
+    inserted = merge[merge.index("WHEN NOT MATCHED") :]
+    assert "[MODDATE]" not in inserted and "[ADDOPER]" in inserted
+    assert "WHEN MATCHED AND (" in merge
+
+
+def test_activity_statements_touch_only_recorded_rows() -> None:
+    for name in ("activity_delete", "activity_update"):
+        sql = compiled(STATEMENTS[name])
+        assert "[CUS_ACTIVITY_ID]" in sql and "activity_id" in sql, sql
+    assert "[ACTIVITY_SOURCE]" in compiled(STATEMENTS["activity_insert_merge"])
 
 
 def test_values_are_bound_never_inlined() -> None:

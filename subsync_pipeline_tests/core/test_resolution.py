@@ -121,7 +121,7 @@ def test_example_1_weaker_source_cannot_undo_a_stronger_status() -> None:
     assert decided["decision"].tolist() == [APPLIED, BLOCKED_BY_PRECEDENCE]
     assert first_times(decided) == [FIRST_SUBSCRIBE, None]
     status = only_status(decided)
-    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "form")
+    assert (status["status"], status["status_source"]) == (SUBSCRIBED, "form")
     assert status["first_subscribed_date"] == SUBSCRIBED_ON
     # The blocked request still dates the request columns: status and newer request coexist.
     assert status["last_unsubscribe_request_date"] == events[1]["occurred_at"]
@@ -140,8 +140,8 @@ def test_example_2_only_the_preference_centre_overrides_the_preference_centre() 
     # The blocked api subscribe is not the key's first subscribe; the applied one is.
     assert first_times(decided) == [FIRST_UNSUBSCRIBE, None, FIRST_SUBSCRIBE]
     status = only_status(decided)
-    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "preference_centre")
-    assert status["opt_in_date"] == events[2]["occurred_at"]
+    assert (status["status"], status["status_source"]) == (SUBSCRIBED, "preference_centre")
+    assert status["status_date"] == events[2]["occurred_at"]
     assert status["first_subscribed_date"] == SUBSCRIBED_ON + pd.Timedelta(days=1)
     assert status["first_unsubscribed_date"] == events[0]["occurred_at"]
 
@@ -154,7 +154,7 @@ def test_example_3_equal_weight_sources_override_each_other() -> None:
     assert decided["status_change"].tolist() == [True, True]
     assert first_times(decided) == [None, FIRST_UNSUBSCRIBE]
     status = only_status(decided)
-    assert (status["status"], status["opt_in_source"]) == (UNSUBSCRIBED, "csv_upload")
+    assert (status["status"], status["status_source"]) == (UNSUBSCRIBED, "csv_upload")
     assert status["forced"] is False
 
 
@@ -170,7 +170,7 @@ def test_example_4_a_forced_status_yields_only_to_a_forced_event() -> None:
     assert decided["status_after"].tolist() == [UNSUBSCRIBED, UNSUBSCRIBED, SUBSCRIBED]
     assert first_times(decided) == [FIRST_UNSUBSCRIBE, None, FIRST_SUBSCRIBE]
     status = only_status(decided)
-    assert (status["status"], status["opt_in_source"]) == (SUBSCRIBED, "form")
+    assert (status["status"], status["status_source"]) == (SUBSCRIBED, "form")
     assert status["forced"] is True
 
 
@@ -272,7 +272,7 @@ def reference_fold(
         status: str | None = None
         status_rank = 0
         forced = False
-        opt_in_date = opt_in_source = None
+        status_date = status_source = subscribed_date = None
         had_applied_subscribe = had_applied_unsubscribe = False
         first_subscribed_date = first_unsubscribed_date = None
         last_request_date: dict[str, pd.Timestamp | None] = {"subscribe": None, "unsubscribe": None}
@@ -300,7 +300,9 @@ def reference_fold(
                 # "An applied event sets status, rank and forced-ness."
                 status, status_rank, forced = new_status, rank, item["force_optin"]
                 if status_change:
-                    opt_in_date, opt_in_source = item["occurred_at"], item["source"]
+                    status_date, status_source = item["occurred_at"], item["source"]
+                    if status == SUBSCRIBED:
+                        subscribed_date = item["occurred_at"]
                 # "the first applied subscribe of a key is its first subscribe — it is a
                 # first_subscribe event only if it carries timestamp_subscribed"
                 if item["event_type"] == "subscribe" and not had_applied_subscribe:
@@ -335,8 +337,9 @@ def reference_fold(
                 **dict(zip(KEY, key, strict=True)),
                 "status": status,
                 "forced": forced,
-                "opt_in_date": opt_in_date,
-                "opt_in_source": opt_in_source,
+                "status_date": status_date,
+                "status_source": status_source,
+                "subscribed_date": subscribed_date,
                 "first_subscribed_date": first_subscribed_date,
                 "first_unsubscribed_date": first_unsubscribed_date,
                 "last_subscribe_request_date": last_request_date["subscribe"],

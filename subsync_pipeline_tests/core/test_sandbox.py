@@ -35,6 +35,8 @@ from subsync_pipeline.core.tracking_log import ALL_COLUMNS
 from subsync_pipeline.core.validation import SOURCE_ALIASES
 from subsync_pipeline_tests.pg_server import PostgresServer
 
+STANDARD = {"ADDOPER", "ADDDATE", "MODOPER", "MODDATE", "CONCURRENCY_ID"}
+# SPEC §5's documented shape; APP_CODE and APP_SUBCODE as Personify keeps its codes.
 SPEC_COLUMNS = {
     "CUSTOMER": {
         "MASTER_CUSTOMER_ID",
@@ -45,33 +47,30 @@ SPEC_COLUMNS = {
     "CUS_OPT_IN": {
         "MASTER_CUSTOMER_ID",
         "SUB_CUSTOMER_ID",
-        "OPT_IN_CODE",
+        "OPTION_TYPE_CODE",
+        "OPTION_SHORT_NAME",
+        "OPTION_SHORT_SUBNAME",
         "OPT_IN_FLAG",
         "OPT_IN_DATE",
-        "OPT_IN_SOURCE",
-        "FORCED_FLAG",
-        "FIRST_SUBSCRIBED_DATE",
-        "FIRST_UNSUBSCRIBED_DATE",
-        "LAST_SUBSCRIBE_REQUEST_DATE",
-        "LAST_UNSUBSCRIBE_REQUEST_DATE",
-        "ADDDATE",
-        "ADDBY",
-        "MODDATE",
-        "MODBY",
+        "OPT_OUT_DATE",
+        "OPT_OUT_REASON_CODE",
+        *STANDARD,
     },
     "CUS_ACTIVITY": {
-        "ACTIVITY_ID",
+        "CUS_ACTIVITY_ID",
         "MASTER_CUSTOMER_ID",
         "SUB_CUSTOMER_ID",
+        "SUBSYSTEM",
         "ACTIVITY_CODE",
         "ACTIVITY_SUBCODE",
         "ACTIVITY_DATE",
         "ACTIVITY_TEXT",
-        "EXTERNAL_ID",
-        "ADDDATE",
-        "ADDBY",
+        *STANDARD,
     },
+    "APP_CODE": {"SUBSYSTEM", "TYPE", "CODE", "DESCR", "ACTIVE_FLAG", *STANDARD},
+    "APP_SUBCODE": {"SUBSYSTEM", "TYPE", "CODE", "SUBCODE", "DESCR", "ACTIVE_FLAG", *STANDARD},
 }
+TABLES = list(SPEC_COLUMNS)
 
 
 def check_sandbox(url: str) -> None:
@@ -84,22 +83,39 @@ def check_sandbox(url: str) -> None:
         for table, columns in SPEC_COLUMNS.items():
             assert {c["name"] for c in inspector.get_columns(table)} == columns
         assert conn.execute(sa.text('select count(*) from "CUSTOMER"')).scalar_one() == 22
-        conn.execute(
-            sa.text(
-                'insert into "CUS_ACTIVITY" ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", '
-                '"ACTIVITY_CODE", "ACTIVITY_DATE", "EXTERNAL_ID", "ADDDATE", "ADDBY") '
-                "values ('1', 0, 'X', '2026-01-01', 'E1', '2026-01-01', 'T')"
-            )
+        codes = conn.execute(
+            sa.text('select "TYPE", "CODE", "SUBCODE" from "APP_SUBCODE" order by "CODE"')
+        ).all()
+        assert [tuple(row) for row in codes] == [
+            ("OPT_IN_INTEREST_AREA", "ADVOCACY", "ADVOCACY"),
+            ("OPT_IN_INTEREST_AREA", "EVENTS", "EVENTS"),
+            ("OPT_IN_INTEREST_AREA", "NEWSLETTER", "INSIDER"),
+        ]
+        activity = conn.execute(
+            sa.text('select "CODE" from "APP_CODE" where "TYPE" = \'ACTIVITY\' order by "CODE"')
+        ).scalars()
+        assert list(activity) == ["RM_SUBSCRIBE", "RM_UNSUBSCRIBE"]
+        insert = sa.text(
+            'insert into "CUS_ACTIVITY" ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", "SUBSYSTEM", '
+            '"ACTIVITY_CODE", "ACTIVITY_DATE", "ADDOPER", "ADDDATE", "CONCURRENCY_ID") '
+            "values ('1', 0, 'CUS', 'X', '2026-01-01', 'T', '2026-01-01', 0)"
         )
+        # The id is the database's: two inserts of the same values are two rows.
+        conn.execute(insert)
+        conn.execute(insert)
+        ids = conn.execute(sa.text('select "CUS_ACTIVITY_ID" from "CUS_ACTIVITY"')).scalars()
+        assert len(set(ids)) == 2
+        conn.commit()
+        opt_in = (
+            'insert into "CUS_OPT_IN" ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", '
+            '"OPTION_TYPE_CODE", "OPTION_SHORT_NAME", "OPTION_SHORT_SUBNAME", "OPT_IN_FLAG", '
+            '"ADDOPER", "ADDDATE", "CONCURRENCY_ID") '
+            "values ('1', 0, 'INTEREST_AREA', 'NEWSLETTER', 'INSIDER', 'Y', 'T', '2026-01-01', 0)"
+        )
+        conn.execute(sa.text(opt_in))
         conn.commit()
         with pytest.raises(sa.exc.IntegrityError):
-            conn.execute(
-                sa.text(
-                    'insert into "CUS_ACTIVITY" ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", '
-                    '"ACTIVITY_CODE", "ACTIVITY_DATE", "EXTERNAL_ID", "ADDDATE", "ADDBY") '
-                    "values ('1', 0, 'X', '2026-01-01', 'E1', '2026-01-01', 'T')"
-                )
-            )
+            conn.execute(sa.text(opt_in))
     engine.dispose()
     assert create_sandbox_personify(url, customers.head(3), reset=True) == 3
 
@@ -126,13 +142,9 @@ def test_sandbox_recreates_a_missing_table_and_keeps_the_others(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("dialect", sorted(DDL_FILES))
-def test_ddl_files_hold_the_three_tables_and_the_index(dialect: str) -> None:
+def test_ddl_files_hold_the_tables_and_the_index(dialect: str) -> None:
     statements = ddl_statements(dialect)
-    assert [statement_table(s) for s in statements if s.startswith("CREATE TABLE")] == [
-        "CUSTOMER",
-        "CUS_OPT_IN",
-        "CUS_ACTIVITY",
-    ]
+    assert [statement_table(s) for s in statements if s.startswith("CREATE TABLE")] == TABLES
     assert not any(s.endswith(";") for s in statements)
     assert any(
         s.startswith("CREATE INDEX") and "MASTER_CUSTOMER_ID" in s and "CUS_ACTIVITY" in s
@@ -151,9 +163,7 @@ def test_ddl_files_hold_the_three_tables_and_the_index(dialect: str) -> None:
 def test_sql_server_ddl_is_schema_qualified() -> None:
     statements = ddl_statements("mssql")
     assert [s.split("(")[0].split()[-1] for s in statements if s.startswith("CREATE TABLE")] == [
-        "dbo.CUSTOMER",
-        "dbo.CUS_OPT_IN",
-        "dbo.CUS_ACTIVITY",
+        f"dbo.{table}" for table in TABLES
     ]
     indexes = [s for s in statements if " INDEX " in s]
     assert indexes and all(" ON dbo.CUS_ACTIVITY " in s for s in indexes)
@@ -198,7 +208,7 @@ def test_demo_config_is_valid_and_used_by_the_demo_files() -> None:
     assert config.timezone == DEMO_TIMEZONE
     assert str(config.start_date) == "2026-01-01"
     assert config.area_map() == {
-        ("group", "1201"): "NEWSLETTER",
+        ("group", "1201"): "NEWSLETTER/INSIDER",
         ("group", "1202"): "ADVOCACY",
         ("message_category", "77"): "EVENTS",
     }
@@ -321,6 +331,29 @@ def test_sandbox_command_refuses_sql_server(
     err = capsys.readouterr().err
     assert "refusing" in err and "--i-know-this-is-not-production" in err
     assert "secret" not in err
+
+
+def test_a_sandbox_of_the_old_shape_is_named_not_written_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'personify.db'}"
+    create_sandbox_personify(url, demo_customers(10))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        # The invented shape of earlier versions: one OPT_IN_CODE instead of the option columns.
+        conn.exec_driver_sql('DROP TABLE "CUS_OPT_IN"')
+        conn.exec_driver_sql(
+            'CREATE TABLE "CUS_OPT_IN" ("MASTER_CUSTOMER_ID" VARCHAR(24), '
+            '"SUB_CUSTOMER_ID" INTEGER, "OPT_IN_CODE" VARCHAR(24), "OPT_IN_FLAG" CHAR(1))'
+        )
+    engine.dispose()
+    monkeypatch.setenv("PERSONIFY_DB_URL", url)
+    monkeypatch.setenv("SUBSYNC_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("SUBSYNC_CONFIG", str(tmp_path / "subsync.yaml"))
+    assert main(["sandbox"]) == 2
+    err = capsys.readouterr().err
+    assert "CUS_OPT_IN lacks OPTION_TYPE_CODE" in err and "subsync sandbox --reset" in err
+    assert main(["sandbox", "--reset"]) == 0
 
 
 def test_too_few_customers_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -82,16 +82,16 @@ def test_failed_activity_write_leaves_table_as_before(tmp_path: Path) -> None:
     )
     deployment.materialize("2026-11-20")
     before = deployment.table("activity")
-    assert before["EXTERNAL_ID"].tolist() == ["A1"]
+    assert deployment.activity()["event_id"].tolist() == ["A1"]
 
     # An earlier day arrives late: Z0 becomes A's first change, so A1's row must be deleted and
     # Z0's inserted; the insert is made to fail after the delete has run.
     deployment.land("early.csv", [event("Z0", A, "subscribe", "api", "2026-11-18T09:00:00")])
-    add_trigger(deployment.personify_url, "CUS_ACTIVITY", "NEW.EXTERNAL_ID = 'Z0'")
+    add_trigger(deployment.personify_url, "CUS_ACTIVITY", "NEW.ACTIVITY_DATE LIKE '2026-11-18%'")
     result = deployment.materialize("2026-11-18", raise_on_error=False)
     assert not result.success
     pd.testing.assert_frame_equal(deployment.table("activity"), before)
 
     drop_trigger(deployment.personify_url)
     deployment.materialize("2026-11-18")
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["Z0"]
+    assert deployment.activity()["event_id"].tolist() == ["Z0"]

@@ -258,4 +258,4 @@ def test_a_member_resumes_after_its_latest_event_when_its_keys_throughs_differ(
     deployment.materialize("2026-11-19")
     pd.testing.assert_frame_equal(deployment.opt_in(), reference.opt_in())
     pd.testing.assert_frame_equal(deployment.activity(), reference.activity())
-    assert "E4" in deployment.activity()["EXTERNAL_ID"].tolist()
+    assert "E4" in deployment.activity()["event_id"].tolist()

@@ -12,9 +12,9 @@ import pytest
 
 from subsync_pipeline.checks import (
     ACTIVITY_RECONCILED,
-    EXTERNAL_IDS_UNIQUE,
     FILES_READABLE,
     MEMBER_MATCH_RATE,
+    ONE_ROW_PER_EVENT,
     OPT_IN_RECONCILED,
     REJECT_RATE,
 )
@@ -28,7 +28,7 @@ ALL_CHECKS = {
     REJECT_RATE,
     OPT_IN_RECONCILED,
     ACTIVITY_RECONCILED,
-    EXTERNAL_IDS_UNIQUE,
+    ONE_ROW_PER_EVENT,
 }
 
 
@@ -61,7 +61,7 @@ def test_an_unreadable_file_fails_with_error(tmp_path: Path) -> None:
     found = evaluations(result)
     assert found[FILES_READABLE] == (False, "ERROR")
     assert found[OPT_IN_RECONCILED] == (True, "ERROR")
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["G1"]
+    assert deployment.activity()["event_id"].tolist() == ["G1"]
 
 
 def test_a_low_member_match_rate_warns(tmp_path: Path) -> None:
@@ -83,14 +83,14 @@ def test_a_low_member_match_rate_warns(tmp_path: Path) -> None:
 TAMPERING = {
     "opt_in": (
         'CREATE TRIGGER tamper AFTER INSERT ON "CUS_OPT_IN" BEGIN '
-        'UPDATE "CUS_OPT_IN" SET "OPT_IN_SOURCE" = \'tampered\' '
+        'UPDATE "CUS_OPT_IN" SET "OPT_OUT_REASON_CODE" = \'tampered\' '
         'WHERE "MASTER_CUSTOMER_ID" = NEW."MASTER_CUSTOMER_ID"; END',
         OPT_IN_RECONCILED,
     ),
     "activity": (
         'CREATE TRIGGER tamper AFTER INSERT ON "CUS_ACTIVITY" BEGIN '
         'UPDATE "CUS_ACTIVITY" SET "ACTIVITY_TEXT" = \'tampered\' '
-        'WHERE "EXTERNAL_ID" = NEW."EXTERNAL_ID"; END',
+        'WHERE "CUS_ACTIVITY_ID" = NEW."CUS_ACTIVITY_ID"; END',
         ACTIVITY_RECONCILED,
     ),
 }

@@ -48,8 +48,8 @@ def test_cli_materializes_a_day(tmp_path: Path) -> None:
     )
     process = run_cli(deployment, deployment.personify_url)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-4000:]
-    assert deployment.opt_in()["OPT_IN_CODE"].tolist() == ["NEWSLETTER"]
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["C1", "C2"]
+    assert deployment.opt_in()["OPTION_SHORT_NAME"].tolist() == ["NEWSLETTER"]
+    assert deployment.activity()["event_id"].tolist() == ["C1", "C2"]
     assert (deployment.reports / DAY / "report.html").is_file()
 
 

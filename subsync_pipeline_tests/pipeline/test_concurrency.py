@@ -95,7 +95,7 @@ def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
     write(run_a)
 
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+    assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
 
 
 def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> None:
@@ -105,8 +105,8 @@ def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> N
     run_b = resolve_day("2026-11-20")
     write(run_a)
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+    assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
     write(run_b)
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["A1", "B1"]
+    assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
     assert deployment.state("SELECT * FROM pending_writes").empty

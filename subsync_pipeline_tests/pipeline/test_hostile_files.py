@@ -203,7 +203,7 @@ def test_hostile_files_are_named_and_every_valid_row_lands(
     recorded = fallback_day(parse_config(deployment.config), datetime.now(UTC))
     assert deployment.materialize(recorded).success
 
-    activity = deployment.table("activity").set_index("EXTERNAL_ID")
+    activity = deployment.activity().set_index("event_id")
     assert set(activity.index) == LANDS
     # Payloads are data: stored as sent, in Personify and in the state database.
     assert INJECTION in activity.loc["INJ_SCOPE_NAME", "ACTIVITY_TEXT"]

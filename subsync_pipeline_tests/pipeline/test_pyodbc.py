@@ -104,7 +104,7 @@ def test_a_failed_odbc_write_rolls_back_whole(
     )
     deployment.materialize("2026-11-20")
     before = deployment.table("activity")
-    assert before["EXTERNAL_ID"].tolist() == ["A1"]
+    assert deployment.activity()["event_id"].tolist() == ["A1"]
 
     deployment.land("early.csv", [event("Z0", "000100", "subscribe", "api", "2026-11-18T09:00")])
     admin = sa.create_engine(deployment.personify_url)
@@ -115,7 +115,7 @@ def test_a_failed_odbc_write_rolls_back_whole(
         )
         conn.exec_driver_sql(
             'CREATE TRIGGER boom BEFORE INSERT ON "CUS_ACTIVITY" FOR EACH ROW '
-            "WHEN (NEW.\"EXTERNAL_ID\" = 'Z0') EXECUTE FUNCTION boom()"
+            "WHEN (NEW.\"ACTIVITY_DATE\" < '2026-11-19') EXECUTE FUNCTION boom()"
         )
     result = deployment.materialize("2026-11-18", raise_on_error=False)
     assert not result.success
@@ -127,4 +127,4 @@ def test_a_failed_odbc_write_rolls_back_whole(
         conn.exec_driver_sql('DROP TRIGGER boom ON "CUS_ACTIVITY"')
     admin.dispose()
     deployment.materialize("2026-11-18")
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["Z0"]
+    assert deployment.activity()["event_id"].tolist() == ["Z0"]

@@ -83,7 +83,7 @@ def test_every_row_reason_code_is_produced(tmp_path: Path) -> None:
     ledger = deployment.state("select event_id from event_ledger order by event_id")
     assert ledger["event_id"].tolist() == ["OK1", "R_DUP"]
     # R_DUP's first-recorded version re-states OK1's subscription: kept, but no status change.
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["OK1"]
+    assert deployment.activity()["event_id"].tolist() == ["OK1"]
 
 
 def test_tracking_disabled_rejects_that_event_type(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_exact_repeats_are_dropped_silently(tmp_path: Path) -> None:
     deployment.land("b.csv", [row])
     result = deployment.materialize(DAY)
     assert rejects(deployment).empty
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["E1"]
+    assert deployment.activity()["event_id"].tolist() == ["E1"]
     raw = result.asset_materializations_for_node("raw_tracking_log")[0].metadata
     assert raw["repeats_dropped"].value == 2
 
@@ -167,7 +167,7 @@ def test_broken_files_are_rejected_whole_while_others_land(tmp_path: Path) -> No
     )
     (deployment.landing / "binary.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     assert deployment.materialize(DAY).success
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["G1"]
+    assert deployment.activity()["event_id"].tolist() == ["G1"]
     # A file with no readable timestamp is reported under the day it was recorded.
     landed_day = fallback_day(parse_config(deployment.config), datetime.now(UTC))
     assert deployment.materialize(landed_day).success
@@ -207,12 +207,12 @@ def test_a_re_exported_day_takes_back_the_activity_of_events_now_rejected_or_gon
     ]
     deployment.land("export.csv", first)
     deployment.materialize(DAY)
-    assert sorted(deployment.activity()["EXTERNAL_ID"]) == ["E1", "E2", "E3"]
+    assert sorted(deployment.activity()["event_id"]) == ["E1", "E2", "E3"]
 
     # Real Magnet re-exports the day: E1's member id is now one Personify does not have, E3 is
     # gone from the file. Neither may keep a CUS_ACTIVITY row.
     again = [{**first[0], "custom_member_id": "999999"}, first[1]]
     deployment.land("export.csv", again)
     deployment.materialize(DAY)
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["E2"]
+    assert deployment.activity()["event_id"].tolist() == ["E2"]
     assert reasons_by_event(deployment) == {"E1": {"unknown_member"}}

@@ -18,7 +18,7 @@ from subsync_pipeline_tests.pg_server import PostgresServer
 SLOW_INSERT = """
 CREATE FUNCTION slow_insert() RETURNS trigger AS $$
 BEGIN
-    IF NEW."EXTERNAL_ID" = 'SLOW' THEN PERFORM pg_sleep(2); END IF;
+    IF NEW."MASTER_CUSTOMER_ID" = '000101' THEN PERFORM pg_sleep(2); END IF;
     RETURN NEW;
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER slow BEFORE INSERT ON "CUS_ACTIVITY" FOR EACH ROW EXECUTE FUNCTION slow_insert();
@@ -71,4 +71,4 @@ def test_killed_connection_is_retried_without_loss_or_doubles(
     assert result.success
     restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
     assert [e.step_key for e in restarts] == ["personify_cus_activity"]
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["FAST1", "FAST2", "SLOW"]
+    assert deployment.activity()["event_id"].tolist() == ["FAST1", "FAST2", "SLOW"]

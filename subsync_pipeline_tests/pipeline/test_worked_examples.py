@@ -21,7 +21,7 @@ T1, T2, T3 = "2026-11-19T09:00:00", "2026-11-20T09:00:00", "2026-11-20T10:00:00"
 def run_days(
     tmp_path: Path, day1: list[dict[str, str]], day2: list[dict[str, str]]
 ) -> tuple[Deployment, pd.DataFrame]:
-    deployment = deploy(tmp_path)
+    deployment = deploy(tmp_path, extras=True)
     deployment.land("day1.csv", day1)
     deployment.land("day2.csv", day2)
     deployment.materialize(DAY1)
@@ -48,7 +48,7 @@ def test_example_1_weaker_source_is_blocked_by_precedence(tmp_path: Path) -> Non
     assert (row["OPT_IN_FLAG"], row["OPT_IN_SOURCE"], row["FORCED_FLAG"]) == ("Y", "form", "N")
     # The blocked request still moves its request date: status and newer request coexist.
     assert row["LAST_UNSUBSCRIBE_REQUEST_DATE"] == pd.Timestamp("2026-11-20T14:00:00")
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["X1"]
+    assert deployment.activity()["event_id"].tolist() == ["X1"]
 
 
 def test_example_2_preference_centre_only_yields_to_itself(tmp_path: Path) -> None:
@@ -68,8 +68,17 @@ def test_example_2_preference_centre_only_yields_to_itself(tmp_path: Path) -> No
     row = opt_in_row(deployment)
     assert (row["OPT_IN_FLAG"], row["OPT_IN_SOURCE"]) == ("Y", "preference_centre")
     assert row["OPT_IN_DATE"] == pd.Timestamp("2026-11-20T15:00:00")
+    # Subscribed again: no end date, no opt-out reason; the documented key columns are filled.
+    assert pd.isna(row["OPT_OUT_DATE"]) and pd.isna(row["OPT_OUT_REASON_CODE"])
+    assert (row["OPTION_TYPE_CODE"], row["OPTION_SHORT_NAME"], row["OPTION_SHORT_SUBNAME"]) == (
+        "INTEREST_AREA",
+        "NEWSLETTER",
+        "NEWSLETTER",
+    )
     assert row["FIRST_UNSUBSCRIBED_DATE"] == pd.Timestamp("2026-11-19T14:00:00")
     activity = deployment.activity()
+    assert activity["event_id"].tolist() == ["X1", "X3"]
+    # external_id is mapped here (subsync's extras): the event id is written too.
     assert activity["EXTERNAL_ID"].tolist() == ["X1", "X3"]
     assert activity["ACTIVITY_CODE"].tolist() == ["RM_UNSUBSCRIBE", "RM_SUBSCRIBE"]
     assert activity["ACTIVITY_SUBCODE"].tolist() == ["NEWSLETTER", "NEWSLETTER"]
@@ -103,7 +112,7 @@ def test_example_4_forced_status_only_yields_to_forced(tmp_path: Path) -> None:
     }
     row = opt_in_row(deployment)
     assert (row["OPT_IN_FLAG"], row["OPT_IN_SOURCE"], row["FORCED_FLAG"]) == ("Y", "form", "Y")
-    text = deployment.activity().set_index("EXTERNAL_ID")["ACTIVITY_TEXT"]
+    text = deployment.activity().set_index("event_id")["ACTIVITY_TEXT"]
     assert "(forced)" in text["X3"] and "third party" in text["X1"]
 
 
@@ -118,29 +127,32 @@ def test_example_5_first_subscribe_needs_timestamp_subscribed(tmp_path: Path) ->
     row = opt_in_row(deployment)
     assert pd.isna(row["FIRST_SUBSCRIBED_DATE"])
     assert (row["OPT_IN_FLAG"], row["OPT_IN_SOURCE"]) == ("Y", "importer")
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["X1"]
+    assert deployment.activity()["event_id"].tolist() == ["X1"]
 
 
 @pytest.mark.parametrize("order", [(DAY1, DAY2), (DAY2, DAY1)])
 def test_old_day_never_overwrites_a_newer_change(tmp_path: Path, order: tuple[str, str]) -> None:
-    deployment = deploy(tmp_path)
+    deployment = deploy(tmp_path, extras=True)
     deployment.land("day1.csv", [event("X1", M, "subscribe", "api", T1)])
     deployment.land("day2.csv", [event("X2", M, "unsubscribe", "api", T2)])
     for day in order:
         deployment.materialize(day)
     deployment.materialize(DAY1)
     row = opt_in_row(deployment)
-    assert (row["OPT_IN_FLAG"], row["OPT_IN_DATE"]) == ("N", pd.Timestamp("2026-11-20T14:00:00"))
-    assert deployment.activity()["EXTERNAL_ID"].tolist() == ["X1", "X2"]
+    assert row["OPT_IN_FLAG"] == "N"
+    # The opt-out sets the end date; the opted-in date stays that of the last opt-in.
+    assert row["OPT_OUT_DATE"] == pd.Timestamp("2026-11-20T14:00:00")
+    assert row["OPT_IN_DATE"] == pd.Timestamp("2026-11-19T14:00:00")
+    assert deployment.activity()["event_id"].tolist() == ["X1", "X2"]
 
 
 def test_unmapped_scope_writes_activity_but_no_opt_in(tmp_path: Path) -> None:
-    deployment = deploy(tmp_path)
+    deployment = deploy(tmp_path, extras=True)
     deployment.land("day.csv", [event("U1", M, "subscribe", "api", T2, scope_id="9999")])
     deployment.materialize(DAY2)
     assert deployment.opt_in().empty
     activity = deployment.activity()
-    assert activity["EXTERNAL_ID"].tolist() == ["U1"]
+    assert activity["event_id"].tolist() == ["U1"]
     assert activity["ACTIVITY_SUBCODE"].isna().all()
     decisions = deployment.state("select area, mapped from decisions")
     assert decisions.to_dict("records") == [{"area": "group:9999", "mapped": 0}]
@@ -152,7 +164,7 @@ def test_unmapped_scope_writes_activity_but_no_opt_in(tmp_path: Path) -> None:
 def test_write_switches_leave_their_table_alone(
     tmp_path: Path, switch: str, untouched: str
 ) -> None:
-    deployment = deploy(tmp_path)
+    deployment = deploy(tmp_path, extras=True)
     deployment.set_config(personify={switch: False})
     deployment.land("day.csv", [event("W1", M, "subscribe", "api", T2)])
     result = deployment.materialize(DAY2)

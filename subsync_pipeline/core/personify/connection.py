@@ -48,7 +48,8 @@ def _sqlstate(error: BaseException) -> str:
     return ""
 
 
-def _scrubbed(text: str, url: URL) -> str:
+def scrubbed(text: str, url: URL) -> str:
+    """A driver's message as it may be shown: the URL's password replaced, on one line."""
     if url.password:
         text = text.replace(str(url.password), "***")
     return " ".join(text.split())
@@ -89,11 +90,11 @@ def explain(url: URL, error: BaseException) -> str:
         return (
             f"cannot reach Personify at {where} ({masked(url)}): check the host and port, that "
             f"the server is running and that the firewall lets this machine in. Driver said: "
-            f"{_scrubbed(str(original), url)[:300]}"
+            f"{scrubbed(str(original), url)[:300]}"
         )
     return (
         f"cannot connect to Personify ({masked(url)}): {type(original).__name__}: "
-        f"{_scrubbed(str(original), url)[:300]}"
+        f"{scrubbed(str(original), url)[:300]}"
     )
 
 

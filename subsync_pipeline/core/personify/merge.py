@@ -27,9 +27,25 @@ class When:
     values: Mapping[str, sa.ColumnElement[Any]] = field(default_factory=dict)
 
 
+class Inserted(ClauseElement):
+    """`INSERTED.<column>` in an OUTPUT clause: the value the row got, generated ids included."""
+
+    inherit_cache = False
+
+    def __init__(self, column: sa.Column[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(Inserted, "mssql")
+def _compile_inserted(inserted: Inserted, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"INSERTED.{compiler.preparer.quote(inserted.column.name)}"
+
+
 class Merge(Executable, ClauseElement):
     """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
-    that returns (action, rows) for 'INSERT', 'UPDATE' and 'DELETE'.
+    that returns (action, rows) for 'INSERT', 'UPDATE' and 'DELETE', or with `output` the named
+    values of every row it touched (source columns and `Inserted` ones).
 
     HOLDLOCK makes MERGE serializable on the keys it probes, so a concurrent insert cannot slip
     in between its "not matched" test and its INSERT. The actions go `OUTPUT ... INTO` a table
@@ -46,21 +62,37 @@ class Merge(Executable, ClauseElement):
         source: FromClause,
         on: sa.ColumnElement[bool],
         whens: Sequence[When],
+        output: Mapping[str, sa.ColumnElement[Any] | Inserted] | None = None,
     ) -> None:
         self.target = target
         self.alias = alias
         self.source = source
         self.on = on
         self.whens = list(whens)
+        self.output = dict(output or {})
 
 
 @compiles(Merge, "mssql")
 def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     quote = compiler.preparer.quote
     alias_name = quote(str(merge.alias.name))  # type: ignore[attr-defined]
+    if merge.output:
+        declared = ", ".join(
+            f"{quote(name)} {compiler.dialect.type_compiler_instance.process(value.type)}"
+            for name, value in merge.output.items()
+        )
+        into = "@output"
+        outputs = ", ".join(compiler.process(value, **kw) for value in merge.output.values())
+        names = ", ".join(quote(name) for name in merge.output)
+        result = f"SELECT {names} FROM @output;"  # noqa: S608
+    else:
+        declared = "[action] nvarchar(10)"
+        into = "@actions"
+        outputs = "$action"
+        result = "SELECT [action], COUNT(*) AS [rows] FROM @actions GROUP BY [action];"
     lines = [
         "SET NOCOUNT ON;",
-        "DECLARE @actions TABLE ([action] nvarchar(10));",
+        f"DECLARE {into} TABLE ({declared});",
         f"MERGE INTO {compiler.preparer.format_table(merge.target)} WITH (HOLDLOCK) AS "
         f"{alias_name}",
         f"USING {compiler.process(merge.source, asfrom=True, **kw)}",
@@ -84,8 +116,8 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
             action = f"INSERT ({names}) VALUES ({values})"  # noqa: S608
         lines.append(f"{head} THEN {action}")
     lines += [
-        "OUTPUT $action INTO @actions;",
-        "SELECT [action], COUNT(*) AS [rows] FROM @actions GROUP BY [action];",
+        f"OUTPUT {outputs} INTO {into};",
+        result,
         "SET NOCOUNT OFF;",
     ]
     return "\n".join(lines)

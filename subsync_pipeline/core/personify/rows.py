@@ -8,30 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from subsync_pipeline.core.config import ActivityCodes
+from subsync_pipeline.core.config import ActivityCodes, SubsyncConfig
+from subsync_pipeline.core.personify.tables import SUBSYSTEM
 from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, SUBSCRIBED
-
-OPT_IN_DATA_COLUMNS: list[str] = [
-    "OPT_IN_FLAG",
-    "OPT_IN_DATE",
-    "OPT_IN_SOURCE",
-    "FORCED_FLAG",
-    "FIRST_SUBSCRIBED_DATE",
-    "FIRST_UNSUBSCRIBED_DATE",
-    "LAST_SUBSCRIBE_REQUEST_DATE",
-    "LAST_UNSUBSCRIBE_REQUEST_DATE",
-]
-OPT_IN_KEY: list[str] = ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID", "OPT_IN_CODE"]
-OPT_IN_COLUMNS: list[str] = [*OPT_IN_KEY, *OPT_IN_DATA_COLUMNS]
-ACTIVITY_DATA_COLUMNS: list[str] = [
-    "MASTER_CUSTOMER_ID",
-    "SUB_CUSTOMER_ID",
-    "ACTIVITY_CODE",
-    "ACTIVITY_SUBCODE",
-    "ACTIVITY_DATE",
-    "ACTIVITY_TEXT",
-]
-ACTIVITY_COLUMNS: list[str] = [*ACTIVITY_DATA_COLUMNS, "EXTERNAL_ID"]
 
 SOURCE_LABELS: dict[str, str] = {
     "preference_centre": "the preference centre",
@@ -50,23 +29,38 @@ _SCOPE_LABELS = {
 _TEXT_MAX = 2000
 
 
-def opt_in_rows(statuses: pd.DataFrame) -> pd.DataFrame:
-    """CUS_OPT_IN rows for the mapped keys of `statuses` (the output of current_status + mapped)."""
-    mapped = statuses.loc[statuses["mapped"]]
+def opt_in_rows(statuses: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
+    """CUS_OPT_IN rows, by field (SPEC §5), for the mapped keys of `statuses` (the output of
+    current_status with `mapped`)."""
+    mapped = statuses.loc[statuses["mapped"].to_numpy(bool)]
+    codes = config.area_codes()
+    known = mapped["area"].isin(list(codes))
+    # A key whose area the config no longer maps (stored under an older config) is not written.
+    mapped = mapped.loc[known.to_numpy(bool)]
+    subscribed = mapped["status"].eq(SUBSCRIBED).to_numpy(bool)
+    no_time = pd.Series(pd.NaT, index=mapped.index, dtype="datetime64[ns]")
+    personify = config.personify
     return pd.DataFrame(
         {
-            "MASTER_CUSTOMER_ID": mapped["master_customer_id"],
-            "SUB_CUSTOMER_ID": mapped["sub_customer_id"].astype("int64"),
-            "OPT_IN_CODE": mapped["area"],
-            "OPT_IN_FLAG": mapped["status"].map(lambda s: "Y" if s == SUBSCRIBED else "N"),
-            "OPT_IN_DATE": mapped["opt_in_date"],
-            "OPT_IN_SOURCE": mapped["opt_in_source"],
-            "FORCED_FLAG": mapped["forced"].map({True: "Y", False: "N"}),
-            "FIRST_SUBSCRIBED_DATE": mapped["first_subscribed_date"],
-            "FIRST_UNSUBSCRIBED_DATE": mapped["first_unsubscribed_date"],
-            "LAST_SUBSCRIBE_REQUEST_DATE": mapped["last_subscribe_request_date"],
-            "LAST_UNSUBSCRIBE_REQUEST_DATE": mapped["last_unsubscribe_request_date"],
-        }
+            "master_customer_id": mapped["master_customer_id"],
+            "sub_customer_id": mapped["sub_customer_id"].astype("int64"),
+            "option_type": personify.option_type,
+            "code": mapped["area"].map({area: code for area, (code, _) in codes.items()}),
+            "subcode": mapped["area"].map({area: sub for area, (_, sub) in codes.items()}),
+            "flag": np.where(subscribed, "Y", "N"),
+            "opt_in_date": mapped["subscribed_date"],
+            "opt_out_date": mapped["status_date"].where(~subscribed, no_time),
+            "opt_out_reason": pd.Series(
+                personify.opt_out_reason, index=mapped.index, dtype=object
+            ).where(~subscribed, None),
+            "source": mapped["status_source"],
+            "forced": np.where(mapped["forced"].to_numpy(bool), "Y", "N"),
+            "first_subscribed_date": mapped["first_subscribed_date"],
+            "first_unsubscribed_date": mapped["first_unsubscribed_date"],
+            "last_subscribe_request_date": mapped["last_subscribe_request_date"],
+            "last_unsubscribe_request_date": mapped["last_unsubscribe_request_date"],
+        },
+        index=mapped.index,
     ).reset_index(drop=True)
 
 
@@ -133,20 +127,27 @@ def _sentences(changes: pd.DataFrame) -> pd.Series:
 
 
 def activity_rows(decided: pd.DataFrame, codes: ActivityCodes) -> pd.DataFrame:
-    """CUS_ACTIVITY rows: one per status change, mapped or not, keyed by EXTERNAL_ID = event_id."""
+    """CUS_ACTIVITY rows, by field (SPEC §5): one per status change, mapped or not, each with
+    the event_id it records (also the `external_id` field, written where a site maps it)."""
     needed = ["master_customer_id", "sub_customer_id", "occurred_at", "event_id", *_TEXT_INPUTS]
     changes = decided.loc[decided["status_change"].to_numpy(bool), needed]
+    area = changes["opt_in_code"]
     return pd.DataFrame(
         {
-            "MASTER_CUSTOMER_ID": changes["master_customer_id"],
-            "SUB_CUSTOMER_ID": changes["sub_customer_id"].astype("int64"),
-            "ACTIVITY_CODE": changes["event_type"].map(
+            "event_id": changes["event_id"],
+            "master_customer_id": changes["master_customer_id"],
+            "sub_customer_id": changes["sub_customer_id"].astype("int64"),
+            "subsystem": SUBSYSTEM,
+            "activity_code": changes["event_type"].map(
                 {"subscribe": codes.subscribe, "unsubscribe": codes.unsubscribe}
             ),
-            "ACTIVITY_SUBCODE": changes["opt_in_code"],
-            "ACTIVITY_DATE": changes["occurred_at"],
-            "ACTIVITY_TEXT": activity_text(changes),
-            "EXTERNAL_ID": changes["event_id"],
+            # The area's code: CODE of a CODE/SUBCODE area.
+            "activity_subcode": area.where(
+                area.isna(), area.astype(str).str.replace(r"/.*$", "", regex=True)
+            ),
+            "activity_date": changes["occurred_at"],
+            "text": activity_text(changes),
+            "external_id": changes["event_id"],
         }
     ).reset_index(drop=True)
 

@@ -1,20 +1,24 @@
 """Personify's tables as SQLAlchemy objects (SPEC §5), and the check that they exist as expected.
 
 Personify owns these tables: subsync never creates, drops or truncates them (the sandbox command
-is the only exception) and refuses to write when one is missing or lacks a column.
+is the only exception) and refuses to write when one is missing or lacks a column. Which columns
+subsync writes is configured (`personify.columns`, `personify.constants`): a `TableShape` holds
+only the mapped ones, under their physical names, and knows the field each one carries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection
 
-from subsync_pipeline.core.config import PersonifyTables as TableNames
+from subsync_pipeline.core.config import Constant, PersonifyConfig
 
-ADDBY = "SUBSYNC"
 # Personify on SQL Server stores text as nvarchar and times as datetime2; the staging tables copy
 # these types, so fast_executemany binds Unicode and full-precision timestamps.
 TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
@@ -28,15 +32,139 @@ def _flag() -> sa.types.TypeEngine[str]:
     return sa.CHAR(1).with_variant(mssql.NCHAR(1), "mssql")
 
 
+IDENTITY = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+OPT_IN_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "master_customer_id": _text(24),
+    "sub_customer_id": sa.Integer(),
+    "option_type": _text(24),
+    "code": _text(24),
+    "subcode": _text(24),
+    "flag": _flag(),
+    "opt_in_date": TIMESTAMP,
+    "opt_out_date": TIMESTAMP,
+    "opt_out_reason": _text(24),
+    "source": _text(40),
+    "forced": _flag(),
+    "first_subscribed_date": TIMESTAMP,
+    "first_unsubscribed_date": TIMESTAMP,
+    "last_subscribe_request_date": TIMESTAMP,
+    "last_unsubscribe_request_date": TIMESTAMP,
+    "add_oper": _text(60),
+    "add_date": TIMESTAMP,
+    "mod_oper": _text(60),
+    "mod_date": TIMESTAMP,
+    "concurrency_id": sa.Integer(),
+}
+ACTIVITY_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "id": IDENTITY,
+    "master_customer_id": _text(24),
+    "sub_customer_id": sa.Integer(),
+    "subsystem": _text(24),
+    "activity_code": _text(24),
+    "activity_subcode": _text(24),
+    "activity_date": TIMESTAMP,
+    "text": _text(2000),
+    "external_id": _text(64),
+    "add_oper": _text(60),
+    "add_date": TIMESTAMP,
+    "mod_oper": _text(60),
+    "mod_date": TIMESTAMP,
+    "concurrency_id": sa.Integer(),
+}
+# The fields that name a CUS_OPT_IN row, and those compared to tell whether it must change.
+OPT_IN_KEY: list[str] = [
+    "master_customer_id",
+    "sub_customer_id",
+    "option_type",
+    "code",
+    "subcode",
+]
+OPT_IN_DATA: list[str] = [
+    "flag",
+    "opt_in_date",
+    "opt_out_date",
+    "opt_out_reason",
+    "source",
+    "forced",
+    "first_subscribed_date",
+    "first_unsubscribed_date",
+    "last_subscribe_request_date",
+    "last_unsubscribe_request_date",
+]
+# What subsync writes into a CUS_ACTIVITY row (all compared); the row is found by its id.
+ACTIVITY_DATA: list[str] = [
+    "master_customer_id",
+    "sub_customer_id",
+    "subsystem",
+    "activity_code",
+    "activity_subcode",
+    "activity_date",
+    "text",
+    "external_id",
+]
+SUBSYSTEM = "CUS"
+# Personify's APP_CODE / APP_SUBCODE types of the codes subsync writes (SPEC §5).
+INTEREST_AREA_TYPE = "OPT_IN_INTEREST_AREA"
+ACTIVITY_TYPE = "ACTIVITY"
+
+
 class PersonifySchemaError(RuntimeError):
     """A Personify table or column subsync needs is missing; nothing has been written."""
+
+
+def _constant_type(value: Constant) -> sa.types.TypeEngine[Any]:
+    if isinstance(value, bool):
+        return sa.Boolean()
+    if isinstance(value, int):
+        return sa.Integer()
+    if isinstance(value, float):
+        return sa.Float()
+    return _text(max(len(value), 1))
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """One Personify table as a site has it: the fields subsync writes, under the site's column
+    names, plus the constant columns."""
+
+    table: sa.Table
+    columns: dict[str, str]
+    constants: dict[str, Constant]
+
+    def has(self, field: str) -> bool:
+        return field in self.columns
+
+    def column(self, field: str) -> sa.Column[Any]:
+        return self.table.c[self.columns[field]]
+
+    def names(self, fields: Iterable[str]) -> list[str]:
+        """The physical names of those of `fields` that are mapped, in order."""
+        return [self.columns[field] for field in fields if field in self.columns]
+
+    def mapped(self, fields: Iterable[str]) -> list[str]:
+        """Those of `fields` that are mapped, in order."""
+        return [field for field in fields if field in self.columns]
+
+    def physical(self, frame: pd.DataFrame, fields: Iterable[str]) -> pd.DataFrame:
+        """The mapped ones of `fields` of a frame keyed by field, renamed to their columns."""
+        chosen = self.mapped(fields)
+        return frame[chosen].rename(columns=self.columns)
+
+    def constant_values(self) -> dict[str, sa.ColumnElement[Any]]:
+        return {
+            name: sa.literal(value, self.table.c[name].type)
+            for name, value in self.constants.items()
+        }
 
 
 @dataclass(frozen=True)
 class PersonifyTables:
     customer: sa.Table
-    opt_in: sa.Table
-    activity: sa.Table
+    opt_in: TableShape
+    activity: TableShape
+    app_code: sa.Table
+    app_subcode: sa.Table
 
 
 def _split(name: str) -> tuple[str | None, str]:
@@ -44,62 +172,82 @@ def _split(name: str) -> tuple[str | None, str]:
     return (schema or None), table
 
 
-def personify_tables(names: TableNames) -> PersonifyTables:
-    """Table objects for the configured (already identifier-checked) names."""
+def _shape(
+    meta: sa.MetaData,
+    qualified: str,
+    columns: dict[str, str],
+    constants: dict[str, Constant],
+    types: dict[str, sa.types.TypeEngine[Any]],
+    key: list[str],
+) -> TableShape:
+    schema, name = _split(qualified)
+    table = sa.Table(
+        name,
+        meta,
+        *[
+            sa.Column(column, types[field], primary_key=field in key)
+            for field, column in columns.items()
+        ],
+        *[sa.Column(column, _constant_type(value)) for column, value in constants.items()],
+        schema=schema,
+    )
+    return TableShape(table=table, columns=dict(columns), constants=dict(constants))
+
+
+def personify_tables(config: PersonifyConfig) -> PersonifyTables:
+    """Table objects for the configured (already checked) names, columns and constants."""
     meta = sa.MetaData()
+    names = config.tables
     schema, name = _split(names.customer)
     customer = sa.Table(
         name,
         meta,
         sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
         sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
-        sa.Column("CUSTOMER_STATUS_CODE", _text(24)),
-        sa.Column("PRIMARY_EMAIL_ADDRESS", _text(100)),
         schema=schema,
     )
-    schema, name = _split(names.opt_in)
-    opt_in = sa.Table(
+    schema, name = _split(names.app_code)
+    app_code = sa.Table(
         name,
         meta,
-        sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
-        sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
-        sa.Column("OPT_IN_CODE", _text(24), primary_key=True),
-        sa.Column("OPT_IN_FLAG", _flag()),
-        sa.Column("OPT_IN_DATE", TIMESTAMP),
-        sa.Column("OPT_IN_SOURCE", _text(40)),
-        sa.Column("FORCED_FLAG", _flag()),
-        sa.Column("FIRST_SUBSCRIBED_DATE", TIMESTAMP),
-        sa.Column("FIRST_UNSUBSCRIBED_DATE", TIMESTAMP),
-        sa.Column("LAST_SUBSCRIBE_REQUEST_DATE", TIMESTAMP),
-        sa.Column("LAST_UNSUBSCRIBE_REQUEST_DATE", TIMESTAMP),
-        sa.Column("ADDDATE", TIMESTAMP),
-        sa.Column("ADDBY", _text(24)),
-        sa.Column("MODDATE", TIMESTAMP),
-        sa.Column("MODBY", _text(24)),
+        sa.Column("SUBSYSTEM", _text(24)),
+        sa.Column("TYPE", _text(24)),
+        sa.Column("CODE", _text(24)),
         schema=schema,
     )
-    schema, name = _split(names.activity)
-    activity = sa.Table(
+    schema, name = _split(names.app_subcode)
+    app_subcode = sa.Table(
         name,
         meta,
-        sa.Column(
-            "ACTIVITY_ID",
-            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-        sa.Column("MASTER_CUSTOMER_ID", _text(24)),
-        sa.Column("SUB_CUSTOMER_ID", sa.Integer),
-        sa.Column("ACTIVITY_CODE", _text(24)),
-        sa.Column("ACTIVITY_SUBCODE", _text(24)),
-        sa.Column("ACTIVITY_DATE", TIMESTAMP),
-        sa.Column("ACTIVITY_TEXT", _text(2000)),
-        sa.Column("EXTERNAL_ID", _text(64)),
-        sa.Column("ADDDATE", TIMESTAMP),
-        sa.Column("ADDBY", _text(24)),
+        sa.Column("SUBSYSTEM", _text(24)),
+        sa.Column("TYPE", _text(24)),
+        sa.Column("CODE", _text(24)),
+        sa.Column("SUBCODE", _text(24)),
         schema=schema,
     )
-    return PersonifyTables(customer=customer, opt_in=opt_in, activity=activity)
+    opt_in = _shape(
+        meta,
+        names.opt_in,
+        config.opt_in_columns(),
+        config.constants.opt_in,
+        OPT_IN_TYPES,
+        OPT_IN_KEY,
+    )
+    activity = _shape(
+        meta,
+        names.activity,
+        config.activity_columns(),
+        config.constants.activity,
+        ACTIVITY_TYPES,
+        ["id"],
+    )
+    return PersonifyTables(
+        customer=customer,
+        opt_in=opt_in,
+        activity=activity,
+        app_code=app_code,
+        app_subcode=app_subcode,
+    )
 
 
 def check_tables(conn: Connection, tables: list[sa.Table]) -> None:
@@ -120,6 +268,6 @@ def check_tables(conn: Connection, tables: list[sa.Table]) -> None:
         url = conn.engine.url.render_as_string(hide_password=True)
         raise PersonifySchemaError(
             f"Personify database {url} is not as subsync needs it: {'; '.join(problems)}. "
-            "Nothing was written. Check config.personify.tables, or create a sandbox with "
-            "`subsync sandbox`."
+            "Nothing was written. Check config.personify.tables and config.personify.columns, "
+            "run `subsync doctor`, or create a sandbox with `subsync sandbox`."
         )

@@ -3,43 +3,51 @@
 Every write is set-based: the day's rows go into a temporary staging table in bulk, then a few
 statements reconcile the target with it inside the caller's transaction, so a table's write
 commits whole or not at all. Rows are only touched when their data differs, which makes a re-run
-a no-op (MODDATE included).
+a no-op (MODDATE and CONCURRENCY_ID included).
+
+Columns are the site's (`TableShape`): the writer works on field names and asks the shape which
+column, if any, holds each one.
+
+CUS_ACTIVITY has no column of subsync's own. The rows subsync inserted are known by their
+database-generated ids, which the caller keeps in the state database against each event_id and
+hands back as `records`; every statement on CUS_ACTIVITY is confined to those ids, so a row
+another system wrote is never touched.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import count
 from typing import Any, ClassVar, Literal, get_args
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import mssql, postgresql, sqlite
+from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection, Engine
 
-from subsync_pipeline.core.personify.merge import Merge, When
-from subsync_pipeline.core.personify.rows import (
-    ACTIVITY_COLUMNS,
-    ACTIVITY_DATA_COLUMNS,
-    OPT_IN_COLUMNS,
-    OPT_IN_DATA_COLUMNS,
+from subsync_pipeline.core.personify.merge import Inserted, Merge, When
+from subsync_pipeline.core.personify.tables import (
+    ACTIVITY_DATA,
+    IDENTITY,
+    OPT_IN_DATA,
     OPT_IN_KEY,
+    TIMESTAMP,
+    PersonifyTables,
+    TableShape,
 )
-from subsync_pipeline.core.personify.tables import ADDBY, TIMESTAMP, PersonifyTables
 from subsync_pipeline.core.sql import insert_frame, read_frame, unkeyed
 
 _stage_ids = count(1)
 # Constants of the statements themselves, rendered inline rather than bound.
 _ONE: sa.ColumnClause[int] = sa.literal_column("1", sa.Integer)
 _ZERO: sa.ColumnClause[int] = sa.literal_column("0", sa.Integer)
-_TWO: sa.ColumnClause[int] = sa.literal_column("2", sa.Integer)
 # One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
 WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
+EVENT_ID = sa.String(64).with_variant(mssql.NVARCHAR(64), "mssql")
 
-
-StageKind = Literal["members", "opt_in", "activity_ids", "activity"]
+StageKind = Literal["members", "opt_in", "records", "activity", "ids"]
 STAGE_KINDS: tuple[StageKind, ...] = get_args(StageKind)
 
 
@@ -56,17 +64,24 @@ class WriteCounts:
     deleted: int = 0
     unchanged: int = 0
     mismatched: int = 0
-    duplicate_external_ids: int = 0
+    duplicate_rows: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-def _copy_columns(
-    table: sa.Table, names: list[str], key: tuple[str, ...] = ()
-) -> list[sa.Column[Any]]:
-    """Staging columns typed like the target's; `key` makes the lookups joins can index."""
-    return [sa.Column(name, table.c[name].type, primary_key=name in key) for name in names]
+def _no_ids() -> pd.DataFrame:
+    return pd.DataFrame({"event_id": pd.Series(dtype=str), "activity_id": pd.Series(dtype="int64")})
+
+
+@dataclass(frozen=True)
+class ActivityWrite:
+    """A CUS_ACTIVITY reconcile: its counts, and the rows it inserted and deleted by event_id
+    (event_id, activity_id), which the state database's record must follow once it commits."""
+
+    counts: WriteCounts
+    inserted: pd.DataFrame = field(default_factory=_no_ids)
+    deleted: pd.DataFrame = field(default_factory=_no_ids)
 
 
 def _same(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.ColumnElement[bool]:
@@ -78,18 +93,20 @@ def _differs(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.
 
 
 class PersonifyWriter:
-    """The steps every dialect shares (staging, member lookup, foreign-row guard, verification).
+    """The steps every dialect shares (staging, member lookup, the statements SQLAlchemy writes
+    alike for every dialect, verification).
 
-    A dialect supplies its lock and the two reconcile statements: `merge_opt_in` and
-    `merge_activity`. Every statement comes from a method returning it unexecuted, so the SQL
-    Server ones can be compiled and checked in tests without a SQL Server.
+    A dialect supplies its lock, the opt-in upsert and the activity insert that reads back the
+    generated ids. Every statement comes from a method returning it unexecuted, so the SQL Server
+    ones can be compiled and checked in tests without a SQL Server.
     """
 
     dialect: ClassVar[str] = ""
     driver: ClassVar[str | None] = None
 
-    def __init__(self, tables: PersonifyTables) -> None:
+    def __init__(self, tables: PersonifyTables, operator: str) -> None:
         self.tables = tables
+        self.operator = operator
 
     def lock(self, conn: Connection) -> None:
         """Serialise subsync's writers on this database until the transaction ends.
@@ -98,23 +115,104 @@ class PersonifyWriter:
         """
         raise NotImplementedError
 
-    def merge_opt_in(
-        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
-    ) -> tuple[int, int]:
+    def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
         """Make CUS_OPT_IN hold the staged rows; returns (inserted, updated)."""
         raise NotImplementedError
 
-    def merge_activity(
-        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
-    ) -> tuple[int, int, int]:
-        """Make our CUS_ACTIVITY rows among `ids` equal the staged ones; (inserted, updated,
-        deleted)."""
+    def insert_activity(
+        self,
+        conn: Connection,
+        records: sa.Table,
+        stage: sa.Table,
+        missing: pd.DataFrame,
+        now: datetime,
+    ) -> pd.DataFrame:
+        """Insert the staged rows that have no row of ours; (event_id, activity_id) of each."""
         raise NotImplementedError
+
+    # --- names --------------------------------------------------------------------------
+
+    @property
+    def opt_in(self) -> TableShape:
+        return self.tables.opt_in
+
+    @property
+    def activity(self) -> TableShape:
+        return self.tables.activity
+
+    def _opt_in_key(self) -> list[str]:
+        return self.opt_in.names(OPT_IN_KEY)
+
+    def _opt_in_data(self) -> list[str]:
+        return self.opt_in.names(OPT_IN_DATA)
+
+    def _activity_data(self) -> list[str]:
+        return self.activity.names(ACTIVITY_DATA)
+
+    def _literal(self, shape: TableShape, name: str, value: Any) -> sa.ColumnElement[Any]:
+        return sa.literal(value, shape.column(name).type)
+
+    def _added(self, shape: TableShape, now: datetime) -> dict[str, sa.ColumnElement[Any]]:
+        """The standard fields of an insert: ADDOPER, ADDDATE, CONCURRENCY_ID 0, and the
+        constants of the columns subsync has no field for."""
+        values: dict[str, sa.ColumnElement[Any]] = {}
+        if shape.has("add_oper"):
+            values[shape.columns["add_oper"]] = self._literal(shape, "add_oper", self.operator)
+        if shape.has("add_date"):
+            values[shape.columns["add_date"]] = sa.literal(now, TIMESTAMP)
+        if shape.has("concurrency_id"):
+            values[shape.columns["concurrency_id"]] = _ZERO
+        return {**values, **shape.constant_values()}
+
+    def _modified(
+        self, shape: TableShape, target: sa.FromClause, now: datetime
+    ) -> dict[str, sa.ColumnElement[Any]]:
+        """The standard fields of an update: MODOPER, MODDATE, CONCURRENCY_ID + 1 (Personify's
+        optimistic lock: its own screens then see that the row moved under them)."""
+        values: dict[str, sa.ColumnElement[Any]] = {}
+        if shape.has("mod_oper"):
+            values[shape.columns["mod_oper"]] = self._literal(shape, "mod_oper", self.operator)
+        if shape.has("mod_date"):
+            values[shape.columns["mod_date"]] = sa.literal(now, TIMESTAMP)
+        if shape.has("concurrency_id"):
+            concurrency = target.c[shape.columns["concurrency_id"]]
+            values[shape.columns["concurrency_id"]] = sa.func.coalesce(concurrency, _ZERO) + _ONE
+        return values
 
     # --- statements ---------------------------------------------------------------------
 
     def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
         return sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+
+    def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
+        """The staging table of each kind, typed like its target's columns and keyed."""
+        if kind == "members":
+            customer = self.tables.customer
+            return [
+                sa.Column(name, customer.c[name].type, primary_key=True)
+                for name in ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID")
+            ]
+        if kind == "opt_in":
+            table, key = self.opt_in.table, self._opt_in_key()
+            return [
+                sa.Column(name, table.c[name].type, primary_key=name in key)
+                for name in [*key, *self._opt_in_data()]
+            ]
+        if kind == "records":
+            # Every row of ours an event may have: (event_id, activity_id), and whether the
+            # event still wants a row (0) or its row is stale (1).
+            return [
+                sa.Column("event_id", EVENT_ID, primary_key=True),
+                sa.Column("activity_id", IDENTITY, primary_key=True),
+                sa.Column("stale", sa.SmallInteger, nullable=False),
+            ]
+        if kind == "ids":
+            return [sa.Column("activity_id", IDENTITY, primary_key=True)]
+        table = self.activity.table
+        return [
+            sa.Column("event_id", EVENT_ID, primary_key=True),
+            *[sa.Column(name, table.c[name].type) for name in self._activity_data()],
+        ]
 
     def member_lookup(self, stage: sa.Table) -> sa.Select[Any]:
         customer = self.tables.customer
@@ -127,78 +225,105 @@ class PersonifyWriter:
             .distinct()
         )
 
-    def foreign_activity(self, stage: sa.Table) -> sa.Select[Any]:
-        """Rows another system wrote under one of the EXTERNAL_IDs we are about to write."""
-        target = self.tables.activity
+    def opt_in_verify(self, stage: sa.Table) -> sa.Select[Any]:
+        """How many staged rows CUS_OPT_IN does not hold exactly, counted by the database."""
+        target = self.opt_in.table
+        key, data = self._opt_in_key(), self._opt_in_data()
+        identical = sa.exists().where(_same(stage, target, key), ~_differs(stage, target, data))
+        return sa.select(sa.func.count().label("mismatched")).where(~identical)
+
+    def foreign_activity(self, stage: sa.Table, records: sa.Table) -> sa.Select[Any]:
+        """Rows another system wrote under an external id we are about to write (only when
+        the site maps `external_id`)."""
+        external, identity = self.activity.column("external_id"), self.activity.column("id")
+        ours = sa.exists().where(records.c.activity_id == identity)
         return (
-            sa.select(target.c.EXTERNAL_ID)
-            .join(stage, target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)
-            .where(target.c.ADDBY.is_distinct_from(ADDBY))
+            sa.select(external)
+            .select_from(self.activity.table.join(stage, external == stage.c.event_id))
+            .where(~ours)
             .limit(5)
         )
 
-    def opt_in_verify(self, stage: sa.Table) -> sa.Select[Any]:
-        """How many staged rows CUS_OPT_IN does not hold exactly, counted by the database."""
-        target = self.tables.opt_in
+    def present_records(self, records: sa.Table) -> sa.Select[Any]:
+        """The event ids whose recorded row of ours still exists and is still wanted."""
+        identity = self.activity.column("id")
         return (
-            sa.select(sa.func.count().label("mismatched"))
-            .select_from(stage.outerjoin(target, _same(stage, target, OPT_IN_KEY)))
+            sa.select(records.c.event_id)
+            .join(self.activity.table, identity == records.c.activity_id)
+            .where(records.c.stale == _ZERO)
+        )
+
+    def activity_delete(self, records: sa.Table) -> sa.Delete:
+        """Our rows whose events no longer want one (rejected, gone, no longer a change)."""
+        identity = self.activity.column("id")
+        stale = sa.select(records.c.activity_id).where(records.c.stale == _ONE)
+        return sa.delete(self.activity.table).where(identity.in_(stale))
+
+    def activity_update(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Update:
+        """Our rows whose event's row now reads differently (its text, its area), in place."""
+        target = self.activity.table
+        data = self._activity_data()
+        return (
+            sa.update(target)
+            .values(
+                {
+                    **{name: stage.c[name] for name in data},
+                    **self._modified(self.activity, target, now),
+                }
+            )
             .where(
-                sa.or_(
-                    target.c.MASTER_CUSTOMER_ID.is_(None),
-                    _differs(stage, target, OPT_IN_DATA_COLUMNS),
-                )
+                self.activity.column("id") == records.c.activity_id,
+                records.c.stale == _ZERO,
+                records.c.event_id == stage.c.event_id,
+                _differs(target, stage, data),
             )
         )
 
-    def activity_verify(self, ids: sa.Table, stage: sa.Table) -> sa.Select[Any]:
-        """Our CUS_ACTIVITY rows among `ids` against the staged ones, counted by the database:
-        staged rows missing or different, rows of ours that should not be there, and
-        EXTERNAL_IDs we hold more than once."""
-        target = self.tables.activity
-        ours = sa.and_(
-            target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
-        )
-        missing = (
-            sa.select(sa.func.count())
+    def activity_missing(self, records: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
+        """A staged row without a row of ours in the table."""
+        held = (
+            sa.select(_ONE)
             .select_from(
-                stage.outerjoin(
-                    target,
-                    sa.and_(target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID, target.c.ADDBY == ADDBY),
+                records.join(
+                    self.activity.table, self.activity.column("id") == records.c.activity_id
                 )
             )
-            .where(
-                sa.or_(
-                    target.c.EXTERNAL_ID.is_(None),
-                    _differs(stage, target, ACTIVITY_DATA_COLUMNS),
-                )
-            )
+            .where(records.c.event_id == stage.c.event_id, records.c.stale == _ZERO)
         )
-        extra = sa.select(sa.func.count()).where(
-            ours, ~sa.exists().where(stage.c.EXTERNAL_ID == target.c.EXTERNAL_ID)
+        return ~sa.exists(held)
+
+    def activity_verify(self, records: sa.Table, stage: sa.Table) -> sa.Select[Any]:
+        """Our rows against the staged ones, counted by the database once the write is done
+        (`records` then holds the new rows too): staged rows without an identical row of ours,
+        stale rows of ours still there, and events with more than one row of ours."""
+        target = self.activity.table
+        identity = self.activity.column("id")
+        data = self._activity_data()
+        identical = sa.exists().where(
+            records.c.event_id == stage.c.event_id,
+            records.c.stale == _ZERO,
+            identity == records.c.activity_id,
+            ~_differs(target, stage, data),
         )
-        duplicated = sa.select(
-            sa.func.count() - sa.func.count(sa.distinct(target.c.EXTERNAL_ID))
-        ).where(ours)
+        missing = sa.select(sa.func.count()).select_from(stage).where(~identical)
+        held = records.join(target, identity == records.c.activity_id)
+        extra = sa.select(sa.func.count()).select_from(held).where(records.c.stale == _ONE)
+        duplicated = (
+            sa.select(sa.func.count() - sa.func.count(sa.distinct(records.c.event_id)))
+            .select_from(held)
+            .where(records.c.stale == _ZERO)
+        )
         return sa.select(
             missing.scalar_subquery().label("missing"),
             extra.scalar_subquery().label("extra"),
             duplicated.scalar_subquery().label("duplicated"),
         )
 
-    # --- steps --------------------------------------------------------------------------
+    def existing_ids(self, ids: sa.Table) -> sa.Select[Any]:
+        identity = self.activity.column("id")
+        return sa.select(ids.c.activity_id).join(self.activity.table, identity == ids.c.activity_id)
 
-    def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
-        """The staging table of each kind, typed like its target's columns and keyed."""
-        tables = self.tables
-        if kind == "members":
-            key = ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID")
-            return _copy_columns(tables.customer, list(key), key=key)
-        if kind == "opt_in":
-            return _copy_columns(tables.opt_in, OPT_IN_COLUMNS, key=tuple(OPT_IN_KEY))
-        if kind == "activity_ids":
-            return _copy_columns(tables.activity, ["EXTERNAL_ID"], key=("EXTERNAL_ID",))
-        return _copy_columns(tables.activity, ACTIVITY_COLUMNS, key=("EXTERNAL_ID",))
+    # --- steps --------------------------------------------------------------------------
 
     def stage(self, conn: Connection, kind: StageKind, frame: pd.DataFrame) -> sa.Table:
         """A temporary table holding `frame`, loaded in bulk."""
@@ -229,9 +354,11 @@ class PersonifyWriter:
         return found
 
     def upsert_opt_in(self, conn: Connection, rows: pd.DataFrame, now: datetime) -> WriteCounts:
-        """Make CUS_OPT_IN hold `rows` for their keys: update rows whose data differ, insert new."""
-        stage = self.stage(conn, "opt_in", rows)
-        inserted, updated = self.merge_opt_in(conn, stage, len(rows), now)
+        """Make CUS_OPT_IN hold `rows` (by field) for their keys: update rows whose data differ,
+        insert new ones."""
+        fields = [*OPT_IN_KEY, *OPT_IN_DATA]
+        stage = self.stage(conn, "opt_in", self.opt_in.physical(rows, fields))
+        inserted, updated = self.merge_opt_in(conn, stage, now)
         mismatched = conn.execute(self.opt_in_verify(stage)).scalar_one()
         stage.drop(conn)
         return WriteCounts(
@@ -241,116 +368,167 @@ class PersonifyWriter:
             mismatched=int(mismatched),
         )
 
-    def reconcile_activity(
-        self, conn: Connection, candidates: pd.Series, rows: pd.DataFrame, now: datetime
-    ) -> WriteCounts:
-        """Make subsync's CUS_ACTIVITY rows among `candidates` (EXTERNAL_IDs) equal `rows`.
-
-        Stale rows of ours are deleted, missing ones inserted, changed ones replaced; rows
-        another system wrote are never touched.
-        """
-        target = self.tables.activity
-        every_id = pd.concat([candidates, rows["EXTERNAL_ID"]]).drop_duplicates()
-        ids = self.stage(conn, "activity_ids", pd.DataFrame({"EXTERNAL_ID": every_id}))
-        stage = self.stage(conn, "activity", rows)
-        foreign = conn.execute(self.foreign_activity(stage)).scalars().all()
-        if foreign:
-            raise PersonifyWriteError(
-                f"{target.fullname} already holds rows written by another system with "
-                f"EXTERNAL_ID {', '.join(map(str, foreign))}; subsync will not overwrite them"
-            )
-        inserted, updated, deleted = self.merge_activity(conn, ids, stage, now)
-        missing, extra, duplicated = conn.execute(self.activity_verify(ids, stage)).one()
+    def activity_exists(self, conn: Connection, ids: pd.Series) -> pd.Series:
+        """Which of `ids` are rows of CUS_ACTIVITY now."""
+        stage = self.stage(conn, "ids", pd.DataFrame({"activity_id": ids.drop_duplicates()}))
+        found = read_frame(conn, self.existing_ids(stage))["activity_id"].astype("int64")
         stage.drop(conn)
-        ids.drop(conn)
-        return WriteCounts(
-            inserted=inserted,
-            updated=updated,
-            deleted=deleted,
-            unchanged=len(rows) - inserted - updated,
-            mismatched=int(missing) + int(extra),
-            duplicate_external_ids=int(duplicated),
+        return ids.isin(found)
+
+    def reconcile_activity(
+        self, conn: Connection, records: pd.DataFrame, rows: pd.DataFrame, now: datetime
+    ) -> ActivityWrite:
+        """Make subsync's CUS_ACTIVITY rows of `records` (event_id, activity_id, stale: what
+        the state database holds of the events being written) equal `rows` (by field, with
+        event_id): stale ones deleted, changed ones updated, missing ones inserted.
+        """
+        rows = rows.drop_duplicates("event_id")
+        records = records.assign(stale=records["stale"].astype("int16"))
+        staged = self.stage(conn, "records", records)
+        wanted = pd.concat(
+            [rows[["event_id"]], self.activity.physical(rows, ACTIVITY_DATA)], axis=1
         )
+        stage = self.stage(conn, "activity", wanted)
+        if self.activity.has("external_id"):
+            foreign = conn.execute(self.foreign_activity(stage, staged)).scalars().all()
+            if foreign:
+                raise PersonifyWriteError(
+                    f"{self.activity.table.fullname} already holds rows another system wrote "
+                    f"with {self.activity.columns['external_id']} "
+                    f"{', '.join(map(str, foreign))}; subsync will not overwrite them"
+                )
+        deleted = conn.execute(self.activity_delete(staged)).rowcount
+        updated = conn.execute(self.activity_update(staged, stage, now)).rowcount
+        present = read_frame(conn, self.present_records(staged))["event_id"]
+        missing = rows.loc[~rows["event_id"].isin(present)]
+        inserted = self.insert_activity(conn, staged, stage, missing, now)
+        if len(inserted) != len(missing):
+            raise PersonifyWriteError(
+                f"inserted {len(missing)} rows into {self.activity.table.fullname} but read "
+                f"back {len(inserted)} ids; nothing was written"
+            )
+        self.load_stage(conn, staged, inserted.assign(stale=0))
+        missed, extra, duplicated = conn.execute(self.activity_verify(staged, stage)).one()
+        stage.drop(conn)
+        staged.drop(conn)
+        stale = records.loc[records["stale"].eq(1), ["event_id", "activity_id"]]
+        return ActivityWrite(
+            counts=WriteCounts(
+                inserted=len(inserted),
+                updated=updated,
+                deleted=deleted,
+                unchanged=len(rows) - len(inserted) - updated,
+                mismatched=int(missed) + int(extra),
+                duplicate_rows=int(duplicated),
+            ),
+            inserted=inserted,
+            deleted=stale.reset_index(drop=True),
+        )
+
+    def match_inserted(self, missing: pd.DataFrame, returned: pd.DataFrame) -> pd.DataFrame:
+        """(event_id, activity_id) of inserted rows read back with their values (RETURNING
+        cannot name the staged event_id): each returned row is matched to the missing row with
+        the same values. Rows with equal values are interchangeable (either id may stand for
+        either event), so they are paired in order."""
+        data = self.activity.mapped(ACTIVITY_DATA)
+        theirs = returned.rename(
+            columns={column: name for name, column in self.activity.columns.items()}
+        )
+        ours, theirs = _comparable(missing, data), _comparable(theirs, data)
+        ours["event_id"] = missing["event_id"].to_numpy()
+        theirs["activity_id"] = returned[self.activity.columns["id"]].to_numpy()
+        for frame in (ours, theirs):
+            frame["nth"] = frame.groupby(data, sort=False).cumcount()
+        matched = ours.merge(theirs, on=[*data, "nth"], how="inner")
+        return matched[["event_id", "activity_id"]].astype({"activity_id": "int64"})
+
+
+_MISSING = "\x00"
+
+
+def _comparable(frame: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """The `fields` of a frame as the database gives them back and as pandas holds them, made
+    equal: times to the microsecond, the sub customer id as an integer, the rest as text, and
+    missing values as one marker."""
+    columns: dict[str, pd.Series] = {}
+    for name in fields:
+        values = frame[name].reset_index(drop=True)
+        if name == "activity_date":
+            columns[name] = pd.to_datetime(values).astype("datetime64[us]")
+        elif name == "sub_customer_id":
+            columns[name] = pd.to_numeric(values).astype("int64")
+        else:
+            columns[name] = values.astype(object).where(values.notna(), _MISSING).astype(str)
+    return pd.DataFrame(columns)
 
 
 class UpsertWriter(PersonifyWriter):
-    """SQLite and PostgreSQL: `INSERT ... ON CONFLICT DO UPDATE` for opt-ins, and for activity a
-    delete of our stale or changed rows followed by an insert of the missing ones."""
+    """SQLite and PostgreSQL: an UPDATE ... FROM then an INSERT ... SELECT of the missing keys
+    (a real CUS_OPT_IN need have no unique index for ON CONFLICT to use), and for activity an
+    INSERT ... RETURNING."""
 
-    def upsert_insert(self, table: sa.Table) -> Any:
-        """The dialect's INSERT construct, the one that has on_conflict_do_update."""
-        raise NotImplementedError
-
-    def opt_in_upsert(self, stage: sa.Table, now: datetime) -> sa.Insert:
-        target = self.tables.opt_in
-        insert = self.upsert_insert(target).from_select(
-            [*OPT_IN_COLUMNS, "ADDDATE", "ADDBY", "MODDATE", "MODBY"],
-            sa.select(
-                *[stage.c[name] for name in OPT_IN_COLUMNS],
-                sa.literal(now, TIMESTAMP),
-                sa.literal(ADDBY),
-                sa.literal(now, TIMESTAMP),
-                sa.literal(ADDBY),
-            ).where(sa.true()),  # SQLite needs a WHERE to tell ON CONFLICT from a join's ON
+    def opt_in_update(self, stage: sa.Table, now: datetime) -> sa.Update:
+        target = self.opt_in.table
+        key, data = self._opt_in_key(), self._opt_in_data()
+        return (
+            sa.update(target)
+            .values(
+                {
+                    **{name: stage.c[name] for name in data},
+                    **self._modified(self.opt_in, target, now),
+                }
+            )
+            .where(_same(target, stage, key), _differs(target, stage, data))
         )
-        excluded = insert.excluded
-        return insert.on_conflict_do_update(
-            index_elements=OPT_IN_KEY,
-            set_={
-                **{name: excluded[name] for name in OPT_IN_DATA_COLUMNS},
-                "MODDATE": excluded.MODDATE,
-                "MODBY": excluded.MODBY,
-            },
-            # Unchanged rows are skipped, so a re-run leaves even MODDATE alone.
-            where=sa.or_(
-                *[target.c[name].is_distinct_from(excluded[name]) for name in OPT_IN_DATA_COLUMNS]
+
+    def opt_in_insert(self, stage: sa.Table, now: datetime) -> sa.Insert:
+        target = self.opt_in.table
+        key, data = self._opt_in_key(), self._opt_in_data()
+        added = self._added(self.opt_in, now)
+        return sa.insert(target).from_select(
+            [*key, *data, *added],
+            sa.select(*[stage.c[name] for name in [*key, *data]], *added.values()).where(
+                ~sa.exists().where(_same(target, stage, key))
             ),
         )
 
-    def merge_opt_in(
-        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
-    ) -> tuple[int, int]:
-        target = self.tables.opt_in
-        existing = conn.execute(
-            sa.select(sa.func.count()).select_from(
-                stage.join(target, _same(stage, target, OPT_IN_KEY))
-            )
-        ).scalar_one()
-        changed = conn.execute(self.opt_in_upsert(stage, now)).rowcount
-        inserted = staged - existing
-        return inserted, changed - inserted
+    def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
+        updated = conn.execute(self.opt_in_update(stage, now)).rowcount
+        inserted = conn.execute(self.opt_in_insert(stage, now)).rowcount
+        return inserted, updated
 
-    def merge_activity(
-        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
-    ) -> tuple[int, int, int]:
-        target = self.tables.activity
-        ours = sa.and_(
-            target.c.ADDBY == ADDBY, target.c.EXTERNAL_ID.in_(sa.select(ids.c.EXTERNAL_ID))
-        )
-        identical = sa.exists().where(
-            stage.c.EXTERNAL_ID == target.c.EXTERNAL_ID,
-            ~_differs(stage, target, ACTIVITY_DATA_COLUMNS),
-        )
-        deleted = conn.execute(sa.delete(target).where(ours, ~identical)).rowcount
-        inserted = conn.execute(
-            sa.insert(target).from_select(
-                [*ACTIVITY_COLUMNS, "ADDDATE", "ADDBY"],
-                sa.select(
-                    *[stage.c[name] for name in ACTIVITY_COLUMNS],
-                    sa.literal(now, TIMESTAMP),
-                    sa.literal(ADDBY),
-                ).where(~sa.exists().where(target.c.EXTERNAL_ID == stage.c.EXTERNAL_ID)),
+    def activity_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Insert:
+        target = self.activity.table
+        data = self._activity_data()
+        added = self._added(self.activity, now)
+        return (
+            sa.insert(target)
+            .from_select(
+                [*data, *added],
+                sa.select(*[stage.c[name] for name in data], *added.values()).where(
+                    self.activity_missing(records, stage)
+                ),
             )
-        ).rowcount
-        replaced = min(deleted, inserted)
-        return inserted - replaced, replaced, deleted - replaced
+            .returning(self.activity.column("id"), *[target.c[name] for name in data])
+        )
+
+    def insert_activity(
+        self,
+        conn: Connection,
+        records: sa.Table,
+        stage: sa.Table,
+        missing: pd.DataFrame,
+        now: datetime,
+    ) -> pd.DataFrame:
+        if missing.empty:
+            return _no_ids()
+        result = conn.execute(self.activity_insert(records, stage, now))
+        returned = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        return self.match_inserted(missing, returned)
 
 
 class SQLiteWriter(UpsertWriter):
     dialect = "sqlite"
-
-    def upsert_insert(self, table: sa.Table) -> Any:
-        return sqlite.insert(table)
 
     def lock(self, conn: Connection) -> None:
         # SQLite has one writer at a time; taking the write lock now, not at the first write,
@@ -362,9 +540,6 @@ class PostgresWriter(UpsertWriter):
     """Stages with COPY (through `insert_frame`), PostgreSQL's own bulk load path."""
 
     dialect = "postgresql"
-
-    def upsert_insert(self, table: sa.Table) -> Any:
-        return postgresql.insert(table)
 
     def lock(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
@@ -381,7 +556,9 @@ class PostgresODBCWriter(PostgresWriter):
 
 
 class MSSQLWriter(PersonifyWriter):
-    """SQL Server: `#temp` staging loaded with fast_executemany, then one MERGE per table."""
+    """SQL Server: `#temp` staging loaded with fast_executemany, a MERGE for opt-ins, and for
+    activity an insert through MERGE, whose OUTPUT (unlike INSERT's) can name the staged
+    event_id beside the generated id."""
 
     dialect = "mssql"
 
@@ -417,111 +594,76 @@ class MSSQLWriter(PersonifyWriter):
         return columns
 
     def opt_in_merge(self, stage: sa.Table, now: datetime) -> Merge:
-        target = self.tables.opt_in
+        target = self.opt_in.table
         alias, source = target.alias("target"), stage.alias("stage")
-        audit: dict[str, sa.ColumnElement[Any]] = {
-            "MODDATE": sa.literal(now, TIMESTAMP),
-            "MODBY": sa.literal(ADDBY),
-        }
+        key, data = self._opt_in_key(), self._opt_in_data()
+        added = self._added(self.opt_in, now)
         return Merge(
             target,
             alias,
             source,
-            on=_same(alias, source, OPT_IN_KEY),
+            on=_same(alias, source, key),
             whens=[
                 When(
                     "matched",
-                    _differs(alias, source, OPT_IN_DATA_COLUMNS),
-                    values={**{n: source.c[n] for n in OPT_IN_DATA_COLUMNS}, **audit},
+                    _differs(alias, source, data),
+                    values={
+                        **{n: source.c[n] for n in data},
+                        **self._modified(self.opt_in, alias, now),
+                    },
                 ),
                 When(
                     "not_matched",
-                    values={
-                        **{n: source.c[n] for n in OPT_IN_COLUMNS},
-                        "ADDDATE": sa.literal(now, TIMESTAMP),
-                        "ADDBY": sa.literal(ADDBY),
-                        **audit,
-                    },
+                    values={**{n: source.c[n] for n in [*key, *data]}, **added},
                 ),
             ],
         )
 
-    def activity_merge(self, ids: sa.Table, stage: sa.Table, now: datetime) -> Merge:
-        """One statement that only deletes and inserts, like the other dialects, so subsync
-        needs no UPDATE right on CUS_ACTIVITY.
-
-        The source holds two kinds of rows. Role 1: every candidate id, with the staged row when
-        there is one (none: the id is stale); it can only match our own row, which is deleted
-        when stale or different. Role 2: each staged row that has no identical row of ours yet;
-        it never matches, and is inserted. A changed row is thus deleted and inserted again in
-        the same statement. Only candidates are probed, so the rest of CUS_ACTIVITY is never
-        scanned (no NOT MATCHED BY SOURCE).
-        """
-        target = self.tables.activity
-        alias, existing = target.alias("target"), target.alias("existing")
-        data = [stage.c[name] for name in ACTIVITY_DATA_COLUMNS]
-        current = sa.select(
-            ids.c.EXTERNAL_ID.label("external_id"),
-            _ONE.label("role"),
-            sa.case((stage.c.EXTERNAL_ID.is_(None), _ONE), else_=_ZERO).label("stale"),
-            *data,
-        ).select_from(ids.outerjoin(stage, stage.c.EXTERNAL_ID == ids.c.EXTERNAL_ID))
-        identical = sa.exists().where(
-            existing.c.EXTERNAL_ID == stage.c.EXTERNAL_ID,
-            existing.c.ADDBY == ADDBY,
-            ~_differs(existing, stage, ACTIVITY_DATA_COLUMNS),
-        )
-        wanted = sa.select(
-            stage.c.EXTERNAL_ID.label("external_id"),
-            _TWO.label("role"),
-            _ZERO.label("stale"),
-            *data,
-        ).where(~identical)
-        source = sa.union_all(current, wanted).subquery("source")
+    def activity_insert_merge(self, records: sa.Table, stage: sa.Table, now: datetime) -> Merge:
+        """INSERT of the missing rows as a MERGE that never matches (ON 1 = 0), so its OUTPUT
+        pairs each generated id with the staged event_id."""
+        target = self.activity.table
+        data = self._activity_data()
+        source = sa.select(stage).where(self.activity_missing(records, stage)).subquery("stage")
         return Merge(
             target,
-            alias,
+            target.alias("target"),
             source,
-            on=sa.and_(
-                source.c.external_id == alias.c.EXTERNAL_ID,
-                alias.c.ADDBY == ADDBY,
-                source.c.role == _ONE,
-            ),
+            on=_ONE == _ZERO,
             whens=[
                 When(
-                    "matched",
-                    sa.or_(source.c.stale == _ONE, _differs(alias, source, ACTIVITY_DATA_COLUMNS)),
-                    delete=True,
-                ),
-                When(
                     "not_matched",
-                    source.c.role == _TWO,
                     values={
-                        **{n: source.c[n] for n in ACTIVITY_DATA_COLUMNS},
-                        "EXTERNAL_ID": source.c.external_id,
-                        "ADDDATE": sa.literal(now, TIMESTAMP),
-                        "ADDBY": sa.literal(ADDBY),
+                        **{n: source.c[n] for n in data},
+                        **self._added(self.activity, now),
                     },
-                ),
+                )
             ],
+            output={
+                "event_id": source.c.event_id,
+                "activity_id": Inserted(self.activity.column("id")),
+            },
         )
 
-    def merge_opt_in(
-        self, conn: Connection, stage: sa.Table, staged: int, now: datetime
-    ) -> tuple[int, int]:
-        actions = self._actions(conn, self.opt_in_merge(stage, now))
+    def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
+        actions = Counter(
+            {str(action): int(rows) for action, rows in conn.execute(self.opt_in_merge(stage, now))}
+        )
         return actions["INSERT"], actions["UPDATE"]
 
-    def merge_activity(
-        self, conn: Connection, ids: sa.Table, stage: sa.Table, now: datetime
-    ) -> tuple[int, int, int]:
-        actions = self._actions(conn, self.activity_merge(ids, stage, now))
-        replaced = min(actions["INSERT"], actions["DELETE"])
-        return actions["INSERT"] - replaced, replaced, actions["DELETE"] - replaced
-
-    @staticmethod
-    def _actions(conn: Connection, merge: Merge) -> Counter[str]:
-        return Counter({str(action): int(rows) for action, rows in conn.execute(merge)})
+    def insert_activity(
+        self,
+        conn: Connection,
+        records: sa.Table,
+        stage: sa.Table,
+        missing: pd.DataFrame,
+        now: datetime,
+    ) -> pd.DataFrame:
+        if missing.empty:
+            return _no_ids()
+        result = conn.execute(self.activity_insert_merge(records, stage, now))
+        inserted = pd.DataFrame(result.fetchall(), columns=["event_id", "activity_id"])
+        return inserted.astype({"event_id": str, "activity_id": "int64"})
 
 
 WRITERS: list[type[PersonifyWriter]] = [
@@ -532,12 +674,14 @@ WRITERS: list[type[PersonifyWriter]] = [
 ]
 
 
-def writer_for(engine: Engine | Connection, tables: PersonifyTables) -> PersonifyWriter:
+def writer_for(
+    engine: Engine | Connection, tables: PersonifyTables, operator: str = "SUBSYNC"
+) -> PersonifyWriter:
     """The writer for the engine's dialect (sqlite, postgresql, mssql) and driver."""
     dialect = engine.dialect
     for writer in WRITERS:
         if writer.dialect == dialect.name and writer.driver in (None, dialect.driver):
-            return writer(tables)
+            return writer(tables, operator)
     raise PersonifyWriteError(
         f"no Personify writer for the {dialect.name!r} dialect; PERSONIFY_DB_URL must use one "
         f"of {sorted({writer.dialect for writer in WRITERS})}"

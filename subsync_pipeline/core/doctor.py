@@ -1,0 +1,826 @@
+"""`subsync doctor`: a read-only preflight of Personify and the landing folder (SPEC §5, §7).
+
+Each check turns what would otherwise surface as a failed write on the first run (a missing
+table or column, an unfilled NOT NULL column, a missing grant, a code Personify does not know, a
+member id or a Real Magnet scope the config does not expect) into one line with its fix. Nothing
+is written; no password appears in a finding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Inspector
+from sqlalchemy.exc import DBAPIError
+
+from subsync_pipeline.core.config import SCOPE_TYPES, Constant, SubsyncConfig
+from subsync_pipeline.core.manifest import list_landed_files
+from subsync_pipeline.core.personify.connection import (
+    PersonifyConnectionError,
+    create_personify_engine,
+    masked,
+    scrubbed,
+)
+from subsync_pipeline.core.personify.tables import (
+    ACTIVITY_TYPE,
+    ACTIVITY_TYPES,
+    INTEREST_AREA_TYPE,
+    OPT_IN_TYPES,
+    SUBSYSTEM,
+    PersonifyTables,
+    TableShape,
+    personify_tables,
+)
+from subsync_pipeline.core.tracking_log import FILE_OK, read_tracking_file
+from subsync_pipeline.core.validation import split_member_ids
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+PREFIX = {OK: "[ok]", WARN: "[warn]", FAIL: "[FAIL]"}
+EXIT_OK, EXIT_FAILED = 0, 1
+
+# What each finding is about: the checks of `subsync doctor`, in the order they run.
+CONNECTION = "connection"
+TABLE = "table"
+NOT_NULL = "not_null"
+GRANT = "grant"
+CODE = "code"
+MEMBER_ID = "member_id"
+SCOPE = "scope"
+
+CUSTOMER_SAMPLE = 1000
+EXAMPLES = 5
+
+TEXT, FLAG, INTEGER, DATETIME, BOOLEAN, NUMBER = (
+    "text",
+    "Y/N flag (text)",
+    "integer",
+    "datetime",
+    "boolean",
+    "number",
+)
+FLAG_FIELDS = frozenset({"flag", "forced"})
+# Mapped fields subsync leaves NULL on some inserts: a NOT NULL column without a default under
+# one of them makes such an insert fail.
+NULL_ON_INSERT: dict[str, dict[str, str]] = {
+    "opt_in": {
+        "mod_oper": "set on update only, so NULL on insert",
+        "mod_date": "set on update only, so NULL on insert",
+        "opt_in_date": "NULL for a member whose first change is an unsubscribe",
+        "opt_out_date": "NULL while subscribed",
+        "opt_out_reason": "NULL while subscribed (always, when personify.opt_out_reason is null)",
+        "first_subscribed_date": "NULL until a first subscribe with timestamp_subscribed",
+        "first_unsubscribed_date": "NULL until a first unsubscribe",
+        "last_subscribe_request_date": "NULL until a subscribe request",
+        "last_unsubscribe_request_date": "NULL until an unsubscribe request",
+    },
+    "activity": {
+        "mod_oper": "set on update only, so NULL on insert",
+        "mod_date": "set on update only, so NULL on insert",
+        "activity_subcode": "NULL for a scope no interest area maps",
+    },
+}
+# The privileges subsync uses, per table (PersonifyTables attribute).
+NEEDED_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "customer": ("SELECT",),
+    "opt_in": ("SELECT", "INSERT", "UPDATE"),
+    "activity": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "app_code": ("SELECT",),
+    "app_subcode": ("SELECT",),
+}
+
+
+@dataclass(frozen=True)
+class _GrantQueries:
+    """How a dialect tells whether the login holds a privilege: on a table (:table, :privilege),
+    its database user, and (where staging needs one) a database privilege."""
+
+    table: str
+    user: str
+    database: str | None = None
+    database_privilege: str = ""
+
+
+GRANT_QUERIES: dict[str, _GrantQueries] = {
+    "postgresql": _GrantQueries(
+        table="SELECT has_table_privilege(:table, :privilege)",
+        user="SELECT current_user",
+        # The writer stages a day's rows in TEMPORARY tables.
+        database="SELECT has_database_privilege(current_database(), 'TEMPORARY')",
+        database_privilege="TEMPORARY",
+    ),
+    "mssql": _GrantQueries(
+        table="SELECT HAS_PERMS_BY_NAME(:table, 'OBJECT', :privilege)",
+        user="SELECT USER_NAME()",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the checklist: its status, which check, what was found, and the fix."""
+
+    status: str
+    check: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{PREFIX[self.status]} {self.message}"
+        return f"{text}\n       fix: {self.fix}" if self.fix else text
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """Non-zero when a finding would make a write fail; warnings alone pass."""
+    return EXIT_FAILED if any(f.status == FAIL for f in findings) else EXIT_OK
+
+
+def summary(findings: list[Finding]) -> str:
+    counts = Counter(f.status for f in findings)
+    verdict = (
+        "subsync would fail to write to Personify: fix the [FAIL] lines"
+        if counts[FAIL]
+        else "ready: subsync can write to Personify"
+    )
+    return f"{counts[OK]} ok, {counts[WARN]} warning(s), {counts[FAIL]} failure(s) — {verdict}"
+
+
+def checklist_text(findings: list[Finding]) -> str:
+    return "\n".join([*(f.line() for f in findings), "", summary(findings)])
+
+
+def checklist_json(findings: list[Finding]) -> str:
+    return json.dumps(
+        {
+            "findings": [asdict(f) for f in findings],
+            "summary": summary(findings),
+            "exit_code": exit_code(findings),
+        },
+        indent=2,
+    )
+
+
+def checklist_markdown(findings: list[Finding]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = [
+        f"| {PREFIX[f.status]} | {f.check} | {cell(f.message)} | {cell(f.fix)} |" for f in findings
+    ]
+    header = ["| status | check | finding | fix |", "|---|---|---|---|"]
+    return "\n".join([*header, *rows, "", f"**{summary(findings)}**"])
+
+
+def doctor(config: SubsyncConfig, url: str, landing: Path | None = None) -> list[Finding]:
+    """Connect to the Personify at `url` and check it, then the `landing` folder if given."""
+    try:
+        engine = create_personify_engine(url)
+    except PersonifyConnectionError as error:
+        personify = [Finding(FAIL, CONNECTION, str(error), "correct PERSONIFY_DB_URL")]
+    else:
+        try:
+            personify = [
+                Finding(OK, CONNECTION, f"connected to Personify at {masked(url)}"),
+                *check_personify(config, engine),
+            ]
+        finally:
+            engine.dispose()
+    return personify + (check_landing(config, landing) if landing is not None else [])
+
+
+_Check = Callable[[Connection, SubsyncConfig, PersonifyTables], list[Finding]]
+
+
+def check_personify(config: SubsyncConfig, engine: Engine) -> list[Finding]:
+    """Every Personify check, each on its own connection so one refused query (a missing grant)
+    leaves the others able to run; nothing is committed."""
+    tables = personify_tables(config.personify)
+    checks: list[tuple[str, _Check]] = [
+        (TABLE, _check_tables),
+        (NOT_NULL, _check_not_null),
+        (GRANT, _check_grants),
+        (CODE, _check_codes),
+        (MEMBER_ID, _check_member_ids),
+    ]
+    findings: list[Finding] = []
+    for kind, check in checks:
+        with engine.connect() as conn:
+            try:
+                findings += check(conn, config, tables)
+            except DBAPIError as error:
+                message = scrubbed(str(error.orig), engine.url)[:300]
+                findings.append(
+                    Finding(
+                        FAIL,
+                        kind,
+                        f"the {kind} check could not read Personify: {message}",
+                        "see the [FAIL] grant lines, or ask the DBA about this error",
+                    )
+                )
+    return findings
+
+
+# --- 1. tables, columns and their types ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What a column must be to take what subsync writes into it."""
+
+    what: str  # the field or constant it carries, for messages
+    family: str
+    length: int | None = None  # text: the longest value subsync writes
+    # Whether `length` is what this config writes (a shorter column fails the write) or only
+    # the longest value subsync may write (a shorter column fails only on such a value).
+    exact: bool = True
+
+
+def _family(column_type: sa.types.TypeEngine[Any]) -> str | None:
+    if isinstance(column_type, sa.Boolean):
+        return BOOLEAN
+    if isinstance(column_type, sa.DateTime):
+        return DATETIME
+    if isinstance(column_type, sa.Integer):
+        return INTEGER
+    if isinstance(column_type, sa.Numeric):
+        scale = getattr(column_type, "scale", None)
+        return INTEGER if scale == 0 and not isinstance(column_type, sa.Float) else NUMBER
+    if isinstance(column_type, sa.String):
+        return TEXT
+    return None
+
+
+# A family subsync writes, and the column families that accept it.
+_ACCEPTS: dict[str, frozenset[str]] = {
+    TEXT: frozenset({TEXT}),
+    FLAG: frozenset({TEXT}),
+    INTEGER: frozenset({INTEGER}),
+    DATETIME: frozenset({DATETIME}),
+    BOOLEAN: frozenset({BOOLEAN, INTEGER}),
+    NUMBER: frozenset({NUMBER, INTEGER}),
+}
+
+
+def known_lengths(config: SubsyncConfig) -> dict[str, int]:
+    """The longest value of each text field whose values this config decides."""
+    personify = config.personify
+    codes = [area.opt_in_code for area in config.interest_areas] or [""]
+    subcodes = [area.subcode for area in config.interest_areas] or [""]
+    activity = [personify.activity_codes.subscribe, personify.activity_codes.unsubscribe]
+    return {
+        "option_type": len(personify.option_type),
+        "code": max(map(len, codes)),
+        "subcode": max(map(len, subcodes)),
+        "activity_subcode": max(map(len, codes)),
+        "opt_out_reason": len(personify.opt_out_reason or ""),
+        "add_oper": len(personify.operator),
+        "mod_oper": len(personify.operator),
+        "activity_code": max(map(len, activity)),
+        "subsystem": len(SUBSYSTEM),
+        "flag": 1,
+        "forced": 1,
+    }
+
+
+def _expect_field(
+    field: str, types: dict[str, sa.types.TypeEngine[Any]], known: dict[str, int]
+) -> _Expected:
+    column_type = types[field]
+    family = FLAG if field in FLAG_FIELDS else _family(column_type) or TEXT
+    if field in known:
+        return _Expected(f"field {field}", family, known[field])
+    return _Expected(f"field {field}", family, getattr(column_type, "length", None), exact=False)
+
+
+def _expect_constant(value: Constant) -> _Expected:
+    what = f"constant {value!r}"
+    if isinstance(value, bool):
+        return _Expected(what, BOOLEAN)
+    if isinstance(value, int):
+        return _Expected(what, INTEGER)
+    if isinstance(value, float):
+        return _Expected(what, NUMBER)
+    return _Expected(what, TEXT, len(value))
+
+
+def _expectations(
+    shape: TableShape, types: dict[str, Any], known: dict[str, int]
+) -> dict[str, _Expected]:
+    expected = {
+        column: _expect_field(field, types, known) for field, column in shape.columns.items()
+    }
+    expected.update({column: _expect_constant(v) for column, v in shape.constants.items()})
+    return expected
+
+
+def _columns(inspector: Inspector, table: sa.Table) -> dict[str, dict[str, Any]] | None:
+    """The table's reflected columns by upper-case name, or None when it does not exist."""
+    if not inspector.has_table(table.name, schema=table.schema):
+        return None
+    reflected = inspector.get_columns(table.name, schema=table.schema)
+    return {str(column["name"]).upper(): dict(column) for column in reflected}
+
+
+def _type_problem(
+    column: str, actual: dict[str, Any], expected: _Expected
+) -> tuple[str, str] | None:
+    """(severity, problem) of a column that cannot take what subsync writes into it."""
+    actual_type = actual["type"]
+    family = _family(actual_type)
+    if family not in _ACCEPTS[expected.family]:
+        return FAIL, (
+            f"column {column} is {actual_type} ({family or 'an unknown type'}), but subsync "
+            f"writes {expected.what} into it as {expected.family}"
+        )
+    length = getattr(actual_type, "length", None)
+    if expected.length is not None and length is not None and length < expected.length:
+        if expected.exact:
+            return FAIL, (
+                f"column {column} is {actual_type}: {expected.what} needs {expected.length} "
+                "characters under this config"
+            )
+        return WARN, (
+            f"column {column} is {actual_type}: {expected.what} may be up to "
+            f"{expected.length} characters, and a longer value would fail the write"
+        )
+    return None
+
+
+def _generated(dialect: str, column: dict[str, Any], primary_key: list[str]) -> bool | None:
+    """Whether the database fills the column (identity, autoincrement); None: cannot tell."""
+    if dialect == "sqlite":
+        # Only a lone INTEGER primary key is an alias of the rowid, which SQLite generates.
+        return isinstance(column["type"], sa.INTEGER) and primary_key == [column["name"]]
+    if column.get("identity") is not None or "nextval(" in str(column.get("default") or ""):
+        return True
+    if dialect in ("postgresql", "mssql"):
+        return column.get("autoincrement") is True
+    return None
+
+
+def _table_check(
+    inspector: Inspector, table: sa.Table, expected: dict[str, _Expected], role: str
+) -> list[Finding]:
+    actual = _columns(inspector, table)
+    if actual is None:
+        return [
+            Finding(
+                FAIL,
+                TABLE,
+                f"{role} table {table.fullname} does not exist",
+                f"correct personify.tables.{role} in the config (SCHEMA.NAME if not in the "
+                "login's default schema), or grant the login access to it",
+            )
+        ]
+    problems = []
+    for column, wanted in expected.items():
+        if column.upper() not in actual:
+            problems.append(
+                Finding(
+                    FAIL,
+                    TABLE,
+                    f"{table.fullname} has no column {column} (for {wanted.what})",
+                    f"map the field to the site's column in personify.columns.{role}, or to "
+                    "null if the site has none (constants: correct personify.constants)",
+                )
+            )
+            continue
+        found = _type_problem(column, actual[column.upper()], wanted)
+        if found:
+            severity, problem = found
+            problems.append(
+                Finding(
+                    severity,
+                    TABLE,
+                    f"{table.fullname}: {problem}",
+                    f"map {wanted.what} to a column of a compatible type in "
+                    f"personify.columns.{role}, or ask the DBA to widen the column",
+                )
+            )
+    if problems:
+        return problems
+    return [
+        Finding(
+            OK,
+            TABLE,
+            f"{role} table {table.fullname} has the {len(expected)} columns subsync uses, of "
+            "compatible types",
+        )
+    ]
+
+
+def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) -> list[Finding]:
+    table = activity.table
+    actual = _columns(inspector, table)
+    column = activity.columns["id"]
+    if actual is None or column.upper() not in actual:
+        return []
+    primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
+    generated = _generated(dialect, actual[column.upper()], primary_key["constrained_columns"])
+    if generated is None:
+        return [
+            Finding(
+                WARN,
+                TABLE,
+                f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity",
+                "make sure the database generates it: subsync reads it, never writes it",
+            )
+        ]
+    if not generated:
+        return [
+            Finding(
+                FAIL,
+                TABLE,
+                f"{table.fullname}.{column} (field id) is not an identity / autoincrement "
+                "column: subsync inserts activity rows without it and reads the generated id",
+                "map the field id (personify.columns.activity) to the table's identity column",
+            )
+        ]
+    return [Finding(OK, TABLE, f"{table.fullname}.{column} is generated by the database")]
+
+
+def _written(config: SubsyncConfig, tables: PersonifyTables) -> list[tuple[str, TableShape]]:
+    """The tables subsync writes under this config, by role."""
+    written = []
+    if config.personify.write_opt_in:
+        written.append(("opt_in", tables.opt_in))
+    if config.personify.write_activity:
+        written.append(("activity", tables.activity))
+    return written
+
+
+def _check_tables(
+    conn: Connection, config: SubsyncConfig, tables: PersonifyTables
+) -> list[Finding]:
+    inspector = sa.inspect(conn)
+    customer = {
+        "MASTER_CUSTOMER_ID": _Expected("member ids", TEXT),
+        "SUB_CUSTOMER_ID": _Expected("sub customer ids", INTEGER),
+    }
+    findings = _table_check(inspector, tables.customer, customer, "customer")
+    types = {"opt_in": OPT_IN_TYPES, "activity": ACTIVITY_TYPES}
+    for role, shape in _written(config, tables):
+        expected = _expectations(shape, types[role], known_lengths(config))
+        findings += _table_check(inspector, shape.table, expected, role)
+        if role == "activity":
+            findings += _identity_check(inspector, conn.dialect.name, shape)
+    return findings
+
+
+# --- 2. NOT NULL columns subsync must fill ------------------------------------------------------
+
+
+def _check_not_null(
+    conn: Connection, config: SubsyncConfig, tables: PersonifyTables
+) -> list[Finding]:
+    inspector = sa.inspect(conn)
+    findings = []
+    for role, shape in _written(config, tables):
+        table = shape.table
+        actual = _columns(inspector, table)
+        if actual is None:
+            continue  # reported by the table check
+        primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
+        field_of = {column.upper(): field for field, column in shape.columns.items()}
+        constants = {column.upper() for column in shape.constants}
+        problems = []
+        required = 0
+        for name, column in actual.items():
+            if (
+                column["nullable"]
+                or column.get("default") is not None
+                or column.get("computed")
+                or _generated(conn.dialect.name, column, primary_key["constrained_columns"])
+            ):
+                continue
+            required += 1
+            field = field_of.get(name)
+            if field in NULL_ON_INSERT[role]:
+                problems.append(
+                    Finding(
+                        FAIL,
+                        NOT_NULL,
+                        f"{table.fullname}.{column['name']} is NOT NULL without a default, but "
+                        f"field {field} mapped to it is {NULL_ON_INSERT[role][field]}",
+                        f"ask the DBA for a default or NULL on the column, or map {field} to "
+                        f"null in personify.columns.{role} and fill the column from "
+                        f"personify.constants.{role}",
+                    )
+                )
+            elif field is None and name not in constants:
+                problems.append(
+                    Finding(
+                        FAIL,
+                        NOT_NULL,
+                        f"{table.fullname}.{column['name']} is NOT NULL without a default and "
+                        "subsync writes nothing into it",
+                        f"add it to personify.constants.{role} ({column['name']}: <value>), or "
+                        f"map a field to it in personify.columns.{role}",
+                    )
+                )
+        findings += problems or [
+            Finding(
+                OK,
+                NOT_NULL,
+                f"{table.fullname}: all {required} NOT NULL columns without a default are filled "
+                "on insert",
+            )
+        ]
+    return findings
+
+
+# --- 3. grants ----------------------------------------------------------------------------------
+
+
+def _check_grants(
+    conn: Connection, config: SubsyncConfig, tables: PersonifyTables
+) -> list[Finding]:
+    queries = GRANT_QUERIES.get(conn.dialect.name)
+    if conn.dialect.name == "sqlite":
+        return [Finding(OK, GRANT, "SQLite has no grants: any process that opens the file writes")]
+    if queries is None:
+        return [
+            Finding(
+                WARN,
+                GRANT,
+                f"cannot check grants on {conn.dialect.name}",
+                "make sure the login holds: "
+                + "; ".join(f"{p} on {t}" for t, p in NEEDED_PRIVILEGES.items()),
+            )
+        ]
+    user = str(conn.execute(sa.text(queries.user)).scalar())
+    inspector = sa.inspect(conn)
+    written = {role for role, _ in _written(config, tables)}
+    findings = []
+    for role, privileges in NEEDED_PRIVILEGES.items():
+        table = _table_of(tables, role)
+        if role in ("opt_in", "activity") and role not in written:
+            privileges = ("SELECT",)
+        if not inspector.has_table(table.name, schema=table.schema):
+            continue  # reported by the table (or code) check
+        name = conn.dialect.identifier_preparer.format_table(table)
+        held = {
+            privilege: conn.execute(
+                sa.text(queries.table), {"table": name, "privilege": privilege}
+            ).scalar()
+            for privilege in privileges
+        }
+        missing = [privilege for privilege, has in held.items() if not has]
+        if missing:
+            findings.append(
+                Finding(
+                    FAIL,
+                    GRANT,
+                    f"login {user!r} lacks {', '.join(missing)} on {table.fullname}",
+                    f"GRANT {', '.join(missing)} ON {name} TO {user}",
+                )
+            )
+        else:
+            findings.append(
+                Finding(OK, GRANT, f"login {user!r} holds {', '.join(privileges)} on {name}")
+            )
+    if queries.database and not conn.execute(sa.text(queries.database)).scalar():
+        findings.append(
+            Finding(
+                FAIL,
+                GRANT,
+                f"login {user!r} lacks {queries.database_privilege} on the database: the "
+                "writer stages each day's rows in temporary tables",
+                f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}",
+            )
+        )
+    return findings
+
+
+def _table_of(tables: PersonifyTables, role: str) -> sa.Table:
+    found = getattr(tables, role)
+    return found.table if isinstance(found, TableShape) else found
+
+
+# --- 4. interest-area and activity codes --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Code:
+    """A code subsync writes, and where Personify must define it."""
+
+    table: sa.Table
+    code_type: str
+    key: tuple[str, ...]  # (CODE,) in APP_CODE, (CODE, SUBCODE) in APP_SUBCODE
+    what: str
+    fix: str
+
+
+_AREA_FIX = (
+    "add it in Personify (system types and codes), or correct opt_in_code / opt_in_subcode of "
+    "that interest_areas entry; until then Personify's screens do not show its opt-ins"
+)
+
+
+def _wanted_codes(config: SubsyncConfig, tables: PersonifyTables) -> list[_Code]:
+    codes = []
+    for area in config.interest_areas:
+        scope = _scope_of(area.scope_type, area.scope_id)
+        code, subcode = area.opt_in_code, area.subcode
+        codes += [
+            _Code(
+                tables.app_code,
+                INTEREST_AREA_TYPE,
+                (code,),
+                f"interest-area code {code} ({scope})",
+                _AREA_FIX,
+            ),
+            _Code(
+                tables.app_subcode,
+                INTEREST_AREA_TYPE,
+                (code, subcode),
+                f"interest-area code/subcode {code}/{subcode} ({scope})",
+                _AREA_FIX,
+            ),
+        ]
+    activity = config.personify.activity_codes
+    for code in dict.fromkeys((activity.subscribe, activity.unsubscribe)):
+        codes.append(
+            _Code(
+                tables.app_code,
+                ACTIVITY_TYPE,
+                (code,),
+                f"activity code {code}",
+                "add it in Personify, or correct personify.activity_codes",
+            )
+        )
+    return codes
+
+
+def _known_codes(conn: Connection, table: sa.Table, code_type: str) -> set[tuple[str, ...]]:
+    """(CODE,) or (CODE, SUBCODE) of every CUS code of `code_type` in APP_CODE / APP_SUBCODE."""
+    columns = [table.c[name] for name in ("CODE", "SUBCODE") if name in table.c]
+    query = sa.select(*columns).where(
+        table.c["SUBSYSTEM"] == SUBSYSTEM, table.c["TYPE"] == code_type
+    )
+    return {tuple(str(value).strip() for value in row) for row in conn.execute(query)}
+
+
+def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTables) -> list[Finding]:
+    inspector = sa.inspect(conn)
+    findings = []
+    present = set()
+    for table in (tables.app_code, tables.app_subcode):
+        if inspector.has_table(table.name, schema=table.schema):
+            present.add(table.name)
+            continue
+        findings.append(
+            Finding(
+                WARN,
+                CODE,
+                f"{table.fullname} not found: the codes it should define are not checked",
+                "correct personify.tables.app_code / app_subcode if the site names them otherwise",
+            )
+        )
+    known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for code in _wanted_codes(config, tables):
+        if code.table.name not in present:
+            continue
+        which = (code.table.name, code.code_type)
+        if which not in known:
+            known[which] = _known_codes(conn, code.table, code.code_type)
+        if code.key not in known[which]:
+            findings.append(
+                Finding(
+                    WARN,
+                    CODE,
+                    f"{code.what} is not in {code.table.fullname} "
+                    f"(SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')",
+                    code.fix,
+                )
+            )
+    return findings or [
+        Finding(
+            OK,
+            CODE,
+            f"the codes and subcodes of the {len(config.interest_areas)} interest areas and the "
+            "activity codes exist in Personify",
+        )
+    ]
+
+
+def _scope_of(scope_type: str, scope_id: str) -> str:
+    return f"Real Magnet {scope_type} {scope_id}"
+
+
+# --- 5. member ids ------------------------------------------------------------------------------
+
+
+def _check_member_ids(
+    conn: Connection, config: SubsyncConfig, tables: PersonifyTables
+) -> list[Finding]:
+    customer = tables.customer
+    if not sa.inspect(conn).has_table(customer.name, schema=customer.schema):
+        return []  # reported by the table check
+    query = sa.select(customer.c.MASTER_CUSTOMER_ID).limit(CUSTOMER_SAMPLE)
+    ids = pd.Series([str(row[0]) for row in conn.execute(query)], dtype="str")
+    pattern = config.member_id_pattern
+    if ids.empty:
+        return [
+            Finding(
+                WARN,
+                MEMBER_ID,
+                f"{customer.fullname} is empty: every event would be rejected as unknown_member",
+                "point PERSONIFY_DB_URL at the Personify database that holds the members",
+            )
+        ]
+    bad = ids[~split_member_ids(ids, pattern)["well_formed"]]
+    if bad.empty:
+        return [
+            Finding(
+                OK,
+                MEMBER_ID,
+                f"all {len(ids)} sampled {customer.fullname} ids match member_id_pattern {pattern}",
+            )
+        ]
+    examples = ", ".join(repr(value) for value in bad.head(EXAMPLES))
+    return [
+        Finding(
+            WARN,
+            MEMBER_ID,
+            f"{len(bad)} of {len(ids)} sampled {customer.fullname} ids do not match "
+            f"member_id_pattern {pattern} (e.g. {examples}): their events would be rejected as "
+            "invalid_member_id",
+            "widen member_id_pattern in the config to the site's MASTER_CUSTOMER_ID format",
+        )
+    ]
+
+
+# --- 6. Real Magnet scopes in the landing folder ------------------------------------------------
+
+
+def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
+    """One warning per Real Magnet scope in the landed files that no interest area maps."""
+    try:
+        files = list_landed_files(landing)
+    except FileNotFoundError as error:
+        return [Finding(WARN, SCOPE, str(error))]
+    findings = []
+    events: Counter[tuple[str, str]] = Counter()
+    names: dict[tuple[str, str], str] = {}
+    for path in files:
+        read = read_tracking_file(path, config.columns, config.max_file_mb)
+        if read.status != FILE_OK:
+            findings.append(
+                Finding(
+                    WARN,
+                    SCOPE,
+                    f"{path.name} cannot be read ({read.status}): {read.error}",
+                    "the daily sync rejects it as a whole; replace it with a good export",
+                )
+            )
+            continue
+        rows = read.rows
+        scopes = pd.DataFrame(
+            {
+                "scope_type": rows["scope_type"].str.strip().str.lower(),
+                "scope_id": rows["scope_id"].str.strip(),
+                "scope_name": rows["scope_name"].str.strip(),
+            }
+        )
+        for (scope_type, scope_id), group in scopes.groupby(["scope_type", "scope_id"]):
+            key = (str(scope_type), str(scope_id))
+            events[key] += len(group)
+            named = group["scope_name"][group["scope_name"].ne("")]
+            if key not in names and not named.empty:
+                names[key] = str(named.iloc[0])
+    mapped = config.area_map()
+    unmapped = [
+        key
+        for key in sorted(events)
+        if key not in mapped and key[0] in SCOPE_TYPES and key[1] != ""
+    ]
+    for scope_type, scope_id in unmapped:
+        name = names.get((scope_type, scope_id), "no scope_name")
+        findings.append(
+            Finding(
+                WARN,
+                SCOPE,
+                f"{_scope_of(scope_type, scope_id)} ({name!r}, {events[(scope_type, scope_id)]} "
+                f"events in {landing}) maps to no interest area: its events write activity "
+                "rows only, never CUS_OPT_IN",
+                f'add to interest_areas: - {{scope_type: {scope_type}, scope_id: "{scope_id}", '
+                "opt_in_code: <CODE>}",
+            )
+        )
+    if not unmapped:
+        findings.append(
+            Finding(
+                OK,
+                SCOPE,
+                f"every Real Magnet scope in the {len(files)} file(s) in {landing} maps to an "
+                "interest area",
+            )
+        )
+    return findings

@@ -1,1 +1,0 @@
-DROP TABLE [#subsync_activity_ids_1]

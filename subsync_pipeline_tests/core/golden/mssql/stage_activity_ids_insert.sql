@@ -1,1 +1,0 @@
-INSERT INTO [#subsync_activity_ids_1] ([EXTERNAL_ID]) VALUES (?)

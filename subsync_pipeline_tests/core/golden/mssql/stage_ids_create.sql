@@ -1,0 +1,4 @@
+CREATE TABLE [#subsync_ids_1] (
+	activity_id BIGINT NOT NULL IDENTITY,
+	PRIMARY KEY (activity_id)
+)

@@ -1,0 +1,1 @@
+DROP TABLE [#subsync_ids_1]

@@ -1,0 +1,1 @@
+INSERT INTO [#subsync_ids_1] (activity_id) VALUES (?)

@@ -1,0 +1,1 @@
+DROP TABLE [#subsync_records_1]

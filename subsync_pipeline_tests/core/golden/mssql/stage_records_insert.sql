@@ -1,0 +1,1 @@
+INSERT INTO [#subsync_records_1] (event_id, activity_id, stale) VALUES (?, ?, ?)
