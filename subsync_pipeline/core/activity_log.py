@@ -87,8 +87,7 @@ def finalize(state_engine: Engine, write_id: str, now: datetime) -> None:
     first is gone, and nothing is applied twice."""
     with state_engine.begin() as conn:
         state.lock(conn)
-        entries = _entries(conn, [write_id])
-        _apply(conn, entries, now)
+        _apply(conn, [write_id], now)
 
 
 def recover(
@@ -102,57 +101,53 @@ def recover(
     Returns how many logged changes were kept.
     """
     with state_engine.connect() as conn:
-        entries = _entries(conn, None)
+        entries = _entries(conn)
     if entries.empty:
         return 0
     held = exists(entries["activity_id"]).to_numpy(bool)
     committed = (entries["action"].eq(INSERT).to_numpy(bool) & held) | (
         entries["action"].eq(DELETE).to_numpy(bool) & ~held
     )
-    kept = entries.loc[committed]
+    rolled_back = entries.loc[~committed]
     with state_engine.begin() as conn:
         state.lock(conn)
-        # A write that finalized meanwhile took its entries: only those still logged apply.
-        still = _entries(conn, sorted(set(entries["write_id"])))
-        both = still.merge(kept[["write_id", *_PAIR]], on=["write_id", *_PAIR], how="inner")
-        _apply(conn, both, now, written=still)
-    return len(kept)
+        # What Personify rolled back is dropped from the log; the rest is applied. A write that
+        # finalized meanwhile took its entries already, and applying the same entries is a no-op.
+        if len(rolled_back):
+            log = state.activity_write_log
+            stage = _stage(conn, rolled_back, ["write_id", *_PAIR])
+            key = sa.tuple_(log.c.write_id, log.c.event_id, log.c.activity_id)
+            chosen = sa.select(stage.c.write_id, stage.c.event_id, stage.c.activity_id)
+            conn.execute(log.delete().where(key.in_(chosen)))
+            stage.drop(conn)
+        _apply(conn, sorted(set(entries["write_id"])), now)
+    return int(committed.sum())
 
 
-def _entries(conn: Connection, write_ids: list[str] | None) -> pd.DataFrame:
+def _entries(conn: Connection) -> pd.DataFrame:
     log = state.activity_write_log
     query = sa.select(log.c.write_id, log.c.event_id, log.c.activity_id, log.c.action)
-    if write_ids is not None:
-        query = query.where(log.c.write_id.in_(write_ids))
-    return read_frame(conn, query.order_by(log.c.logged_at)).astype(
-        {"event_id": str, "activity_id": "int64"}
+    return read_frame(conn, query).astype({"event_id": str, "activity_id": "int64"})
+
+
+def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:
+    """Make the record follow the logged entries of `write_ids`, then drop them, all inside
+    the state database: a day's log is as big as its inserts."""
+    log, records = state.activity_write_log, state.activity_records
+    logged = log.c.write_id.in_(write_ids)
+    deleted = sa.select(log.c.event_id, log.c.activity_id).where(logged, log.c.action == DELETE)
+    inserted = sa.select(log.c.event_id).where(logged, log.c.action == INSERT)
+    conn.execute(
+        records.delete().where(sa.tuple_(records.c.event_id, records.c.activity_id).in_(deleted))
     )
-
-
-def _apply(
-    conn: Connection, kept: pd.DataFrame, now: datetime, written: pd.DataFrame | None = None
-) -> None:
-    """Make the record follow the `kept` entries, then drop the log of their writes (all of
-    `written`'s writes, kept or not)."""
-    table = state.activity_records
-    deleted = kept.loc[kept["action"].eq(DELETE)]
-    inserted = kept.loc[kept["action"].eq(INSERT)]
-    if len(deleted):
-        stage = _stage(conn, deleted, _PAIR)
-        conn.execute(
-            table.delete().where(
-                sa.tuple_(table.c.event_id, table.c.activity_id).in_(
-                    sa.select(stage.c.event_id, stage.c.activity_id)
-                )
-            )
+    # An event inserted again (its row had gone) replaces its old record.
+    conn.execute(records.delete().where(records.c.event_id.in_(inserted)))
+    conn.execute(
+        records.insert().from_select(
+            ["event_id", "activity_id", "recorded_at"],
+            sa.select(log.c.event_id, log.c.activity_id, sa.literal(now, sa.DateTime)).where(
+                logged, log.c.action == INSERT
+            ),
         )
-        stage.drop(conn)
-    if len(inserted):
-        stage = _stage(conn, inserted, ["event_id"])
-        conn.execute(table.delete().where(table.c.event_id.in_(sa.select(stage.c.event_id))))
-        stage.drop(conn)
-        insert_frame(conn, table, inserted[_PAIR].assign(recorded_at=now))
-    write_ids = sorted(set((kept if written is None else written)["write_id"]))
-    if write_ids:
-        log = state.activity_write_log
-        conn.execute(log.delete().where(log.c.write_id.in_(write_ids)))
+    )
+    conn.execute(log.delete().where(logged))

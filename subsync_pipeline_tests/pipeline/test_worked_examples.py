@@ -1,4 +1,5 @@
-"""SPEC §4's five worked examples, each through the real pipeline into a SQLite Personify.
+"""SPEC §4's five worked examples, each through the real pipeline into a Personify on SQLite, on
+PostgreSQL (psycopg, COPY staging) and on PostgreSQL through pyodbc (the production driver path).
 
 Events of one key are spread over two days, materialised in order, then CUS_OPT_IN, CUS_ACTIVITY
 and the decisions audit trail are read back from the databases.
@@ -6,10 +7,12 @@ and the decisions audit trail are read back from the databases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 
@@ -18,10 +21,31 @@ DAY1, DAY2 = "2026-11-19", "2026-11-20"
 T1, T2, T3 = "2026-11-19T09:00:00", "2026-11-20T09:00:00", "2026-11-20T10:00:00"
 
 
+@pytest.fixture(params=["sqlite", "postgresql", "pyodbc"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Deployment]:
+    """A new deployment with subsync's extras mapped, its Personify on the parametrised engine."""
+
+    def make() -> Deployment:
+        if request.param == "sqlite":
+            return deploy(tmp_path, extras=True)
+        server = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"{request.node.originalname}_{request.param}")
+        deployment = deploy(tmp_path, personify_url=url, extras=True)
+        if request.param == "pyodbc":
+            deployment.personify_url = (
+                make_url(url)
+                .set(drivername="postgresql+pyodbc", query={"driver": "PostgreSQL Unicode"})
+                .render_as_string(hide_password=False)
+            )
+        return deployment
+
+    return make
+
+
 def run_days(
-    tmp_path: Path, day1: list[dict[str, str]], day2: list[dict[str, str]]
+    fresh: Callable[[], Deployment], day1: list[dict[str, str]], day2: list[dict[str, str]]
 ) -> tuple[Deployment, pd.DataFrame]:
-    deployment = deploy(tmp_path, extras=True)
+    deployment = fresh()
     deployment.land("day1.csv", day1)
     deployment.land("day2.csv", day2)
     deployment.materialize(DAY1)
@@ -36,9 +60,9 @@ def opt_in_row(deployment: Deployment) -> pd.Series:
     return rows.iloc[0]
 
 
-def test_example_1_weaker_source_is_blocked_by_precedence(tmp_path: Path) -> None:
+def test_example_1_weaker_source_is_blocked_by_precedence(fresh: Callable[[], Deployment]) -> None:
     deployment, decisions = run_days(
-        tmp_path,
+        fresh,
         [event("X1", M, "subscribe", "form", T1)],
         [event("X2", M, "unsubscribe", "third_party", T2)],
     )
@@ -51,9 +75,9 @@ def test_example_1_weaker_source_is_blocked_by_precedence(tmp_path: Path) -> Non
     assert deployment.activity()["event_id"].tolist() == ["X1"]
 
 
-def test_example_2_preference_centre_only_yields_to_itself(tmp_path: Path) -> None:
+def test_example_2_preference_centre_only_yields_to_itself(fresh: Callable[[], Deployment]) -> None:
     deployment, decisions = run_days(
-        tmp_path,
+        fresh,
         [event("X1", M, "unsubscribe", "preference_centre", T1)],
         [
             event("X2", M, "subscribe", "api", T2),
@@ -84,9 +108,11 @@ def test_example_2_preference_centre_only_yields_to_itself(tmp_path: Path) -> No
     assert activity["ACTIVITY_SUBCODE"].tolist() == ["NEWSLETTER", "NEWSLETTER"]
 
 
-def test_example_3_equal_weight_sources_override_each_other(tmp_path: Path) -> None:
+def test_example_3_equal_weight_sources_override_each_other(
+    fresh: Callable[[], Deployment],
+) -> None:
     deployment, decisions = run_days(
-        tmp_path,
+        fresh,
         [event("X1", M, "subscribe", "api", T1)],
         [event("X2", M, "unsubscribe", "csv_upload", T2)],
     )
@@ -96,9 +122,9 @@ def test_example_3_equal_weight_sources_override_each_other(tmp_path: Path) -> N
     assert deployment.activity()["ACTIVITY_CODE"].tolist() == ["RM_SUBSCRIBE", "RM_UNSUBSCRIBE"]
 
 
-def test_example_4_forced_status_only_yields_to_forced(tmp_path: Path) -> None:
+def test_example_4_forced_status_only_yields_to_forced(fresh: Callable[[], Deployment]) -> None:
     deployment, decisions = run_days(
-        tmp_path,
+        fresh,
         [event("X1", M, "unsubscribe", "third_party", T1, force=True)],
         [
             event("X2", M, "subscribe", "preference_centre", T2),
@@ -116,9 +142,11 @@ def test_example_4_forced_status_only_yields_to_forced(tmp_path: Path) -> None:
     assert "(forced)" in text["X3"] and "third party" in text["X1"]
 
 
-def test_example_5_first_subscribe_needs_timestamp_subscribed(tmp_path: Path) -> None:
+def test_example_5_first_subscribe_needs_timestamp_subscribed(
+    fresh: Callable[[], Deployment],
+) -> None:
     deployment, decisions = run_days(
-        tmp_path,
+        fresh,
         [event("X1", M, "subscribe", "importer", T1)],
         [event("X2", M, "subscribe", "api", T2, timestamp_subscribed="2026-10-01T00:00:00Z")],
     )
@@ -131,8 +159,10 @@ def test_example_5_first_subscribe_needs_timestamp_subscribed(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("order", [(DAY1, DAY2), (DAY2, DAY1)])
-def test_old_day_never_overwrites_a_newer_change(tmp_path: Path, order: tuple[str, str]) -> None:
-    deployment = deploy(tmp_path, extras=True)
+def test_old_day_never_overwrites_a_newer_change(
+    fresh: Callable[[], Deployment], order: tuple[str, str]
+) -> None:
+    deployment = fresh()
     deployment.land("day1.csv", [event("X1", M, "subscribe", "api", T1)])
     deployment.land("day2.csv", [event("X2", M, "unsubscribe", "api", T2)])
     for day in order:
@@ -146,8 +176,8 @@ def test_old_day_never_overwrites_a_newer_change(tmp_path: Path, order: tuple[st
     assert deployment.activity()["event_id"].tolist() == ["X1", "X2"]
 
 
-def test_unmapped_scope_writes_activity_but_no_opt_in(tmp_path: Path) -> None:
-    deployment = deploy(tmp_path, extras=True)
+def test_unmapped_scope_writes_activity_but_no_opt_in(fresh: Callable[[], Deployment]) -> None:
+    deployment = fresh()
     deployment.land("day.csv", [event("U1", M, "subscribe", "api", T2, scope_id="9999")])
     deployment.materialize(DAY2)
     assert deployment.opt_in().empty
@@ -162,10 +192,10 @@ def test_unmapped_scope_writes_activity_but_no_opt_in(tmp_path: Path) -> None:
     ("switch", "untouched"), [("write_opt_in", "opt_in"), ("write_activity", "activity")]
 )
 def test_write_switches_leave_their_table_alone(
-    tmp_path: Path, switch: str, untouched: str
+    fresh: Callable[[], Deployment], switch: str, untouched: str
 ) -> None:
-    deployment = deploy(tmp_path, extras=True)
-    deployment.set_config(personify={switch: False})
+    deployment = fresh()
+    deployment.set_config(personify={**deployment.config["personify"], switch: False})
     deployment.land("day.csv", [event("W1", M, "subscribe", "api", T2)])
     result = deployment.materialize(DAY2)
     assert deployment.table(untouched).empty

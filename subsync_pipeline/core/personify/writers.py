@@ -537,7 +537,10 @@ class SQLiteWriter(UpsertWriter):
 
 
 class PostgresWriter(UpsertWriter):
-    """Stages with COPY (through `insert_frame`), PostgreSQL's own bulk load path."""
+    """Stages with COPY (through `insert_frame`), PostgreSQL's own bulk load path. The activity
+    insert pairs its returned ids with the staged events inside the database (the data-modifying
+    CTE and the staged rows see one snapshot), so only (event_id, id) comes back: reading every
+    inserted row's values into Python took longer than the insert itself."""
 
     dialect = "postgresql"
 
@@ -546,6 +549,61 @@ class PostgresWriter(UpsertWriter):
 
     def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
         return super().stage_table(name, unkeyed(columns))
+
+    def activity_insert_paired(
+        self, records: sa.Table, stage: sa.Table, now: datetime
+    ) -> sa.Select[Any]:
+        data = self._activity_data()
+        inserted = self.activity_insert(records, stage, now).cte("inserted")
+        identity = inserted.c[self.activity.columns["id"]]
+
+        def numbered(source: Any, order: Any, first: Any) -> Any:
+            # Equal rows are numbered 1, 2, ... on both sides; NULLs group and join as a value
+            # (hashable equalities: IS NOT DISTINCT FROM would force a nested loop).
+            columns = [source.c[name] for name in data]
+            keys = [
+                key
+                for column in columns
+                for key in (sa.func.coalesce(sa.cast(column, sa.Text), ""), column.is_(None))
+            ]
+            return (
+                sa.select(
+                    first,
+                    *[key.label(f"k{n}") for n, key in enumerate(keys)],
+                    sa.func.row_number().over(partition_by=keys, order_by=order).label("nth"),
+                ),
+                len(keys),
+            )
+
+        ours, width = numbered(stage, stage.c.event_id, stage.c.event_id)
+        ours = ours.where(self.activity_missing(records, stage)).subquery("ours")
+        theirs = numbered(inserted, identity, identity.label("activity_id"))[0].subquery("theirs")
+        on = sa.and_(
+            ours.c.nth == theirs.c.nth,
+            *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(width)],
+        )
+        return sa.select(ours.c.event_id, theirs.c.activity_id).select_from(ours.join(theirs, on))
+
+    def insert_activity(
+        self,
+        conn: Connection,
+        records: sa.Table,
+        stage: sa.Table,
+        missing: pd.DataFrame,
+        now: datetime,
+    ) -> pd.DataFrame:
+        if missing.empty:
+            return _no_ids()
+        pairs = conn.execute(self.activity_insert_paired(records, stage, now)).fetchall()
+        if not pairs:
+            return _no_ids()
+        event_ids, activity_ids = zip(*pairs, strict=True)
+        return pd.DataFrame(
+            {
+                "event_id": pd.Series(event_ids, dtype=str),
+                "activity_id": pd.Series(activity_ids, dtype="int64"),
+            }
+        )
 
 
 class PostgresODBCWriter(PostgresWriter):
