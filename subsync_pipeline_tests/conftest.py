@@ -34,15 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One server per session: initdb costs seconds, a fresh database per test costs milliseconds.
-
-    Missing binaries skip on a laptop but fail under CI, so a CI image without PostgreSQL cannot
-    quietly pass by skipping every database test.
-    """
+def _server(icu_locale: str | None = None) -> Iterator[PostgresServer]:
+    """Missing binaries skip on a laptop but fail under CI, so a CI image without PostgreSQL
+    cannot quietly pass by skipping every database test."""
     try:
-        server = PostgresServer()
+        server = PostgresServer(icu_locale=icu_locale)
     except PostgresUnavailable as missing:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set and PostgreSQL is required: {missing}", pytrace=False)
@@ -55,6 +51,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server per session: initdb takes seconds, a fresh database per test milliseconds."""
+    yield from _server()
+
+
+@pytest.fixture(scope="session")
+def icu_postgres_server() -> Iterator[PostgresServer]:
+    """A server whose default collation is ICU en-US: case-insensitive at the first level, and
+    '_' before '-' before '.', unlike the code points pandas compares."""
+    yield from _server("en-US")
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,11 @@ class PostgresServer:
     history that way); a directory that holds a cluster already is started, not initialised.
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, icu_locale: str | None = None) -> None:
         self.initdb, self.pg_ctl = find_binaries()
+        # A cluster whose default collation is ICU's for this locale, as production clusters
+        # initialised with en_US.UTF-8 sort text: not by code point.
+        self.icu_locale = icu_locale
         self.as_root = os.geteuid() == 0
         if self.as_root:
             try:
@@ -133,8 +136,16 @@ class PostgresServer:
                     "--auth=trust",
                     "-E",
                     "UTF8",
-                    # The C locale exists everywhere; the caller's LANG may name one not generated.
-                    "--locale=C",
+                    # The C locales exist everywhere; the caller's LANG may name one not generated.
+                    *(
+                        [
+                            "--locale-provider=icu",
+                            f"--icu-locale={self.icu_locale}",
+                            "--locale=C.UTF-8",
+                        ]
+                        if self.icu_locale
+                        else ["--locale=C"]
+                    ),
                     "--no-sync",
                 )
             options = (

@@ -18,7 +18,13 @@ from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
 from subsync_pipeline.core.resolution import KEY
-from subsync_pipeline.core.sql import analyze, insert_frame, read_frame, temp_table
+from subsync_pipeline.core.sql import (
+    analyze,
+    code_point,
+    insert_frame,
+    read_frame,
+    temp_table,
+)
 
 MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 
@@ -206,8 +212,8 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
             ),
         )
         .where(
-            sa.tuple_(changed.c.occurred_at, changed.c.event_id)
-            <= sa.tuple_(states.c.through_at, states.c.through_event_id)
+            sa.tuple_(changed.c.occurred_at, code_point(conn, changed.c.event_id))
+            <= sa.tuple_(states.c.through_at, code_point(conn, states.c.through_event_id))
         )
     )
     # Found first, then deleted only if there are any: normally none are (a day's events come
@@ -318,8 +324,8 @@ def events_after(
             ),
         )
         .where(
-            sa.tuple_(ledger.c.occurred_at, ledger.c.event_id)
-            > sa.tuple_(stage.c.through_at, stage.c.through_event_id),
+            sa.tuple_(ledger.c.occurred_at, code_point(conn, ledger.c.event_id))
+            > sa.tuple_(stage.c.through_at, code_point(conn, stage.c.through_event_id)),
             *_besides(ledger, besides),
         )
     )

@@ -110,6 +110,18 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
     return table
 
 
+# Collations that compare text by code point, as pandas and Python do (SPEC §4 breaks ties on
+# occurred_at by event_id in that order). SQLite's default, BINARY, already does for UTF-8.
+CODE_POINT_COLLATIONS: dict[str, str] = {"postgresql": "C", "mssql": "Latin1_General_100_BIN2"}
+
+
+def code_point(conn: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`column` compared and ordered by code point on this connection's database, whatever its
+    default collation (an en_US or ICU cluster, SQL Server's case-insensitive default)."""
+    collation = CODE_POINT_COLLATIONS.get(conn.dialect.name)
+    return column.collate(collation) if collation else column
+
+
 def unkeyed(columns: Sequence[sa.Column[Any]]) -> list[sa.Column[Any]]:
     """The columns without their primary key, for a PostgreSQL staging table.
 

@@ -62,6 +62,11 @@ def writer_statements() -> dict[str, sa.Executable | sa.schema.ExecutableDDLElem
     statements["activity_insert_merge"] = writer.activity_insert_merge(records, activity, NOW)
     statements["activity_verify"] = writer.activity_verify(records, activity)
     statements["activity_existing_ids"] = writer.existing_ids(stages["ids"])
+    # A site that maps external_id: rows another system wrote under our event ids are refused.
+    external = parse_config({"personify": {"columns": {"activity": {"external_id": "EXT_ID"}}}})
+    mapped = MSSQLWriter(personify_tables(external.personify), "SUBSYNC")
+    mapped_stage = mapped.stage_table("subsync_activity_2", mapped.stage_columns("activity"))
+    statements["activity_foreign_rows"] = mapped.foreign_activity(mapped_stage, records)
     return statements
 
 
@@ -74,11 +79,25 @@ def compiled(statement: sa.Executable | sa.schema.ExecutableDDLElement) -> str:
 STATEMENTS = writer_statements()
 
 
+def updating_goldens() -> bool:
+    """SUBSYNC_UPDATE_GOLDEN rewrites the copies, which makes the comparison a tautology: it is
+    for a developer reviewing a deliberate change, never for CI."""
+    if not os.environ.get("SUBSYNC_UPDATE_GOLDEN"):
+        return False
+    if os.environ.get("CI"):
+        pytest.fail(
+            "SUBSYNC_UPDATE_GOLDEN is refused under CI: it would compare the statements "
+            "with themselves",
+            pytrace=False,
+        )
+    return True
+
+
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 def test_statement_matches_golden_and_parses_as_tsql(name: str) -> None:
     sql = compiled(STATEMENTS[name])
     golden = GOLDEN / f"{name}.sql"
-    if os.environ.get("SUBSYNC_UPDATE_GOLDEN"):
+    if updating_goldens():
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(sql, encoding="utf-8")
     assert golden.exists(), f"{golden} missing: run with SUBSYNC_UPDATE_GOLDEN=1 and review it"
@@ -92,6 +111,15 @@ def test_statement_matches_golden_and_parses_as_tsql(name: str) -> None:
     assert parsed
     # sqlglot falls back to an opaque Command for text it does not understand.
     assert not [tree for tree in parsed if isinstance(tree, exp.Command)], parsed
+
+
+def test_goldens_cannot_be_rewritten_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("SUBSYNC_UPDATE_GOLDEN", "1")
+    with pytest.raises(pytest.fail.Exception, match="refused under CI"):
+        updating_goldens()
+    monkeypatch.delenv("SUBSYNC_UPDATE_GOLDEN")
+    assert not updating_goldens()
 
 
 def test_no_stale_golden_copies() -> None:
@@ -136,6 +164,15 @@ def test_activity_statements_touch_only_recorded_rows() -> None:
         sql = compiled(STATEMENTS[name])
         assert "[CUS_ACTIVITY_ID]" in sql and "activity_id" in sql, sql
     assert "[ACTIVITY_SOURCE]" in compiled(STATEMENTS["activity_insert_merge"])
+
+
+def test_event_ids_are_compared_by_code_point() -> None:
+    """SQL Server's usual default collation is case-insensitive: `abc` and `ABC` would be one
+    event. Every staged event id is binary, and a Personify column compared with one is made so."""
+    for name in ("stage_records_create", "stage_activity_create"):
+        assert "event_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2" in compiled(STATEMENTS[name])
+    foreign = compiled(STATEMENTS["activity_foreign_rows"])
+    assert "[EXT_ID] COLLATE Latin1_General_100_BIN2) = [#subsync_activity_2].event_id" in foreign
 
 
 def test_values_are_bound_never_inlined() -> None:

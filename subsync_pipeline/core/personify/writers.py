@@ -37,7 +37,7 @@ from subsync_pipeline.core.personify.tables import (
     PersonifyTables,
     TableShape,
 )
-from subsync_pipeline.core.sql import insert_frame, read_frame, unkeyed
+from subsync_pipeline.core.sql import CODE_POINT_COLLATIONS, insert_frame, read_frame, unkeyed
 
 _stage_ids = count(1)
 # Constants of the statements themselves, rendered inline rather than bound.
@@ -46,6 +46,9 @@ _ZERO: sa.ColumnClause[int] = sa.literal_column("0", sa.Integer)
 # One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
 WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
 EVENT_ID = sa.String(64).with_variant(mssql.NVARCHAR(64), "mssql")
+
+# SQL Server's code-point collation for event ids (its usual default is case-insensitive).
+BINARY = CODE_POINT_COLLATIONS["mssql"]
 
 StageKind = Literal["members", "opt_in", "records", "activity", "ids"]
 STAGE_KINDS: tuple[StageKind, ...] = get_args(StageKind)
@@ -149,6 +152,11 @@ class PersonifyWriter:
     def _activity_data(self) -> list[str]:
         return self.activity.names(ACTIVITY_DATA)
 
+    def code_point(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """An event id compared by code point: the staged ids already are on every dialect
+        (`stage_columns`); a Personify column compared with them may need a COLLATE."""
+        return column
+
     def _literal(self, shape: TableShape, name: str, value: Any) -> sa.ColumnElement[Any]:
         return sa.literal(value, shape.column(name).type)
 
@@ -237,12 +245,8 @@ class PersonifyWriter:
         the site maps `external_id`)."""
         external, identity = self.activity.column("external_id"), self.activity.column("id")
         ours = sa.exists().where(records.c.activity_id == identity)
-        return (
-            sa.select(external)
-            .select_from(self.activity.table.join(stage, external == stage.c.event_id))
-            .where(~ours)
-            .limit(5)
-        )
+        joined = self.activity.table.join(stage, self.code_point(external) == stage.c.event_id)
+        return sa.select(external).select_from(joined).where(~ours).limit(5)
 
     def present_records(self, records: sa.Table) -> sa.Select[Any]:
         """The event ids whose recorded row of ours still exists and is still wanted."""
@@ -641,15 +645,21 @@ class MSSQLWriter(PersonifyWriter):
 
     def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
         """Text columns collated like the Personify database, not like tempdb: the joins with
-        Personify's tables would otherwise fail with a collation conflict."""
+        Personify's tables would otherwise fail with a collation conflict. Event ids are the
+        exception: binary, so that `abc` and `ABC` (equal under the usual case-insensitive
+        default) are two events."""
         columns = []
         for column in super().stage_columns(kind):
             kind_type = column.type
             if isinstance(kind_type, sa.String):
                 national = mssql.NCHAR if isinstance(kind_type, sa.CHAR) else mssql.NVARCHAR
-                kind_type = national(kind_type.length, collation="DATABASE_DEFAULT")
+                collation = BINARY if column.name == "event_id" else "DATABASE_DEFAULT"
+                kind_type = national(kind_type.length, collation=collation)
             columns.append(sa.Column(column.name, kind_type, primary_key=column.primary_key))
         return columns
+
+    def code_point(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return column.collate(BINARY)
 
     def opt_in_merge(self, stage: sa.Table, now: datetime) -> Merge:
         target = self.opt_in.table

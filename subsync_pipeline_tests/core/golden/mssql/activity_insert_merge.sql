@@ -1,5 +1,5 @@
 SET NOCOUNT ON;
-DECLARE @output TABLE (event_id NVARCHAR(64) COLLATE DATABASE_DEFAULT, activity_id BIGINT);
+DECLARE @output TABLE (event_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2, activity_id BIGINT);
 MERGE INTO dbo.[CUS_ACTIVITY] WITH (HOLDLOCK) AS target
 USING (SELECT [#subsync_activity_1].event_id AS event_id, [#subsync_activity_1].[MASTER_CUSTOMER_ID] AS [MASTER_CUSTOMER_ID], [#subsync_activity_1].[SUB_CUSTOMER_ID] AS [SUB_CUSTOMER_ID], [#subsync_activity_1].[SUBSYSTEM] AS [SUBSYSTEM], [#subsync_activity_1].[ACTIVITY_CODE] AS [ACTIVITY_CODE], [#subsync_activity_1].[ACTIVITY_SUBCODE] AS [ACTIVITY_SUBCODE], [#subsync_activity_1].[ACTIVITY_DATE] AS [ACTIVITY_DATE], [#subsync_activity_1].[ACTIVITY_TEXT] AS [ACTIVITY_TEXT]
 FROM [#subsync_activity_1]

@@ -1,5 +1,5 @@
 CREATE TABLE [#subsync_records_1] (
-	event_id NVARCHAR(64) COLLATE DATABASE_DEFAULT NOT NULL,
+	event_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
 	activity_id BIGINT NOT NULL,
 	stale SMALLINT NULL,
 	PRIMARY KEY (event_id, activity_id)
