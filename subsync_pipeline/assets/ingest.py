@@ -44,6 +44,25 @@ def raw_tracking_log(
     files = raw.files
     for row in raw.failed_files.itertuples():
         context.log.warning(mask_email(f"{row.path}: {row.status}: {row.error}"))
+    elsewhere = raw.recorded_failures
+    for row in elsewhere.itertuples():
+        context.log.warning(
+            mask_email(
+                f"{row.path}: {row.status}: {row.error} (recorded by this run; it has no "
+                f"readable day, so it is filed under {row.day}, whose report lists it)"
+            )
+        )
+    failed = len(raw.failed_files) + len(elsewhere)
+    filed_elsewhere = {}
+    if len(elsewhere):
+        rows = "\n".join(
+            f"| {row.path} | {row.status} | {row.error} | {row.day} |"
+            for row in elsewhere.itertuples()
+        )
+        filed_elsewhere["files_failed_filed_elsewhere"] = dg.MetadataValue.md(
+            "Recorded by this run, unreadable as a whole, filed under the day it was recorded:"
+            "\n\n| file | status | error | filed under |\n|---|---|---|---|\n" + mask_email(rows)
+        )
     table = mask_email(
         "\n".join(
             f"| {row.path} | {row.status} | {row.rows_read} | {row.repeats_dropped} |"
@@ -56,13 +75,14 @@ def raw_tracking_log(
             "rows_read": dg.MetadataValue.int(len(raw.rows) + int(files["repeats_dropped"].sum())),
             "rows": dg.MetadataValue.int(len(raw.rows)),
             "files_read": dg.MetadataValue.int(len(files)),
-            "files_failed": dg.MetadataValue.int(len(raw.failed_files)),
+            "files_failed": dg.MetadataValue.int(failed),
             "repeats_dropped": dg.MetadataValue.int(int(files["repeats_dropped"].sum())),
             "files": dg.MetadataValue.md(
                 "| file | status | rows | repeats dropped |\n|---|---|---|---|\n" + table
                 if table
                 else "No file covers this day."
             ),
+            **filed_elsewhere,
         },
     )
-    yield zero(FILES_READABLE, "raw_tracking_log", len(raw.failed_files), "files_failed")
+    yield zero(FILES_READABLE, "raw_tracking_log", failed, "files_failed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +45,12 @@ class RawTrackingLog:
     rows: pd.DataFrame
     files: pd.DataFrame
     days: tuple[str, ...]
+    # Files this run recorded that failed as a whole and are filed under another day (the day
+    # they were recorded, having no readable timestamp): reported by the run that finds them too,
+    # or a backfill would record a broken upload and say nothing.
+    recorded_failures: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=FILE_COLUMNS)
+    )
 
     @property
     def failed_files(self) -> pd.DataFrame:
@@ -108,7 +114,25 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
         dropped = pd.Series(dtype="int64")
     file_frame = pd.DataFrame(files, columns=FILE_COLUMNS)
     file_frame["repeats_dropped"] = file_frame["file_id"].map(dropped).fillna(0).astype("int64")
-    return RawTrackingLog(rows=rows, files=file_frame, days=tuple(sorted(wanted)))
+    return RawTrackingLog(
+        rows=rows,
+        files=file_frame,
+        days=tuple(sorted(wanted)),
+        recorded_failures=_failed_elsewhere(scan, wanted),
+    )
+
+
+def _failed_elsewhere(scan: ScanResult, wanted: set[str]) -> pd.DataFrame:
+    """The whole-file failures this scan recorded under days other than `wanted`."""
+    failures = []
+    for entry in scan.entries:
+        read = scan.parsed.get(entry.path)
+        if read is None or read.status == FILE_OK or wanted.intersection(entry.days):
+            continue
+        failures.append(
+            _file_row(entry.file_id, entry.path, entry.days[0], read.status, read.error)
+        )
+    return pd.DataFrame(failures, columns=FILE_COLUMNS)
 
 
 def _file_row(

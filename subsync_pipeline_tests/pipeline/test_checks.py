@@ -110,3 +110,28 @@ def test_a_write_that_does_not_reconcile_fails_with_error(tmp_path: Path, table:
     found = evaluations(deployment.materialize("2026-11-20"))
     for check in (OPT_IN_RECONCILED, ACTIVITY_RECONCILED):
         assert found[check] == (check != failing, "ERROR")
+
+
+def test_a_broken_file_is_reported_by_the_run_that_records_it(tmp_path: Path) -> None:
+    """A backfill of a past day that records a broken upload says so, though the file (with no
+    readable day) is filed under the day it was recorded; that day's report lists it too."""
+    deployment = deploy(tmp_path)
+    deployment.land("good.csv", [event("P1", "000100", "subscribe", "api", "2026-11-20T09:00")])
+    (deployment.landing / "broken.csv").write_bytes(b"\x00\x9f\x92 not a tracking log")
+    result = deployment.materialize("2026-11-20")
+    assert evaluations(result)[FILES_READABLE] == (False, "ERROR")
+    (raw,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("raw_tracking_log")
+    ]
+    recorded = fallback_day(parse_config(deployment.config), datetime.now(UTC))
+    assert raw.metadata["files_failed"].value == 1
+    listed = str(raw.metadata["files_failed_filed_elsewhere"].value)
+    assert "broken.csv" in listed and recorded in listed
+    # Only the run that records it: the same day again is clean.
+    assert evaluations(deployment.materialize("2026-11-20"))[FILES_READABLE] == (True, "ERROR")
+
+    assert evaluations(deployment.materialize(recorded))[FILES_READABLE] == (False, "ERROR")
+    rejects = (deployment.reports / recorded / "rejected_rows.csv").read_text(encoding="utf-8")
+    assert "broken.csv" in rejects
