@@ -10,6 +10,7 @@ from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.core.redact import mask_email
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
+from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
     LandingFolderResource,
     StateDatabaseResource,
@@ -19,6 +20,7 @@ from subsync_pipeline.resources import (
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    pool=STATE_POOL,
     check_specs=raw_checks,
     backfill_policy=daily_backfill_policy,
     group_name="ingest",

@@ -19,6 +19,7 @@ from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.personify.connection import masked
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
+from subsync_pipeline.pools import PERSONIFY_POOL
 from subsync_pipeline.resources import (
     PersonifyDatabaseResource,
     StateDatabaseResource,
@@ -71,6 +72,7 @@ def _write(
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    pool=PERSONIFY_POOL,
     backfill_policy=daily_backfill_policy,
     check_specs=opt_in_checks,
     group_name="personify",
@@ -106,6 +108,7 @@ def personify_cus_opt_in(
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    pool=PERSONIFY_POOL,
     backfill_policy=daily_backfill_policy,
     check_specs=activity_checks,
     group_name="personify",

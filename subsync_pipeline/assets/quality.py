@@ -19,6 +19,7 @@ from subsync_pipeline.core.quality import (
 from subsync_pipeline.core.report import history, store_figures, write_report
 from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
+from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
     ReportsFolderResource,
     StateDatabaseResource,
@@ -28,6 +29,7 @@ from subsync_pipeline.resources import (
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    pool=STATE_POOL,
     backfill_policy=daily_backfill_policy,
     group_name="quality",
     kinds={"html"},

@@ -7,11 +7,13 @@ from subsync_pipeline.core import sync
 from subsync_pipeline.core.quality import decision_counts, newer_requests
 from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
+from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import StateDatabaseResource, SubsyncConfigResource
 
 
 @dg.asset(
     partitions_def=daily_partitions_def,
+    pool=STATE_POOL,
     backfill_policy=daily_backfill_policy,
     group_name="resolve",
     kinds={"pandas"},

@@ -16,6 +16,7 @@ from subsync_pipeline.core import sync
 from subsync_pipeline.core.ingest import RawTrackingLog
 from subsync_pipeline.core.quality import member_match_rate, reject_counts
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
+from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
     PersonifyDatabaseResource,
     StateDatabaseResource,
@@ -25,6 +26,7 @@ from subsync_pipeline.resources import (
 
 @dg.multi_asset(
     partitions_def=daily_partitions_def,
+    pool=STATE_POOL,
     backfill_policy=daily_backfill_policy,
     check_specs=validation_checks,
     outs={
