@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from subsync_pipeline.pools import PERSONIFY_POOL, STATE_POOL
 from subsync_pipeline_tests.dagster_services import BIN, ROOT, WORKSPACE, Services, graphql
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer, free_port
@@ -46,10 +47,13 @@ class Operators:
         }
         self.services = Services(self.env, tmp / "logs")
         self.port = free_port()
+        # As deploy/README.md tells an operator to, once per PostgreSQL instance.
+        for pool in (PERSONIFY_POOL, STATE_POOL):
+            self.dagster("instance", "concurrency", "set", pool, "1")
 
-    def cli(self, *args: str) -> str:
+    def dagster(self, *args: str) -> str:
         process = subprocess.run(
-            [str(BIN / "dagster"), *args, "-w", WORKSPACE],
+            [str(BIN / "dagster"), *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -59,6 +63,9 @@ class Operators:
         )
         assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-3000:]
         return process.stdout
+
+    def cli(self, *args: str) -> str:
+        return self.dagster(*args, "-w", WORKSPACE)
 
     def start(self) -> None:
         self.services.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", WORKSPACE)
@@ -82,6 +89,29 @@ class Operators:
             "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }",
         )
         return data["data"]["runsOrError"]["results"]
+
+    def failures(self, runs: list[dict]) -> str:  # type: ignore[type-arg]
+        """Why each failed run failed, from its event log: the assertion then says it."""
+        reasons = []
+        for run in runs:
+            if run["status"] != "FAILURE":
+                continue
+            query = (
+                '{ logsForRun(runId: "' + run["runId"] + '") { ... on EventConnection { events { '
+                "__typename ... on MessageEvent { message } "
+                "... on ExecutionStepFailureEvent { stepKey error { message } } } } } }"
+            )
+            data = graphql(self.port, query)
+            events = data["data"]["logsForRun"].get("events", [])
+            reasons.append(
+                f"run {run['runId']}: "
+                + " | ".join(
+                    e.get("message") or str(e.get("error"))
+                    for e in events
+                    if "Fail" in e["__typename"]
+                )
+            )
+        return "\n".join(reasons) + "\n" + self.services.log_tail()
 
     def wait_for_runs(self, count: int, timeout: float) -> list[dict]:  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout
@@ -128,7 +158,7 @@ def test_a_landed_file_is_synced_by_the_daemon(operators: tuple[Operators, Deplo
     ops.cli("sensor", "start", "tracking_upload_sensor")
     ops.start()
     runs = ops.wait_for_runs(2, timeout=300)
-    assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"]
+    assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"], ops.failures(runs)
     partitions = sorted(
         tag["value"] for r in runs for tag in r["tags"] if tag["key"] == "dagster/partition"
     )
@@ -158,7 +188,7 @@ def test_a_ten_day_backfill_converges(operators: tuple[Operators, Deployment]) -
     ops.start()
     ops.cli("job", "backfill", "-j", "daily_sync_job", "--partitions", ",".join(days), "--noprompt")
     runs = ops.wait_for_runs(len(days), timeout=420)
-    assert len(runs) == len(days) and {r["status"] for r in runs} == {"SUCCESS"}
+    assert len(runs) == len(days) and {r["status"] for r in runs} == {"SUCCESS"}, ops.failures(runs)
 
     reference = deploy(deployment.root.parent / "reference")
     reference.land("backfill.csv", rows)
