@@ -1,27 +1,88 @@
 """Runs at once: two processes materialising overlapping days both succeed, and Personify ends
 equal to an in-order pass (under the write lock, a writer whose resolution was overtaken writes the
 newer one from the state database, or nothing once it is written).
+
+The two processes are made to meet at the write lock (issue 18 §4): a writer that has taken it
+holds it until the test has seen, in PostgreSQL's pg_locks, the other process's session waiting
+for that same advisory lock.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pandas as pd
+import psycopg
+from sqlalchemy import Connection
 
 from subsync_pipeline.core import sync
 from subsync_pipeline.core.config import load_config
+from subsync_pipeline.core.personify.writers import WRITE_LOCK_KEY, PostgresWriter
 from subsync_pipeline.core.state import create_state_engine
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 from subsync_pipeline_tests.pipeline.test_convergence import DAYS, land_all
 
+# How long the test waits for the second writer to queue behind the first; the first holds the
+# lock at most a little longer, so a missed meeting fails the test rather than hanging it.
+MEETING_TIMEOUT = 30.0
+# The session waiting for subsync's write lock in a database, and the one holding it. A bigint
+# advisory lock shows as classid (high 32 bits), objid (low 32 bits) and objsubid 1.
+WAITING_FOR_WRITE_LOCK = """
+SELECT holder.pid, waiter.pid, activity.wait_event_type, activity.wait_event
+FROM pg_locks AS waiter
+JOIN pg_database AS db ON db.oid = waiter.database
+JOIN pg_stat_activity AS activity ON activity.pid = waiter.pid
+JOIN pg_locks AS holder
+    ON holder.locktype = 'advisory' AND holder.granted
+    AND holder.database = waiter.database AND holder.classid = waiter.classid
+    AND holder.objid = waiter.objid AND holder.objsubid = waiter.objsubid
+WHERE waiter.locktype = 'advisory' AND NOT waiter.granted AND db.datname = %s
+    AND waiter.classid::bigint = %s AND waiter.objid::bigint = %s AND waiter.objsubid = 1
+"""
 
-def materialize_in_process(deployment: Deployment, day: str) -> bool:
-    return deployment.materialize(day).success
+
+def materialize_in_process(deployment: Deployment, day: str, gate: Path) -> bool:
+    """Materialise `day`; each time this process takes subsync's Personify write lock it then
+    holds it, inside the write's transaction, until `gate` exists."""
+    take_lock = PostgresWriter.lock
+
+    def lock_and_hold(writer: PostgresWriter, conn: Connection) -> None:
+        take_lock(writer, conn)
+        deadline = time.monotonic() + MEETING_TIMEOUT + 10
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    with mock.patch.object(PostgresWriter, "lock", lock_and_hold):
+        return deployment.materialize(day).success
+
+
+def open_gate_when_writers_meet(
+    port: int, database: str, gate: Path, meetings: list[tuple[Any, ...]]
+) -> None:
+    """Wait for a session queued for the write lock another session holds, note the pair, and
+    open `gate` (also after MEETING_TIMEOUT without one, so that the runs can end)."""
+    key = (WRITE_LOCK_KEY >> 32, WRITE_LOCK_KEY & 0xFFFFFFFF)
+    deadline = time.monotonic() + MEETING_TIMEOUT
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(WAITING_FOR_WRITE_LOCK, (database, *key)).fetchone()
+                if row:
+                    meetings.append(tuple(row))
+                    return
+                time.sleep(0.02)
+    finally:
+        gate.touch()
 
 
 def test_overlapping_days_at_once_on_postgresql(
@@ -41,11 +102,25 @@ def test_overlapping_days_at_once_on_postgresql(
         reference.materialize(day)
 
     concurrent = make("concurrent")
+    database = concurrent.personify_url.rsplit("/", 1)[1]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
-        for pair in ([DAYS[2], DAYS[0]], [DAYS[3], DAYS[1]], [DAYS[1], DAYS[2]]):
-            results = list(pool.map(materialize_in_process, [concurrent] * 2, pair))
+        for n, pair in enumerate(([DAYS[2], DAYS[0]], [DAYS[3], DAYS[1]], [DAYS[1], DAYS[2]])):
+            gate = tmp_path / f"gate-{n}"
+            meetings: list[tuple[Any, ...]] = []
+            watcher = threading.Thread(
+                target=open_gate_when_writers_meet,
+                args=(postgres_server.port, database, gate, meetings),
+            )
+            watcher.start()
+            results = list(pool.map(materialize_in_process, [concurrent] * 2, pair, [gate] * 2))
+            watcher.join()
             assert results == [True, True], pair
+            # One writer held the lock while the other's session waited for it in PostgreSQL.
+            assert len(meetings) == 1, f"{pair}: the second writer never waited for the first"
+            holder, waiter, wait_type, wait_event = meetings[0]
+            assert holder != waiter
+            assert (wait_type, wait_event) == ("Lock", "advisory"), pair
 
     pd.testing.assert_frame_equal(concurrent.opt_in(), reference.opt_in())
     pd.testing.assert_frame_equal(concurrent.activity(), reference.activity())
