@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
+from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct
 
 INSERT = "insert"
 DELETE = "delete"
@@ -33,14 +33,7 @@ _PAIR = ["event_id", "activity_id"]
 
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
-    log = state.activity_write_log
-    table = temp_table(
-        conn,
-        "subsync_activity",
-        [sa.Column(name, log.c[name].type, primary_key=True) for name in names],
-    )
-    insert_frame(conn, table, frame[names].drop_duplicates(), staging=True)
-    return table
+    return stage_distinct(conn, "subsync_activity", state.activity_write_log, frame, names)
 
 
 def records(conn: Connection, event_ids: pd.Series) -> pd.DataFrame:

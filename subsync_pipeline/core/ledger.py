@@ -23,6 +23,7 @@ from subsync_pipeline.core.sql import (
     code_point,
     insert_frame,
     read_frame,
+    stage_distinct,
     temp_table,
 )
 
@@ -31,13 +32,8 @@ MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
     """A temporary table of the distinct (`names`) rows of `frame`, typed as in key_states."""
-    table = temp_table(
-        conn,
-        f"subsync_{'keys' if 'area' in names else 'members'}",
-        [sa.Column(name, state.key_states.c[name].type, primary_key=True) for name in names],
-    )
-    insert_frame(conn, table, frame[names].drop_duplicates(), staging=True)
-    return table
+    prefix = f"subsync_{'keys' if 'area' in names else 'members'}"
+    return stage_distinct(conn, prefix, state.key_states, frame, names)
 
 
 def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:

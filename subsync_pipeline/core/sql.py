@@ -110,6 +110,18 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
     return table
 
 
+def stage_distinct(
+    conn: Connection, prefix: str, like: sa.Table, frame: pd.DataFrame, names: list[str]
+) -> sa.Table:
+    """A temporary table of the distinct (`names`) rows of `frame`, keyed by them and typed as
+    `like`'s columns of those names."""
+    table = temp_table(
+        conn, prefix, [sa.Column(name, like.c[name].type, primary_key=True) for name in names]
+    )
+    insert_frame(conn, table, frame[names].drop_duplicates(), staging=True)
+    return table
+
+
 # Collations that compare text by code point, as pandas and Python do (SPEC §4 breaks ties on
 # occurred_at by event_id in that order). SQLite's default, BINARY, already does for UTF-8.
 CODE_POINT_COLLATIONS: dict[str, str] = {"postgresql": "C", "mssql": "Latin1_General_100_BIN2"}

@@ -59,7 +59,7 @@ def writer_statements() -> dict[str, sa.Executable | sa.schema.ExecutableDDLElem
     statements["activity_delete"] = writer.activity_delete(records)
     statements["activity_update"] = writer.activity_update(records, activity, NOW)
     statements["activity_present"] = writer.present_records(records)
-    statements["activity_insert_merge"] = writer.activity_insert_merge(records, activity, NOW)
+    statements["activity_insert_merge"] = writer.paired_insert(records, activity, NOW)
     statements["activity_verify"] = writer.activity_verify(records, activity)
     statements["activity_existing_ids"] = writer.existing_ids(stages["ids"])
     # A site that maps external_id: rows another system wrote under our event ids are refused.

@@ -26,6 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.expression import Executable
 
 from subsync_pipeline.core.personify.merge import Inserted, Merge, When
 from subsync_pipeline.core.personify.tables import (
@@ -122,6 +123,11 @@ class PersonifyWriter:
         """Make CUS_OPT_IN hold the staged rows; returns (inserted, updated)."""
         raise NotImplementedError
 
+    def paired_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> Executable:
+        """The insert of the staged rows that have no row of ours, returning (event_id,
+        activity_id) of each."""
+        raise NotImplementedError
+
     def insert_activity(
         self,
         conn: Connection,
@@ -130,8 +136,15 @@ class PersonifyWriter:
         missing: pd.DataFrame,
         now: datetime,
     ) -> pd.DataFrame:
-        """Insert the staged rows that have no row of ours; (event_id, activity_id) of each."""
-        raise NotImplementedError
+        """Insert the staged rows that have no row of ours (`missing`); (event_id, activity_id)
+        of each."""
+        if missing.empty:
+            return _no_ids()
+        pairs = pd.DataFrame(
+            conn.execute(self.paired_insert(records, stage, now)).fetchall(),
+            columns=["event_id", "activity_id"],
+        )
+        return pairs.astype({"event_id": str, "activity_id": "int64"})
 
     # --- names --------------------------------------------------------------------------
 
@@ -429,42 +442,6 @@ class PersonifyWriter:
             deleted=stale.reset_index(drop=True),
         )
 
-    def match_inserted(self, missing: pd.DataFrame, returned: pd.DataFrame) -> pd.DataFrame:
-        """(event_id, activity_id) of inserted rows read back with their values (RETURNING
-        cannot name the staged event_id): each returned row is matched to the missing row with
-        the same values. Rows with equal values are interchangeable (either id may stand for
-        either event), so they are paired in order."""
-        data = self.activity.mapped(ACTIVITY_DATA)
-        theirs = returned.rename(
-            columns={column: name for name, column in self.activity.columns.items()}
-        )
-        ours, theirs = _comparable(missing, data), _comparable(theirs, data)
-        ours["event_id"] = missing["event_id"].to_numpy()
-        theirs["activity_id"] = returned[self.activity.columns["id"]].to_numpy()
-        for frame in (ours, theirs):
-            frame["nth"] = frame.groupby(data, sort=False).cumcount()
-        matched = ours.merge(theirs, on=[*data, "nth"], how="inner")
-        return matched[["event_id", "activity_id"]].astype({"activity_id": "int64"})
-
-
-_MISSING = "\x00"
-
-
-def _comparable(frame: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """The `fields` of a frame as the database gives them back and as pandas holds them, made
-    equal: times to the microsecond, the sub customer id as an integer, the rest as text, and
-    missing values as one marker."""
-    columns: dict[str, pd.Series] = {}
-    for name in fields:
-        values = frame[name].reset_index(drop=True)
-        if name == "activity_date":
-            columns[name] = pd.to_datetime(values).astype("datetime64[us]")
-        elif name == "sub_customer_id":
-            columns[name] = pd.to_numeric(values).astype("int64")
-        else:
-            columns[name] = values.astype(object).where(values.notna(), _MISSING).astype(str)
-    return pd.DataFrame(columns)
-
 
 class UpsertWriter(PersonifyWriter):
     """SQLite and PostgreSQL: an UPDATE ... FROM then an INSERT ... SELECT of the missing keys
@@ -516,6 +493,37 @@ class UpsertWriter(PersonifyWriter):
             .returning(self.activity.column("id"), *[target.c[name] for name in data])
         )
 
+
+_MISSING = "\x00"
+
+
+def _comparable(frame: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """The `fields` of a frame as the database gives them back and as pandas holds them, made
+    equal: times to the microsecond, the sub customer id as an integer, the rest as text, and
+    missing values as one marker."""
+    columns: dict[str, pd.Series] = {}
+    for name in fields:
+        values = frame[name].reset_index(drop=True)
+        if name == "activity_date":
+            columns[name] = pd.to_datetime(values).astype("datetime64[us]")
+        elif name == "sub_customer_id":
+            columns[name] = pd.to_numeric(values).astype("int64")
+        else:
+            columns[name] = values.astype(object).where(values.notna(), _MISSING).astype(str)
+    return pd.DataFrame(columns)
+
+
+class SQLiteWriter(UpsertWriter):
+    """SQLite cannot put an INSERT in a CTE: the ids come back with the inserted values and are
+    paired with the staged events in pandas."""
+
+    dialect = "sqlite"
+
+    def lock(self, conn: Connection) -> None:
+        # SQLite has one writer at a time; taking the write lock now, not at the first write,
+        # makes the whole read-resolve-write section exclusive.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     def insert_activity(
         self,
         conn: Connection,
@@ -530,14 +538,22 @@ class UpsertWriter(PersonifyWriter):
         returned = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         return self.match_inserted(missing, returned)
 
-
-class SQLiteWriter(UpsertWriter):
-    dialect = "sqlite"
-
-    def lock(self, conn: Connection) -> None:
-        # SQLite has one writer at a time; taking the write lock now, not at the first write,
-        # makes the whole read-resolve-write section exclusive.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def match_inserted(self, missing: pd.DataFrame, returned: pd.DataFrame) -> pd.DataFrame:
+        """(event_id, activity_id) of inserted rows read back with their values (RETURNING
+        cannot name the staged event_id): each returned row is matched to the missing row with
+        the same values. Rows with equal values are interchangeable (either id may stand for
+        either event), so they are paired in order."""
+        data = self.activity.mapped(ACTIVITY_DATA)
+        theirs = returned.rename(
+            columns={column: name for name, column in self.activity.columns.items()}
+        )
+        ours, theirs = _comparable(missing, data), _comparable(theirs, data)
+        ours["event_id"] = missing["event_id"].to_numpy()
+        theirs["activity_id"] = returned[self.activity.columns["id"]].to_numpy()
+        for frame in (ours, theirs):
+            frame["nth"] = frame.groupby(data, sort=False).cumcount()
+        matched = ours.merge(theirs, on=[*data, "nth"], how="inner")
+        return matched[["event_id", "activity_id"]].astype({"activity_id": "int64"})
 
 
 class PostgresWriter(UpsertWriter):
@@ -554,9 +570,7 @@ class PostgresWriter(UpsertWriter):
     def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
         return super().stage_table(name, unkeyed(columns))
 
-    def activity_insert_paired(
-        self, records: sa.Table, stage: sa.Table, now: datetime
-    ) -> sa.Select[Any]:
+    def paired_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Select[Any]:
         data = self._activity_data()
         inserted = self.activity_insert(records, stage, now).cte("inserted")
         identity = inserted.c[self.activity.columns["id"]]
@@ -587,27 +601,6 @@ class PostgresWriter(UpsertWriter):
             *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(width)],
         )
         return sa.select(ours.c.event_id, theirs.c.activity_id).select_from(ours.join(theirs, on))
-
-    def insert_activity(
-        self,
-        conn: Connection,
-        records: sa.Table,
-        stage: sa.Table,
-        missing: pd.DataFrame,
-        now: datetime,
-    ) -> pd.DataFrame:
-        if missing.empty:
-            return _no_ids()
-        pairs = conn.execute(self.activity_insert_paired(records, stage, now)).fetchall()
-        if not pairs:
-            return _no_ids()
-        event_ids, activity_ids = zip(*pairs, strict=True)
-        return pd.DataFrame(
-            {
-                "event_id": pd.Series(event_ids, dtype=str),
-                "activity_id": pd.Series(activity_ids, dtype="int64"),
-            }
-        )
 
 
 class PostgresODBCWriter(PostgresWriter):
@@ -687,7 +680,7 @@ class MSSQLWriter(PersonifyWriter):
             ],
         )
 
-    def activity_insert_merge(self, records: sa.Table, stage: sa.Table, now: datetime) -> Merge:
+    def paired_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> Merge:
         """INSERT of the missing rows as a MERGE that never matches (ON 1 = 0), so its OUTPUT
         pairs each generated id with the staged event_id."""
         target = self.activity.table
@@ -718,20 +711,6 @@ class MSSQLWriter(PersonifyWriter):
             {str(action): int(rows) for action, rows in conn.execute(self.opt_in_merge(stage, now))}
         )
         return actions["INSERT"], actions["UPDATE"]
-
-    def insert_activity(
-        self,
-        conn: Connection,
-        records: sa.Table,
-        stage: sa.Table,
-        missing: pd.DataFrame,
-        now: datetime,
-    ) -> pd.DataFrame:
-        if missing.empty:
-            return _no_ids()
-        result = conn.execute(self.activity_insert_merge(records, stage, now))
-        inserted = pd.DataFrame(result.fetchall(), columns=["event_id", "activity_id"])
-        return inserted.astype({"event_id": str, "activity_id": "int64"})
 
 
 WRITERS: list[type[PersonifyWriter]] = [
