@@ -79,7 +79,7 @@ _STATE_DOCS: dict[str, str] = {
     "occurred_at": "Time of the change, naive UTC.",
     "timestamp_subscribed": "Moment of subscription, naive UTC; empty when not given.",
     "source_file": _TRACKING_DOCS[SOURCE_FILE],
-    "reasons": "Reason codes, comma-separated (see the README's table for the fix of each).",
+    "reasons": "Reason codes, comma-separated (docs/internals.md lists the fix of each).",
     "error": "What was wrong, in words; for a whole-file reject, the reader's error.",
     "original_values": "Every value of the row as landed (JSON), so a steward can find it.",
     "area": (
