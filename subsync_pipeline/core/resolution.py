@@ -1,12 +1,16 @@
 """The precedence hierarchy of SPEC §4, vectorised over every event of the keys being resolved.
 
-Rules, per key (MASTER_CUSTOMER_ID, SUB_CUSTOMER_ID, area), events in (occurred_at, event_id) order:
-- under a forced status only a forced event applies; otherwise an event applies when it is forced,
-  when the key has no status yet, or when its rank <= the rank of the event that set the status;
-- an applied event sets status, rank and forced-ness; one that changes the status is a
-  status change;
+Rules, per key (MASTER_CUSTOMER_ID, SUB_CUSTOMER_ID, area), each computed by one function:
+- events in (occurred_at, event_id) order (`_order`), each with its source's rank (`_ranks`),
+  resuming from a key's checkpoint when one is given (`_Seed`);
+- under a forced status (`_under_forced`) only a forced event applies; otherwise an event applies
+  when it is forced, when the key has no status yet, or when its rank <= the rank of the event
+  that set the status (`_status_rank`, `_applies`);
+- an applied event sets status, rank and forced-ness (`_status_after`); one that changes the
+  status is a status change (`_status_changes`); the decision follows (`_decisions`);
 - the first applied subscribe is the key's first subscribe, a `first_subscribe` event only if it
-  carries timestamp_subscribed; the first applied unsubscribe is `first_unsubscribe`.
+  carries timestamp_subscribed; the first applied unsubscribe is `first_unsubscribe`
+  (`_first_times`).
 
 Why this is a cumulative computation and not a fold: an applied non-forced event never raises the
 current rank, so the rank that set the status is the running minimum of all earlier ranks of the
@@ -67,6 +71,24 @@ STATE_COLUMNS: list[str] = [*STATUS_COLUMNS, "min_rank", "subscribe_applied"]
 # dates), which then keep their earlier value.
 _CARRIED: list[str] = [c for c in STATUS_COLUMNS if c not in (*KEY, "status", "forced")]
 
+# The rules work on small integer codes, one array per rule, and turn them into labels once at the
+# end: object arrays of a million strings would cost more than the rules.
+# No source has this rank (ranks are never negative): the key has no status yet, so none to beat.
+_NO_RANK = -1
+# No row has this position: the key has no applied event yet.
+_NO_ROW = -1
+# Indexed by whether the key is subscribed (False, True), then "no status yet".
+_STATUSES: tuple[str | None, ...] = (UNSUBSCRIBED, SUBSCRIBED, None)
+_NO_STATUS = _STATUSES.index(None)
+_FIRST_TIMES: tuple[str | None, ...] = (FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None)
+_FIRST_SUBSCRIBE_CODE = _FIRST_TIMES.index(FIRST_SUBSCRIBE)
+_FIRST_UNSUBSCRIBE_CODE = _FIRST_TIMES.index(FIRST_UNSUBSCRIBE)
+_NOT_FIRST = _FIRST_TIMES.index(None)
+_APPLIED_CODE = DECISIONS.index(APPLIED)
+_NO_CHANGE_CODE = DECISIONS.index(NO_CHANGE)
+_BLOCKED_BY_PRECEDENCE_CODE = DECISIONS.index(BLOCKED_BY_PRECEDENCE)
+_BLOCKED_BY_FORCED_CODE = DECISIONS.index(BLOCKED_BY_FORCED)
+
 
 def _group_starts(frame: pd.DataFrame) -> np.ndarray:
     """True on the first row of each key, for a frame already sorted by KEY.
@@ -83,10 +105,38 @@ def _group_starts(frame: pd.DataFrame) -> np.ndarray:
     return starts
 
 
-def _last_per_group(groups: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Groups:
+    """Where each key's rows are, for rows sorted by key: the positional stand-in for a groupby.
+
+    `first` is True on a key's first row, `of_row` is each row's key number (0, 1, ...) and
+    `starts` the position of each key's first row.
+    """
+
+    first: np.ndarray
+    of_row: np.ndarray
+    starts: np.ndarray
+
+    @classmethod
+    def at(cls, first: np.ndarray) -> _Groups:
+        return cls(first, np.cumsum(first) - 1, np.flatnonzero(first))
+
+    @classmethod
+    def of_codes(cls, key: np.ndarray) -> _Groups:
+        """The groups of sorted key codes: comparing integers, not the key's strings."""
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        return cls.at(first)
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+
+def _last_per_group(groups: _Groups, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the last row of each group among the rows in `mask`, and their groups."""
     positions = np.flatnonzero(mask)
-    in_groups = groups[positions]
+    in_groups = groups.of_row[positions]
     last = np.ones(len(positions), dtype=bool)
     last[:-1] = in_groups[1:] != in_groups[:-1]
     return positions[last], in_groups[last]
@@ -139,26 +189,35 @@ def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return order, key[order]
 
 
-def _in_group_cumsum(values: np.ndarray, starts: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at each group (rows sorted by group; `starts` its first rows)."""
+def _in_group_cumsum(values: np.ndarray, groups: _Groups) -> np.ndarray:
+    """Cumulative sum restarting at each group: one cumsum over all rows, not one per key."""
     total = np.cumsum(values, dtype="int64")
-    return total - (total - values)[starts][groups]
+    return total - (total - values)[groups.starts][groups.of_row]
 
 
-def _in_group_prior_min(values: np.ndarray, groups: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """The minimum of the group's earlier values per row; -1 on a group's first row.
+def _in_group_prior_min(values: np.ndarray, groups: _Groups) -> np.ndarray:
+    """The minimum of the group's earlier ranks per row; NO_RANK on a group's first row.
 
-    Each later group is lifted below every earlier one (values are small non-negative ints), so
+    Each later group is lifted below every earlier one (ranks are small non-negative ints), so
     one running minimum over the whole array never carries a value across a group boundary.
     """
     step = int(values.max()) + 1
-    lift = (int(groups[-1]) - groups) * step
+    lift = (int(groups.of_row[-1]) - groups.of_row) * step
     running = np.minimum.accumulate(values + lift) - lift
     prior = np.empty_like(running)
-    prior[0] = -1
+    prior[0] = _NO_RANK
     prior[1:] = running[:-1]
-    prior[first] = -1
+    prior[groups.first] = _NO_RANK
     return prior
+
+
+def _before_each(after: np.ndarray, groups: _Groups, seed: np.ndarray) -> np.ndarray:
+    """Each row's value before its event: the previous row's value after it, or on a key's first
+    row the key's value from its checkpoint (`seed`, one per group)."""
+    before = np.empty_like(after)
+    before[1:] = after[:-1]
+    before[groups.first] = seed
+    return before
 
 
 @dataclass(frozen=True)
@@ -177,7 +236,7 @@ class _Seed:
         count = len(group_keys)
         if initial is None or initial.empty:
             none = np.zeros(count, dtype=bool)
-            return cls(none, none, none, np.full(count, -1, dtype="int64"), none, none)
+            return cls(none, none, none, np.full(count, _NO_RANK, dtype="int64"), none, none)
         # A left merge keeps the left frame's order: one row per group, in group order.
         seed = group_keys.reset_index(drop=True).merge(
             initial[
@@ -197,11 +256,156 @@ class _Seed:
             has_status=seed["status"].notna().to_numpy(bool),
             subscribed=seed["status"].eq(SUBSCRIBED).to_numpy(bool),
             forced=seed["forced"].fillna(False).to_numpy(bool),
-            min_rank=seed["min_rank"].fillna(-1).to_numpy("int64"),
+            min_rank=seed["min_rank"].fillna(_NO_RANK).to_numpy("int64"),
             subscribe_applied=seed["subscribe_applied"].fillna(False).to_numpy(bool),
             # The first applied unsubscribe always sets FIRST_UNSUBSCRIBED_DATE.
             unsubscribe_applied=seed["first_unsubscribed_date"].notna().to_numpy(bool),
         )
+
+
+def _ranks(sources: pd.Series, source_ranks: Mapping[str, int]) -> np.ndarray:
+    """Each event's source rank, looked up once per distinct source.
+
+    An unknown source is an error rather than the weakest rank: precedence decided on a guessed
+    rank would be written to Personify as if it were the configured one.
+    """
+    source_codes, distinct = pd.factorize(sources)
+    unknown = sorted(str(source) for source in distinct if source not in source_ranks)
+    if unknown:
+        raise ValueError(f"no rank for source(s) {unknown}")
+    return np.array([source_ranks[source] for source in distinct], dtype="int64")[source_codes]
+
+
+def _under_forced(forced: np.ndarray, groups: _Groups, seed: _Seed) -> np.ndarray:
+    """Whether the key is under a forced status before each event.
+
+    A forced status can only be replaced by another forced one, so a key is under one from its
+    first forced event on, whether that event is given or behind its checkpoint.
+    """
+    return (_in_group_cumsum(forced, groups) - forced > 0) | seed.forced[groups.of_row]
+
+
+def _status_rank(rank: np.ndarray, groups: _Groups, seed: _Seed) -> np.ndarray:
+    """The rank of the event that set the key's status before each event; NO_RANK if none did.
+
+    Only read where the key is not under a forced status, and there an applied event never
+    raises the rank: it is the lowest rank of the key's earlier events, its checkpoint's included.
+    """
+    in_group = _in_group_prior_min(rank, groups)
+    seed_rank = seed.min_rank[groups.of_row]
+    return np.where(
+        (in_group > _NO_RANK) & (seed_rank > _NO_RANK),
+        np.minimum(in_group, seed_rank),
+        # At most one of them is a rank: that one, else NO_RANK.
+        np.maximum(in_group, seed_rank),
+    )
+
+
+def _applies(
+    forced: np.ndarray, under_forced: np.ndarray, rank: np.ndarray, status_rank: np.ndarray
+) -> np.ndarray:
+    """SPEC §4's "applies": a forced event always; any other one only outside a forced status,
+    and then only on a key with no status yet or with a rank at least as strong as the status's."""
+    outranks_status = (status_rank <= _NO_RANK) | (rank <= status_rank)
+    return forced | (~under_forced & outranks_status)
+
+
+def _status_after(
+    applied: np.ndarray, is_subscribe: np.ndarray, groups: _Groups, seed: _Seed
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether the key has a status once each event is decided, and whether it is subscribed.
+
+    The status is set by the key's last applied event so far, if any, else it is the key's status
+    from its checkpoint: one running maximum of applied positions finds that event for every row.
+    """
+    last_applied = np.maximum.accumulate(np.where(applied, np.arange(len(applied)), _NO_ROW))
+    applied_here = last_applied >= groups.starts[groups.of_row]
+    has_status = applied_here | seed.has_status[groups.of_row]
+    # Clipped to a real position where nothing was applied yet; np.where discards it there.
+    subscribed = np.where(
+        applied_here, is_subscribe[np.maximum(last_applied, 0)], seed.subscribed[groups.of_row]
+    )
+    return has_status, subscribed
+
+
+def _status_changes(
+    applied: np.ndarray,
+    is_subscribe: np.ndarray,
+    has_status: np.ndarray,
+    subscribed: np.ndarray,
+    groups: _Groups,
+    seed: _Seed,
+) -> np.ndarray:
+    """Applied events that change the status, giving a key its first status included."""
+    had_status = _before_each(has_status, groups, seed.has_status)
+    subscribed_before = _before_each(subscribed, groups, seed.subscribed)
+    return applied & (~had_status | (subscribed_before != is_subscribe))
+
+
+def _decisions(
+    status_change: np.ndarray, applied: np.ndarray, under_forced: np.ndarray
+) -> np.ndarray:
+    """Each event's decision as an index into DECISIONS: a blocked event under a forced status is
+    blocked by it, whatever its rank."""
+    return np.select(
+        [status_change, applied, under_forced],
+        [_APPLIED_CODE, _NO_CHANGE_CODE, _BLOCKED_BY_FORCED_CODE],
+        default=_BLOCKED_BY_PRECEDENCE_CODE,
+    )
+
+
+def _status_codes(has_status: np.ndarray, subscribed: np.ndarray) -> np.ndarray:
+    """The status after each event as an index into _STATUSES, whose first two indexes are
+    `subscribed`'s own False and True: no lookup per row."""
+    return np.where(has_status, subscribed.astype("int64"), _NO_STATUS)
+
+
+def _first_applied(
+    applied_of_kind: np.ndarray, groups: _Groups, seen_before: np.ndarray
+) -> np.ndarray:
+    """The key's first applied event of one kind, unless its checkpoint had one (`seen_before`,
+    one per group): a key has at most one first-time event of each kind over its whole history."""
+    return (
+        applied_of_kind
+        & (_in_group_cumsum(applied_of_kind, groups) == 1)
+        & ~seen_before[groups.of_row]
+    )
+
+
+def _first_times(
+    applied: np.ndarray,
+    is_subscribe: np.ndarray,
+    has_timestamp: np.ndarray,
+    groups: _Groups,
+    seed: _Seed,
+) -> np.ndarray:
+    """Each event's first-time event as an index into _FIRST_TIMES (Ometria's rule).
+
+    The first applied subscribe uses up the key's first subscribe even without
+    timestamp_subscribed, so a later subscribe that has one is not a first subscribe either.
+    """
+    first_subscribe = (
+        _first_applied(applied & is_subscribe, groups, seed.subscribe_applied) & has_timestamp
+    )
+    first_unsubscribe = _first_applied(applied & ~is_subscribe, groups, seed.unsubscribe_applied)
+    return np.select(
+        [first_subscribe, first_unsubscribe],
+        [_FIRST_SUBSCRIBE_CODE, _FIRST_UNSUBSCRIBE_CODE],
+        default=_NOT_FIRST,
+    )
+
+
+def _undecided(events: pd.DataFrame) -> pd.DataFrame:
+    """No events, with the decision columns and their dtypes: callers need no special case."""
+    return events.reset_index(drop=True).assign(
+        applied=pd.Series(dtype=bool),
+        decision=pd.Series(dtype=object),
+        status_change=pd.Series(dtype=bool),
+        status_after=pd.Series(dtype=object),
+        under_forced=pd.Series(dtype=bool),
+        first_time=pd.Series(dtype=object),
+        rank=pd.Series(dtype="int64"),
+    )
 
 
 def resolve(
@@ -221,89 +425,29 @@ def resolve(
     second.
     """
     if events.empty:
-        return events.reset_index(drop=True).assign(
-            applied=pd.Series(dtype=bool),
-            decision=pd.Series(dtype=object),
-            status_change=pd.Series(dtype=bool),
-            status_after=pd.Series(dtype=object),
-            under_forced=pd.Series(dtype=bool),
-            first_time=pd.Series(dtype=object),
-            rank=pd.Series(dtype="int64"),
-        )
+        return _undecided(events)
     order, key = _order(events)
     frame = events.take(order).reset_index(drop=True)
-    rows = np.arange(len(frame))
-    first = np.ones(len(frame), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    groups = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-
-    source_codes, sources = pd.factorize(frame["source"])
-    unknown = sorted(str(source) for source in sources if source not in source_ranks)
-    if unknown:
-        raise ValueError(f"no rank for source(s) {unknown}")
-    rank = np.array([source_ranks[source] for source in sources], dtype="int64")[source_codes]
+    groups = _Groups.of_codes(key)
+    seed = _Seed.of(frame[KEY].iloc[groups.starts], initial)
+    rank = _ranks(frame["source"], source_ranks)
     forced = frame["force_optin"].to_numpy(bool)
     is_subscribe = frame["event_type"].eq(SUBSCRIBE).to_numpy(bool)
-    seed = _Seed.of(frame[KEY].iloc[starts], initial)
+    has_timestamp = frame["timestamp_subscribed"].notna().to_numpy()
 
-    under_forced = (_in_group_cumsum(forced, starts, groups) - forced > 0) | seed.forced[groups]
-    in_group = _in_group_prior_min(rank, groups, first)
-    seed_rank = seed.min_rank[groups]
-    # -1 is "none": the minimum of two ranks, or whichever one exists.
-    prior_min_rank = np.where(
-        (in_group >= 0) & (seed_rank >= 0),
-        np.minimum(in_group, seed_rank),
-        np.maximum(in_group, seed_rank),
-    )
-    outranks_status = (prior_min_rank < 0) | (rank <= prior_min_rank)
-    applied = forced | (~under_forced & outranks_status)
-
-    # The status after each event is that of the group's last applied event so far, if any,
-    # else the key's status before these events.
-    last_applied = np.maximum.accumulate(np.where(applied, rows, -1))
-    applied_here = last_applied >= starts[groups]
-    has_status = applied_here | seed.has_status[groups]
-    subscribed_after = np.where(
-        applied_here, is_subscribe[np.maximum(last_applied, 0)], seed.subscribed[groups]
-    )
-    had_status = np.empty(len(frame), dtype=bool)
-    had_status[1:] = has_status[:-1]
-    had_status[first] = seed.has_status
-    subscribed_before = np.empty(len(frame), dtype=bool)
-    subscribed_before[1:] = subscribed_after[:-1]
-    subscribed_before[first] = seed.subscribed
-    status_change = applied & (~had_status | (subscribed_before != is_subscribe))
-
-    decision = np.select(
-        [status_change, applied, under_forced],
-        [DECISIONS.index(APPLIED), DECISIONS.index(NO_CHANGE), DECISIONS.index(BLOCKED_BY_FORCED)],
-        default=DECISIONS.index(BLOCKED_BY_PRECEDENCE),
-    )
-    status_after = np.where(has_status, subscribed_after.astype("int64"), 2)
-
-    applied_subscribe = applied & is_subscribe
-    applied_unsubscribe = applied & ~is_subscribe
-    first_subscribe = (
-        applied_subscribe
-        & (_in_group_cumsum(applied_subscribe, starts, groups) == 1)
-        & ~seed.subscribe_applied[groups]
-        & frame["timestamp_subscribed"].notna().to_numpy()
-    )
-    first_unsubscribe = (
-        applied_unsubscribe
-        & (_in_group_cumsum(applied_unsubscribe, starts, groups) == 1)
-        & ~seed.unsubscribe_applied[groups]
-    )
-    first_time = np.select([first_subscribe, first_unsubscribe], [0, 1], default=2)
-
+    under_forced = _under_forced(forced, groups, seed)
+    applied = _applies(forced, under_forced, rank, _status_rank(rank, groups, seed))
+    has_status, subscribed = _status_after(applied, is_subscribe, groups, seed)
+    status_change = _status_changes(applied, is_subscribe, has_status, subscribed, groups, seed)
     return frame.assign(
         applied=applied,
-        decision=_labels(DECISIONS, decision),
+        decision=_labels(DECISIONS, _decisions(status_change, applied, under_forced)),
         status_change=status_change,
-        status_after=_labels((UNSUBSCRIBED, SUBSCRIBED, None), status_after),
+        status_after=_labels(_STATUSES, _status_codes(has_status, subscribed)),
         under_forced=under_forced,
-        first_time=_labels((FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None), first_time),
+        first_time=_labels(
+            _FIRST_TIMES, _first_times(applied, is_subscribe, has_timestamp, groups, seed)
+        ),
         rank=rank,
     )
 
@@ -312,6 +456,29 @@ def _labels(labels: tuple[str | None, ...], codes: np.ndarray) -> pd.Series:
     """The labels at `codes`, as Python strings: inferring a string dtype for a million values
     costs more than the resolution that chose them."""
     return pd.Series(np.array(labels, dtype=object)[codes], dtype=object)
+
+
+def _any_per_group(groups: _Groups, mask: np.ndarray) -> np.ndarray:
+    """Whether any row of each group is in `mask`."""
+    result = np.zeros(groups.count, dtype=bool)
+    result[groups.of_row[mask]] = True
+    return result
+
+
+def _last_date_per_group(groups: _Groups, mask: np.ndarray, dates: pd.Series) -> np.ndarray:
+    """Each group's date at its last row in `mask`; NaT where it has none (the date never set)."""
+    values = np.full(groups.count, np.datetime64("NaT"), dtype="datetime64[ns]")
+    at, group = _last_per_group(groups, mask)
+    values[group] = dates.to_numpy("datetime64[ns]")[at]
+    return values
+
+
+def _status_source(groups: _Groups, status_change: np.ndarray, sources: pd.Series) -> pd.Series:
+    """Each key's source of its last status change, converting only those rows' strings."""
+    values = np.full(groups.count, None, dtype=object)
+    change_at, change_group = _last_per_group(groups, status_change)
+    values[change_group] = sources.take(change_at).to_numpy(object)
+    return pd.Series(values, dtype=object)
 
 
 def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -324,50 +491,35 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     apply, so a later forced re-statement locks the status without changing its date).
     Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
-    first = _group_starts(decided)
-    groups = np.cumsum(first) - 1
-    count = int(groups[-1]) + 1 if len(groups) else 0
+    groups = _Groups.at(_group_starts(decided))
     last_at, _ = _last_per_group(groups, np.ones(len(decided), dtype=bool))
-    change_at, change_group = _last_per_group(groups, decided["status_change"].to_numpy(bool))
-
-    def any_per_group(mask: np.ndarray) -> np.ndarray:
-        result = np.zeros(count, dtype=bool)
-        result[groups[mask]] = True
-        return result
-
-    def last_per_group(mask: np.ndarray, column: str) -> np.ndarray:
-        values = np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
-        at, group = _last_per_group(groups, mask)
-        values[group] = decided[column].to_numpy("datetime64[ns]")[at]
-        return values
-
-    first_time = decided["first_time"]
+    status_change = decided["status_change"].to_numpy(bool)
     is_subscribe = decided["event_type"].eq(SUBSCRIBE).to_numpy(bool)
+    first_time = decided["first_time"]
+    occurred_at = decided["occurred_at"]
     rank = decided["rank"].to_numpy("int64")
-    status_source = np.full(count, None, dtype=object)
-    status_source[change_group] = decided["source"].take(change_at).to_numpy(object)
     result = decided[KEY].iloc[last_at].reset_index(drop=True)
     result = result.assign(
         status=pd.Series(decided["status_after"].take(last_at).to_numpy(object), dtype=object),
-        forced=any_per_group(decided["force_optin"].to_numpy(bool)),
-        status_date=last_per_group(decided["status_change"].to_numpy(bool), "occurred_at"),
-        status_source=pd.Series(status_source, dtype=object),
-        subscribed_date=last_per_group(
-            decided["status_change"].to_numpy(bool)
-            & decided["status_after"].eq(SUBSCRIBED).to_numpy(bool),
-            "occurred_at",
+        forced=_any_per_group(groups, decided["force_optin"].to_numpy(bool)),
+        status_date=_last_date_per_group(groups, status_change, occurred_at),
+        status_source=_status_source(groups, status_change, decided["source"]),
+        subscribed_date=_last_date_per_group(
+            groups,
+            status_change & decided["status_after"].eq(SUBSCRIBED).to_numpy(bool),
+            occurred_at,
         ),
-        first_subscribed_date=last_per_group(
-            first_time.eq(FIRST_SUBSCRIBE).to_numpy(bool), "timestamp_subscribed"
+        first_subscribed_date=_last_date_per_group(
+            groups, first_time.eq(FIRST_SUBSCRIBE).to_numpy(bool), decided["timestamp_subscribed"]
         ),
-        first_unsubscribed_date=last_per_group(
-            first_time.eq(FIRST_UNSUBSCRIBE).to_numpy(bool), "occurred_at"
+        first_unsubscribed_date=_last_date_per_group(
+            groups, first_time.eq(FIRST_UNSUBSCRIBE).to_numpy(bool), occurred_at
         ),
         # Rows are in time order within a key, so the last request of a kind is the latest.
-        last_subscribe_request_date=last_per_group(is_subscribe, "occurred_at"),
-        last_unsubscribe_request_date=last_per_group(~is_subscribe, "occurred_at"),
-        min_rank=np.minimum.reduceat(rank, np.flatnonzero(first)) if count else rank,
-        subscribe_applied=any_per_group(decided["applied"].to_numpy(bool) & is_subscribe),
+        last_subscribe_request_date=_last_date_per_group(groups, is_subscribe, occurred_at),
+        last_unsubscribe_request_date=_last_date_per_group(groups, ~is_subscribe, occurred_at),
+        min_rank=np.minimum.reduceat(rank, groups.starts) if groups.count else rank,
+        subscribe_applied=_any_per_group(groups, decided["applied"].to_numpy(bool) & is_subscribe),
     )
     if initial is None or initial.empty:
         return result[STATE_COLUMNS]
