@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-DRIVER_HELP = "see docs/personify.md, 'Connecting to SQL Server'"
+DRIVER_HELP = "see docs/personify-production.md, 'Connecting to SQL Server'"
 
 
 class PersonifyConnectionError(RuntimeError):
