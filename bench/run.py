@@ -117,7 +117,7 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     """
     import sqlalchemy as sa
 
-    from subsync_pipeline.core import state, sync
+    from subsync_pipeline.core import ledger, state, sync
     from subsync_pipeline.core.config import parse_config
     from subsync_pipeline.core.sql import copy_frame
 
@@ -183,7 +183,15 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     for at in range(0, members, batch):
         with engine.begin() as conn:
             resolution = sync.resolve_members(conn, config, everyone.iloc[at : at + batch])
-            resolution.store(conn, "bench-history", pd.Timestamp.now().to_pydatetime())
+            ledger.store_resolution(
+                conn,
+                resolution.replayed,
+                resolution.decided,
+                resolution.checkpoints,
+                resolution.config_hash,
+                "bench-history",
+                pd.Timestamp.now().to_pydatetime(),
+            )
         print(f"  checkpoints: {min(at + batch, members):,} / {members:,} members", flush=True)
     with_indexes(state.decisions)
     with engine.connect() as conn:
@@ -197,7 +205,8 @@ def history_key(history: int, members: int, day: str) -> str:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from subsync_pipeline.core import state
+    from subsync_pipeline.core import state, sync
+    from subsync_pipeline.core.config import parse_config
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     ddl = []
@@ -205,7 +214,9 @@ def history_key(history: int, members: int, day: str) -> str:
         table = state.metadata.tables[name]
         ddl.append(str(CreateTable(table).compile(dialect=dialect)))
         ddl += sorted(str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes)
-    identity = json.dumps([history, members, day, LOADER_VERSION, ddl])
+    # The checkpoints are only good under the settings they were decided with.
+    decided_under = sync.decision_fingerprint(parse_config(CONFIG))
+    identity = json.dumps([history, members, day, LOADER_VERSION, ddl, decided_under])
     return f"h{history}-m{members}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 

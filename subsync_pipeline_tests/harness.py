@@ -26,7 +26,6 @@ from subsync_pipeline.core.tracking_log import ALL_COLUMNS
 from subsync_pipeline.resources import (
     LandingFolderResource,
     PersonifyDatabaseResource,
-    PickleIOManager,
     ReportsFolderResource,
     StateDatabaseResource,
     SubsyncConfigResource,
@@ -142,7 +141,6 @@ class Deployment:
             "state_db": StateDatabaseResource(url=self.state_url),
             "personify_db": PersonifyDatabaseResource(url=self.personify_url),
             "reports": ReportsFolderResource(path=str(self.reports)),
-            "io_manager": PickleIOManager(),
         }
 
     def land(

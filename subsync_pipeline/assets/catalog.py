@@ -13,7 +13,6 @@ from subsync_pipeline.core import state
 from subsync_pipeline.core.config import PersonifyConfig
 from subsync_pipeline.core.ingest import RAW_COLUMNS
 from subsync_pipeline.core.personify.tables import personify_tables
-from subsync_pipeline.core.resolution import STATE_COLUMNS, STATUS_COLUMNS
 from subsync_pipeline.core.tracking_log import (
     DAY,
     FILE_ID,
@@ -98,6 +97,10 @@ _STATE_DOCS: dict[str, str] = {
     "last_subscribe_request_date": "Latest subscribe request, applied or not.",
     "last_unsubscribe_request_date": "Latest unsubscribe request, applied or not.",
     "mapped": "Whether the area is a configured interest area; only those reach CUS_OPT_IN.",
+    "through_at": "occurred_at of the member's latest event decided when this row was written.",
+    "through_event_id": "event_id of that event (ties at through_at are broken by event_id).",
+    "config_hash": "Fingerprint of the settings that decide (source_ranks, interest_areas, "
+    "tracking); a row made under other settings is replayed.",
 }
 _PERSONIFY_DOCS: dict[str, str] = {
     "MASTER_CUSTOMER_ID": "The member's Personify id.",
@@ -128,14 +131,6 @@ _RAW_TYPES: dict[str, str] = {
     FILE_ID: "int",
     FINGERPRINT: "int",
     OCCURRED_UTC: "datetime",
-}
-_STATUS_TYPES: dict[str, str] = {
-    "sub_customer_id": "int",
-    "forced": "bool",
-    "mapped": "bool",
-    "min_rank": "int",
-    "subscribe_applied": "bool",
-    **{name: "datetime" for name in STATUS_COLUMNS if name.endswith("_date")},
 }
 
 
@@ -193,7 +188,7 @@ RAW_TRACKING_LOG_SCHEMA = _frame_schema(
 )
 VALIDATED_SCHEMA = _sql_schema(state.event_ledger, _STATE_DOCS)
 REJECTED_SCHEMA = _sql_schema(state.rejected_records, _STATE_DOCS, REJECT_COLUMNS)
-STATUS_SCHEMA = _frame_schema([*STATE_COLUMNS, "mapped"], _STATE_DOCS, _STATUS_TYPES)
+STATUS_SCHEMA = _sql_schema(state.key_states, _STATE_DOCS)
 CUS_OPT_IN_SCHEMA = _sql_schema(_personify.opt_in.table, _PERSONIFY_DOCS)
 CUS_ACTIVITY_SCHEMA = _sql_schema(_personify.activity.table, _PERSONIFY_DOCS)
 

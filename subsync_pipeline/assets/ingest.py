@@ -7,7 +7,7 @@ import dagster as dg
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import FILES_READABLE, raw_checks, zero
 from subsync_pipeline.core import sync
-from subsync_pipeline.core.ingest import RawTrackingLog
+from subsync_pipeline.core.ingest import RawFiles
 from subsync_pipeline.core.redact import mask_email
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
 from subsync_pipeline.pools import STATE_POOL
@@ -39,7 +39,7 @@ def raw_tracking_log(
     subsync_config: SubsyncConfigResource,
     landing: LandingFolderResource,
     state_db: StateDatabaseResource,
-) -> Iterator[dg.Output[RawTrackingLog] | dg.AssetCheckResult]:
+) -> Iterator[dg.Output[RawFiles] | dg.AssetCheckResult]:
     config = subsync_config.load()
     days = partition_days(context)
     raw = sync.ingest(state_db.engine, landing.folder, config, days)
@@ -72,7 +72,7 @@ def raw_tracking_log(
         )
     )
     yield dg.Output(
-        raw,
+        raw.summary(),
         metadata={
             "rows_read": dg.MetadataValue.int(len(raw.rows) + int(files["repeats_dropped"].sum())),
             "rows": dg.MetadataValue.int(len(raw.rows)),

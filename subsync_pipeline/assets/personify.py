@@ -74,6 +74,7 @@ def _write(
     partitions_def=daily_partitions_def,
     pool=PERSONIFY_POOL,
     backfill_policy=daily_backfill_policy,
+    deps=["contact_subscription_status"],
     check_specs=opt_in_checks,
     group_name="personify",
     kinds={"sql", "sqlserver"},
@@ -82,14 +83,13 @@ def _write(
     metadata=catalog.columns(catalog.CUS_OPT_IN_SCHEMA),
     description=(
         "Personify's CUS_OPT_IN (PERSONIFY_DB_URL): one row per contact and mapped interest area, "
-        "upserted to its resolved status in one transaction, then compared with what was "
-        "staged, inside it (check opt_in_reconciled). Left alone when "
-        "config.personify.write_opt_in is false."
+        "upserted to its resolved status in one transaction for every contact queued for it, "
+        "then compared with what was staged, inside it (check opt_in_reconciled). Left alone "
+        "when config.personify.write_opt_in is false."
     ),
 )
 def personify_cus_opt_in(
     context: dg.AssetExecutionContext,
-    contact_subscription_status: sync.ResolvedDays,
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
     state_db: StateDatabaseResource,
@@ -99,9 +99,7 @@ def personify_cus_opt_in(
         context,
         "write_opt_in",
         config,
-        lambda: sync.write_opt_in(
-            personify_db.engine, state_db.engine, config, contact_subscription_status
-        ),
+        lambda: sync.write_opt_in(personify_db.engine, state_db.engine, config),
         personify_db.url,
     )
 
@@ -110,6 +108,7 @@ def personify_cus_opt_in(
     partitions_def=daily_partitions_def,
     pool=PERSONIFY_POOL,
     backfill_policy=daily_backfill_policy,
+    deps=["contact_subscription_status"],
     check_specs=activity_checks,
     group_name="personify",
     kinds={"sql", "sqlserver"},
@@ -119,13 +118,12 @@ def personify_cus_opt_in(
     description=(
         "Personify's CUS_ACTIVITY (PERSONIFY_DB_URL): one row per status change; subsync records "
         "the id of each row it inserted against the Real Magnet event_id in its state database, "
-        "and reconciles its rows of the day's contacts in one transaction. Left alone when "
-        "config.personify.write_activity is false."
+        "and reconciles its rows of every contact queued for it in one transaction. Left alone "
+        "when config.personify.write_activity is false."
     ),
 )
 def personify_cus_activity(
     context: dg.AssetExecutionContext,
-    contact_subscription_status: sync.ResolvedDays,
     subsync_config: SubsyncConfigResource,
     personify_db: PersonifyDatabaseResource,
     state_db: StateDatabaseResource,
@@ -136,7 +134,7 @@ def personify_cus_activity(
         "write_activity",
         config,
         lambda: sync.write_activity(
-            personify_db.engine, state_db.engine, config, contact_subscription_status
+            personify_db.engine, state_db.engine, config, context.run.run_id
         ),
         personify_db.url,
     )

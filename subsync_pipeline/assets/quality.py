@@ -3,21 +3,14 @@
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from subsync_pipeline.assets import catalog
-from subsync_pipeline.core import state, sync
-from subsync_pipeline.core.ingest import RawTrackingLog
+from subsync_pipeline.core import ledger, state, sync
+from subsync_pipeline.core.ingest import RawFiles
 from subsync_pipeline.core.personify.rows import audit_now
 from subsync_pipeline.core.personify.writers import WriteCounts
-from subsync_pipeline.core.quality import (
-    decision_counts,
-    member_match_rate,
-    newer_requests,
-    reject_counts,
-)
+from subsync_pipeline.core.quality import ValidationFigures
 from subsync_pipeline.core.report import history, store_figures, write_report
-from subsync_pipeline.core.resolution import FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
@@ -43,56 +36,51 @@ from subsync_pipeline.resources import (
 )
 def data_quality_report(
     context: dg.AssetExecutionContext,
-    raw_tracking_log: RawTrackingLog,
-    rejected_tracking_records: pd.DataFrame,
-    contact_subscription_status: sync.ResolvedDays,
+    raw_tracking_log: RawFiles,
+    rejected_tracking_records: ValidationFigures,
+    contact_subscription_status: sync.Resolved,
     personify_cus_opt_in: WriteCounts,
     personify_cus_activity: WriteCounts,
     subsync_config: SubsyncConfigResource,
     state_db: StateDatabaseResource,
     reports: ReportsFolderResource,
 ) -> dg.MaterializeResult:
-    raw, rejected = raw_tracking_log, rejected_tracking_records
+    raw, validation = raw_tracking_log, rejected_tracking_records
     resolved = contact_subscription_status
     quality = subsync_config.load().quality
     label = raw.days[0] if len(raw.days) == 1 else f"{raw.days[0]}_to_{raw.days[-1]}"
-    of_days = resolved.day_decisions
-    rows = len(raw.rows)
-    match_rate = member_match_rate(rows, rejected)
-    reject_rate = len(rejected) / rows if rows else 0.0
-    newer = newer_requests(resolved.statuses)
     healthy = (
         raw.failed_files.empty
-        and match_rate >= quality.min_member_match_rate
-        and reject_rate <= quality.max_reject_rate
+        and validation.member_match_rate >= quality.min_member_match_rate
+        and validation.reject_rate <= quality.max_reject_rate
         and personify_cus_opt_in.mismatched == 0
         and personify_cus_activity.mismatched == 0
     )
-    status_changes = int(of_days["status_change"].sum())
     figures: dict[str, Any] = {
         "status": "OK" if healthy else "ATTENTION",
         "files_read": len(raw.files),
         "files_failed": len(raw.failed_files),
-        "rows_read": rows,
-        "rows_rejected": len(rejected),
-        "match_rate": match_rate,
-        "rejects_by_reason": reject_counts(rejected),
-        "decisions": decision_counts(resolved.day_decisions, resolved.days),
-        "status_changes": status_changes,
-        "first_time_events": int(
-            of_days["first_time"].isin([FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE]).sum()
-        ),
-        "newer_requests": len(newer),
+        "rows_read": validation.rows,
+        "rows_rejected": validation.rejected,
+        "match_rate": validation.member_match_rate,
+        "rejects_by_reason": validation.rejects_by_reason,
+        "decisions": resolved.decisions,
+        "status_changes": resolved.status_changes,
+        "first_time_events": resolved.first_subscribe + resolved.first_unsubscribe,
+        "newer_requests": resolved.blocked,
     }
     with state_db.engine.begin() as conn:
         state.lock(conn)
         store_figures(conn, label, figures, audit_now())
         days = [day for day in history(conn) if day["label"] <= label]
+        rejected = ledger.rejects_of_days(conn, list(raw.days))
     written = {
         "CUS_OPT_IN": personify_cus_opt_in.as_dict(),
         "CUS_ACTIVITY": personify_cus_activity.as_dict(),
     }
-    files = write_report(reports.folder, label, figures, rejected, newer, written, days)
+    files = write_report(
+        reports.folder, label, figures, rejected, resolved.blocked_sample, written, days
+    )
     context.log.info(f"data-quality report: {files.html.resolve()}")
     summary = "\n".join(
         ["| figure | value |", "|---|---|"]
@@ -109,9 +97,9 @@ def data_quality_report(
             "rejects_csv": dg.MetadataValue.path(str(files.rejects_csv.resolve())),
             "index": dg.MetadataValue.path(str(files.index.resolve())),
             "summary": dg.MetadataValue.md(summary),
-            "rows_read": dg.MetadataValue.int(rows),
-            "rows_rejected": dg.MetadataValue.int(len(rejected)),
-            "member_match_rate": dg.MetadataValue.float(match_rate),
-            "status_changes": dg.MetadataValue.int(status_changes),
+            "rows_read": dg.MetadataValue.int(validation.rows),
+            "rows_rejected": dg.MetadataValue.int(validation.rejected),
+            "member_match_rate": dg.MetadataValue.float(validation.member_match_rate),
+            "status_changes": dg.MetadataValue.int(resolved.status_changes),
         }
     )

@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
 
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import (
@@ -13,8 +12,8 @@ from subsync_pipeline.checks import (
     validation_checks,
 )
 from subsync_pipeline.core import sync
-from subsync_pipeline.core.ingest import RawTrackingLog
-from subsync_pipeline.core.quality import member_match_rate, reject_counts
+from subsync_pipeline.core.ingest import RawFiles
+from subsync_pipeline.core.quality import ValidationFigures
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
@@ -58,53 +57,52 @@ from subsync_pipeline.resources import (
 )
 def validated_and_rejected_tracking_records(
     context: dg.AssetExecutionContext,
-    raw_tracking_log: RawTrackingLog,
+    raw_tracking_log: RawFiles,
     subsync_config: SubsyncConfigResource,
     state_db: StateDatabaseResource,
     personify_db: PersonifyDatabaseResource,
-) -> Iterator[dg.Output[sync.ValidatedDays] | dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
+) -> Iterator[dg.Output[sync.Validated] | dg.Output[ValidationFigures] | dg.AssetCheckResult]:
     config = subsync_config.load()
+    raw = sync.read_raw(state_db.engine, config, list(raw_tracking_log.days))
     validated = sync.validate_days(
-        state_db.engine, personify_db.engine, config, raw_tracking_log, context.run.run_id
+        state_db.engine, personify_db.engine, config, raw, context.run.run_id
     )
-    events, rejected = validated.result.events, validated.result.rejected
-    by_reason = reject_counts(rejected)
-    match_rate = member_match_rate(len(raw_tracking_log.rows), rejected)
+    figures = validated.figures
+    by_reason = figures.rejects_by_reason
     context.log.info(
-        f"{len(events)} validated, {len(rejected)} rejected "
-        f"({', '.join(f'{k}: {v}' for k, v in by_reason.items()) or 'none'})"
+        f"{figures.validated} validated, {figures.rejected} rejected "
+        f"({', '.join(f'{k}: {v}' for k, v in by_reason.items()) or 'none'}); "
+        f"{validated.contacts_queued} contacts queued for resolution"
     )
     yield dg.Output(
         validated,
         output_name="validated_tracking_records",
         metadata={
-            "validated": dg.MetadataValue.int(len(events)),
-            "member_match_rate": dg.MetadataValue.float(match_rate),
-            "contacts_touched": dg.MetadataValue.int(len(validated.touched_members)),
+            "validated": dg.MetadataValue.int(figures.validated),
+            "member_match_rate": dg.MetadataValue.float(figures.member_match_rate),
+            "contacts_touched": dg.MetadataValue.int(validated.contacts_queued),
         },
     )
     yield dg.Output(
-        rejected,
+        figures,
         output_name="rejected_tracking_records",
         metadata={
-            "rejected": dg.MetadataValue.int(len(rejected)),
+            "rejected": dg.MetadataValue.int(figures.rejected),
             **{f"rejected_{code}": dg.MetadataValue.int(n) for code, n in by_reason.items()},
         },
     )
-    rows = len(raw_tracking_log.rows)
     quality = config.quality
     yield threshold(
         MEMBER_MATCH_RATE,
         "validated_tracking_records",
-        match_rate,
+        figures.member_match_rate,
         quality.min_member_match_rate,
         at_least=True,
     )
-    reject_rate = round(len(rejected) / rows, 6) if rows else 0.0
     yield threshold(
         REJECT_RATE,
         "rejected_tracking_records",
-        reject_rate,
+        figures.reject_rate,
         quality.max_reject_rate,
         at_least=False,
     )

@@ -25,31 +25,44 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct
+from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct, temp_table
 
 INSERT = "insert"
 DELETE = "delete"
 _PAIR = ["event_id", "activity_id"]
+MEMBER = ["master_customer_id", "sub_customer_id"]
 
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
     return stage_distinct(conn, "subsync_activity", state.activity_write_log, frame, names)
 
 
-def records(conn: Connection, event_ids: pd.Series) -> pd.DataFrame:
-    """(event_id, activity_id) of subsync's rows for these events."""
-    if event_ids.empty:
-        return pd.DataFrame(
-            {"event_id": pd.Series(dtype=str), "activity_id": pd.Series(dtype="int64")}
-        )
-    stage = _stage(conn, pd.DataFrame({"event_id": event_ids.astype(str)}), ["event_id"])
+def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+    """(event_id, activity_id) of subsync's rows of `members` (MEMBER, `since_at`) from each
+    one's `since_at` on (NULL: all), and of every record whose event is gone (no member)."""
     table = state.activity_records
-    found = read_frame(
+    stage = temp_table(
         conn,
-        sa.select(table.c.event_id, table.c.activity_id).join(
-            stage, stage.c.event_id == table.c.event_id
+        "subsync_activity_members",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("since_at", sa.DateTime),
+        ],
+    )
+    insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
+    of_members = sa.select(table.c.event_id, table.c.activity_id).join(
+        stage,
+        sa.and_(
+            table.c.master_customer_id == stage.c.master_customer_id,
+            table.c.sub_customer_id == stage.c.sub_customer_id,
+            sa.or_(stage.c.since_at.is_(None), table.c.occurred_at >= stage.c.since_at),
         ),
     )
+    orphans = sa.select(table.c.event_id, table.c.activity_id).where(
+        table.c.master_customer_id.is_(None)
+    )
+    found = read_frame(conn, sa.union_all(of_members, orphans))
     stage.drop(conn)
     return found.astype({"event_id": str, "activity_id": "int64"})
 
@@ -135,12 +148,29 @@ def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:
     )
     # An event inserted again (its row had gone) replaces its old record.
     conn.execute(records.delete().where(records.c.event_id.in_(inserted)))
+    # Each record takes its event's member and time from the ledger; an event gone from it
+    # meanwhile leaves them NULL, which marks the row for deletion by the next write.
+    ledger = state.event_ledger
     conn.execute(
         records.insert().from_select(
-            ["event_id", "activity_id", "recorded_at"],
-            sa.select(log.c.event_id, log.c.activity_id, sa.literal(now, sa.DateTime)).where(
-                logged, log.c.action == INSERT
-            ),
+            [
+                "event_id",
+                "activity_id",
+                "recorded_at",
+                "master_customer_id",
+                "sub_customer_id",
+                "occurred_at",
+            ],
+            sa.select(
+                log.c.event_id,
+                log.c.activity_id,
+                sa.literal(now, sa.DateTime),
+                ledger.c.master_customer_id,
+                ledger.c.sub_customer_id,
+                ledger.c.occurred_at,
+            )
+            .select_from(log.outerjoin(ledger, ledger.c.event_id == log.c.event_id))
+            .where(logged, log.c.action == INSERT),
         )
     )
     conn.execute(log.delete().where(logged))

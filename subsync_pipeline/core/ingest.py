@@ -56,6 +56,32 @@ class RawTrackingLog:
     def failed_files(self) -> pd.DataFrame:
         return self.files.loc[self.files["status"].ne(FILE_OK)]
 
+    def summary(self) -> RawFiles:
+        repeats = int(self.files["repeats_dropped"].sum())
+        return RawFiles(
+            days=self.days,
+            files=self.files,
+            recorded_failures=self.recorded_failures,
+            rows=len(self.rows),
+            repeats_dropped=repeats,
+        )
+
+
+@dataclass(frozen=True)
+class RawFiles:
+    """What the raw step hands on: the files read for some days and their row counts (the
+    validation reads the rows again from the files the manifest records)."""
+
+    days: tuple[str, ...]
+    files: pd.DataFrame
+    recorded_failures: pd.DataFrame
+    rows: int
+    repeats_dropped: int
+
+    @property
+    def failed_files(self) -> pd.DataFrame:
+        return self.files.loc[self.files["status"].ne(FILE_OK)]
+
 
 def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTrackingLog:
     """The rows of the files covering `days` whose day is one of `days`, exact repeats dropped.

@@ -6,9 +6,8 @@ over the full history of the contacts it touches — the basis of convergence in
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -17,7 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.resolution import KEY
+from subsync_pipeline.core.resolution import (
+    DECISIONS,
+    FIRST_SUBSCRIBE,
+    FIRST_UNSUBSCRIBE,
+    KEY,
+    SUBSCRIBED,
+)
 from subsync_pipeline.core.sql import (
     analyze,
     code_point,
@@ -56,14 +61,6 @@ _CONTENT: list[str] = [
 ]
 
 
-@dataclass(frozen=True)
-class StoredSlice:
-    """What storing a slice changed: contacts to re-resolve, and events that left the ledger."""
-
-    touched_members: pd.DataFrame
-    removed_event_ids: pd.Series
-
-
 def store_validation(
     conn: Connection,
     days: list[str],
@@ -72,30 +69,45 @@ def store_validation(
     rejects: pd.DataFrame,
     run_id: str,
     now: datetime,
-) -> StoredSlice:
-    """Replace the days' slice of the ledger and of the rejects.
+) -> pd.DataFrame:
+    """Replace the days' slice of the ledger and of the rejects; return the touched members.
 
     The slice is what the files read now say about these days; events of files that are no longer
     readable stay, so nothing validated is lost. Touched members are those with an event in the
-    slice before or after, so a contact whose event disappeared is re-resolved as well. A member
-    whose events changed at or before its checkpoint loses the checkpoint (see `key_states`).
+    slice before or after, so a contact whose event disappeared is re-resolved as well.
     """
+    stage = _stage_events(conn, events)
+    old = _copy_replaced(conn, stage, days, file_ids)
+    before = read_frame(conn, sa.select(old.c.master_customer_id, old.c.sub_customer_id).distinct())
+    _forget_changed(conn, stage, old)
+    _replace_events(conn, stage, old)
+    _replace_rejects(conn, days, rejects, run_id, now)
+    touched = pd.concat([before, events[MEMBER]], ignore_index=True)
+    touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
+    return touched.drop_duplicates().reset_index(drop=True)
+
+
+def _ledger_like(conn: Connection, prefix: str) -> sa.Table:
     ledger = state.event_ledger
-    stage = temp_table(
-        conn,
-        "subsync_events",
-        [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
-    )
+    columns = [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns]
+    return temp_table(conn, prefix, columns)
+
+
+def _stage_events(conn: Connection, events: pd.DataFrame) -> sa.Table:
+    stage = _ledger_like(conn, "subsync_events")
     insert_frame(conn, stage, events, staging=True)
-    # The rows this replaces, copied out once (normally a handful, none for a new day) so that
-    # the comparisons below never go back to the ledger, whose size is the whole history: the
-    # days' slice of the files read, and any row under an event_id being stored (a union of two
-    # conditions, not one OR, so each is answered by its own index).
-    old = temp_table(
-        conn,
-        "subsync_replaced",
-        [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in ledger.columns],
-    )
+    return stage
+
+
+def _copy_replaced(
+    conn: Connection, stage: sa.Table, days: list[str], file_ids: list[int]
+) -> sa.Table:
+    """The ledger rows the slice replaces, copied out once (normally a handful, none for a new
+    day), so later comparisons never go back to the ledger, whose size is the whole history:
+    the days' rows of the files read, and any row under an event_id being stored (a union of two
+    conditions, not one OR, so each is answered by its own index)."""
+    ledger = state.event_ledger
+    old = _ledger_like(conn, "subsync_replaced")
     replaced = [sa.select(ledger).where(ledger.c.event_id.in_(sa.select(stage.c.event_id)))]
     if file_ids:
         replaced.append(
@@ -103,8 +115,12 @@ def store_validation(
         )
     conn.execute(old.insert().from_select([c.name for c in ledger.columns], sa.union(*replaced)))
     analyze(conn, old)
-    before = read_frame(conn, sa.select(old.c.master_customer_id, old.c.sub_customer_id).distinct())
+    return old
 
+
+def _forget_changed(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
+    """Delete the decisions of events that leave the ledger or change, and the checkpoints of
+    members with such an event at or before their checkpoint (see `state.key_states`)."""
     # Auto-correlation picks the table of the enclosing query, so each NOT EXISTS below reads
     # the other table: removed = replaced rows no staged row repeats exactly, added = the reverse.
     same = sa.and_(
@@ -117,14 +133,31 @@ def store_validation(
     added = sa.select(
         stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.occurred_at, stage.c.event_id
     ).where(~sa.exists().where(same))
-    removed_rows = read_frame(conn, removed)
     conn.execute(
         state.decisions.delete().where(
             state.decisions.c.event_id.in_(removed.with_only_columns(old.c.event_id))
         )
     )
     _invalidate(conn, sa.union_all(removed, added).subquery("changed"))
+    # A CUS_ACTIVITY record is found by its event's member and time (`activity_log.records`):
+    # an event stored again under another member or time takes its record along.
+    records = state.activity_records
+    placed = ("master_customer_id", "sub_customer_id", "occurred_at")
+    moved = (
+        sa.select(stage.c.event_id, *(stage.c[name] for name in placed))
+        .join(old, old.c.event_id == stage.c.event_id)
+        .where(sa.or_(*(stage.c[name].is_distinct_from(old.c[name]) for name in placed)))
+        .subquery("moved")
+    )
+    conn.execute(
+        records.update()
+        .where(records.c.event_id == moved.c.event_id)
+        .values({name: moved.c[name] for name in placed})
+    )
 
+
+def _replace_events(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
+    ledger = state.event_ledger
     conn.execute(ledger.delete().where(ledger.c.event_id.in_(sa.select(old.c.event_id))))
     # In the member index's order: a day's events land on leaf pages spread over the whole
     # history's index, and visiting each page once, in order, is what keeps the cost of that
@@ -135,64 +168,14 @@ def store_validation(
     conn.execute(ledger.insert().from_select([c.name for c in ledger.columns], in_index_order))
     old.drop(conn)
     stage.drop(conn)
-    _bump_generation(conn)
-    _record_unresolved(conn, run_id, days, file_ids, now)
 
+
+def _replace_rejects(
+    conn: Connection, days: list[str], rejects: pd.DataFrame, run_id: str, now: datetime
+) -> None:
     rejected = state.rejected_records
     conn.execute(rejected.delete().where(rejected.c.day.in_(days)))
     insert_frame(conn, rejected, rejects.assign(rejected_in_run=run_id, rejected_at=now))
-
-    touched = pd.concat([before, events[MEMBER]], ignore_index=True)
-    touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
-    return StoredSlice(
-        touched_members=touched.drop_duplicates().reset_index(drop=True),
-        removed_event_ids=removed_rows["event_id"].astype(str).reset_index(drop=True),
-    )
-
-
-def _record_unresolved(
-    conn: Connection, run_id: str, days: list[str], file_ids: list[int], now: datetime
-) -> None:
-    table = state.unresolved_slices
-    # A retried validation step stores its slice again under the same run id.
-    conn.execute(table.delete().where(table.c.run_id == run_id))
-    conn.execute(
-        table.insert().values(
-            run_id=run_id, days=json.dumps(days), file_ids=json.dumps(file_ids), recorded_at=now
-        )
-    )
-
-
-def unresolved(conn: Connection) -> pd.DataFrame:
-    """The slices stored and not yet resolved (see `state.unresolved_slices`)."""
-    table = state.unresolved_slices
-    return read_frame(conn, sa.select(table.c.run_id, table.c.days, table.c.file_ids))
-
-
-def members_of_slices(conn: Connection, slices: pd.DataFrame) -> pd.DataFrame:
-    """The members with a ledger event in one of `slices`; for the whole-ledger row, those with
-    an event that has no decision."""
-    ledger = state.event_ledger
-    found = [pd.DataFrame({"master_customer_id": pd.Series(dtype=str), "sub_customer_id": 0})]
-    for days, file_ids in slices[["days", "file_ids"]].itertuples(index=False):
-        if pd.isna(days):
-            where = ~sa.exists().where(state.decisions.c.event_id == ledger.c.event_id)
-        elif json.loads(file_ids):
-            where = sa.and_(
-                ledger.c.day.in_(json.loads(days)), ledger.c.file_id.in_(json.loads(file_ids))
-            )
-        else:
-            continue
-        query = sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(where)
-        found.append(read_frame(conn, query.distinct()))
-    members = pd.concat(found, ignore_index=True).drop_duplicates(ignore_index=True)
-    return members.astype({"master_customer_id": str, "sub_customer_id": "int64"})
-
-
-def clear_unresolved(conn: Connection, run_ids: list[str]) -> None:
-    """Forget slices whose events a resolution has just decided (in its transaction)."""
-    table = state.unresolved_slices
-    conn.execute(table.delete().where(table.c.run_id.in_(run_ids)))
 
 
 def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
@@ -225,30 +208,6 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
             )
         )
     found.drop(conn)
-
-
-def _bump_generation(conn: Connection, table: sa.Table = state.ledger_generation) -> int:
-    bumped = conn.execute(
-        table.update().where(table.c.id == 1).values(generation=table.c.generation + 1)
-    ).rowcount
-    if not bumped:
-        conn.execute(table.insert().values(id=1, generation=1))
-    return _generation(conn, table)
-
-
-def _generation(conn: Connection, table: sa.Table) -> int:
-    value = conn.execute(sa.select(table.c.generation).where(table.c.id == 1)).scalar()
-    return int(value or 0)
-
-
-def generation(conn: Connection) -> int:
-    """How many times the ledger has changed; callers hold the state lock or accept a race."""
-    return _generation(conn, state.ledger_generation)
-
-
-def resolution_generation(conn: Connection) -> int:
-    """How many resolutions have been stored (see `record_pending`)."""
-    return _generation(conn, state.resolution_generation)
 
 
 def _history_frame(history: pd.DataFrame) -> pd.DataFrame:
@@ -345,12 +304,39 @@ def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.
 
 
 def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
-    """Each key's status as last resolved, for members a failed run left unwritten."""
+    """The status of each key of `members` (MEMBER, `since_at`) that moved since `since_at`.
+
+    A key row is rewritten whenever events of its key are decided, with the member's latest
+    event as its `through_at`; so a key that moved since `since_at` (NULL: ever) has
+    `through_at` at or after it, and one that did not, before it.
+    """
     states = state.key_states
-    stage = _member_stage(conn, members)
-    frame = read_frame(conn, sa.select(states).where(_of_members(states, stage)))
+    stage = _since_stage(conn, members)
+    query = sa.select(states).join(
+        stage,
+        sa.and_(
+            states.c.master_customer_id == stage.c.master_customer_id,
+            states.c.sub_customer_id == stage.c.sub_customer_id,
+            sa.or_(stage.c.since_at.is_(None), states.c.through_at >= stage.c.since_at),
+        ),
+    )
+    frame = read_frame(conn, query)
     stage.drop(conn)
     return _state_frame(frame)
+
+
+def _since_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
+    stage = temp_table(
+        conn,
+        "subsync_since",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("since_at", sa.DateTime),
+        ],
+    )
+    insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
+    return stage
 
 
 def _state_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -431,90 +417,11 @@ def is_member_of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
     return pd.Series(probe.isin(keys), index=frame.index)
 
 
-def record_pending(conn: Connection, targets: list[str], run_id: str) -> int:
-    """Note that the Personify `targets` lag this run's new decisions; returns the resolution
-    generation they were stored under, which the run's writers compare with the newest."""
-    generation = _bump_generation(conn, state.resolution_generation)
-    table = state.pending_writes
-    # A retried step resolves again under the same run id.
-    conn.execute(table.delete().where(table.c.run_id == run_id))
-    if targets:
-        conn.execute(
-            table.insert(),
-            [{"run_id": run_id, "target": target, "generation": generation} for target in targets],
-        )
-    return generation
-
-
-def pending(conn: Connection, target: str) -> pd.DataFrame:
-    """The runs whose decisions `target` lags, with the generation each was stored under."""
-    table = state.pending_writes
-    return read_frame(
-        conn, sa.select(table.c.run_id, table.c.generation).where(table.c.target == target)
-    )
-
-
-def pending_members(conn: Connection, runs: list[str]) -> pd.DataFrame:
-    """Members with a decision made by one of `runs`, and the earliest such event's time.
-
-    Their Personify rows lag from `since_at` on: a run that replayed a member decided its whole
-    history, so its since is the member's first event.
-    """
+def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+    """The decided status changes of `members` (MEMBER, `since_at`) from each one's `since_at`
+    (NULL: all of them), with what their CUS_ACTIVITY rows say."""
     ledger, decisions = state.event_ledger, state.decisions
-    query = (
-        sa.select(
-            ledger.c.master_customer_id,
-            ledger.c.sub_customer_id,
-            sa.func.min(ledger.c.occurred_at).label("since_at"),
-        )
-        .join(decisions, decisions.c.event_id == ledger.c.event_id)
-        .where(decisions.c.decided_in_run.in_(runs))
-        .group_by(ledger.c.master_customer_id, ledger.c.sub_customer_id)
-    )
-    return _state_frame(read_frame(conn, query))
-
-
-def clear_pending(conn: Connection, target: str, written: pd.DataFrame) -> None:
-    """Forget the runs (`run_id`, `generation`) a committed write of `target` covered."""
-    table = state.pending_writes
-    for run_id, generation in written[["run_id", "generation"]].itertuples(index=False):
-        conn.execute(
-            table.delete().where(
-                table.c.run_id == run_id,
-                table.c.target == target,
-                table.c.generation == int(generation),
-            )
-        )
-
-
-def decisions_of_days(conn: Connection, days: list[str], besides_run: str) -> pd.DataFrame:
-    """Decisions of the days' events that a run other than `besides_run` made."""
-    table = state.decisions
-    return read_frame(
-        conn,
-        sa.select(
-            table.c.event_id,
-            table.c.day,
-            table.c.decision,
-            table.c.status_change,
-            table.c.first_time,
-        ).where(table.c.day.in_(days), table.c.decided_in_run != besides_run),
-    ).astype({"status_change": bool})
-
-
-def decided_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
-    """Decided ledger events of `members` from each one's `since_at` (NaT: all of them)."""
-    ledger, decisions = state.event_ledger, state.decisions
-    stage = temp_table(
-        conn,
-        "subsync_since",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("since_at", sa.DateTime),
-        ],
-    )
-    insert_frame(conn, stage, members, staging=True)
+    stage = _since_stage(conn, members)
     query = (
         sa.select(
             ledger,
@@ -533,6 +440,7 @@ def decided_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
                 sa.or_(stage.c.since_at.is_(None), ledger.c.occurred_at >= stage.c.since_at),
             ),
         )
+        .where(decisions.c.status_change)
     )
     history = read_frame(conn, query)
     stage.drop(conn)
@@ -540,3 +448,59 @@ def decided_history(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     history["status_change"] = history["status_change"].astype(bool)
     history["opt_in_code"] = history["area"].where(history["mapped"].astype(bool))
     return history
+
+
+def day_figures(conn: Connection, days: list[str]) -> dict[str, Any]:
+    """Counts of the decisions of the days' events, whichever run made them (SPEC §8): by
+    decision, status changes, first-time events. Counted in the database: a big day has a
+    million decisions and a handful of figures."""
+    table = state.decisions
+    counts = read_frame(
+        conn,
+        sa.select(
+            table.c.decision,
+            table.c.status_change,
+            table.c.first_time,
+            sa.func.count().label("events"),
+        )
+        .where(table.c.day.in_(days))
+        .group_by(table.c.decision, table.c.status_change, table.c.first_time),
+    )
+    events = counts["events"].astype("int64")
+    by_decision = events.groupby(counts["decision"]).sum()
+    return {
+        "decisions": {name: int(by_decision.get(name, 0)) for name in DECISIONS},
+        "status_changes": int(events[counts["status_change"].astype(bool)].sum()),
+        "first_subscribe": int(events[counts["first_time"].eq(FIRST_SUBSCRIBE)].sum()),
+        "first_unsubscribe": int(events[counts["first_time"].eq(FIRST_UNSUBSCRIBE)].sum()),
+    }
+
+
+def blocked_keys(conn: Connection, days: list[str]) -> pd.DataFrame:
+    """Keys of the days' contacts whose latest opposite request is newer than their status: a
+    request the precedence rules blocked, which stewards may want to look at."""
+    states, ledger = state.key_states, state.event_ledger
+    of_days = sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(
+        ledger.c.day.in_(days)
+    )
+    subscribed = states.c.status == SUBSCRIBED
+    opposite = sa.case(
+        (subscribed, states.c.last_unsubscribe_request_date),
+        else_=states.c.last_subscribe_request_date,
+    )
+    query = sa.select(states).where(
+        sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(of_days),
+        opposite > states.c.status_date,
+    )
+    return _state_frame(read_frame(conn, query))
+
+
+def rejects_of_days(conn: Connection, days: list[str]) -> pd.DataFrame:
+    """The days' rejected rows as stored (state.REJECT_COLUMNS), in file and line order."""
+    table = state.rejected_records
+    query = (
+        sa.select(*(table.c[name] for name in state.REJECT_COLUMNS))
+        .where(table.c.day.in_(days))
+        .order_by(table.c.reject_id)
+    )
+    return read_frame(conn, query)

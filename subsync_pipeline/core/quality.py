@@ -1,10 +1,12 @@
-"""Data-quality figures of SPEC §8, computed from the stages' outputs."""
+"""Data-quality figures of SPEC §8: each computed once, where its data is, and read from there
+by the asset metadata, the checks and the report alike."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
-from subsync_pipeline.core.resolution import DECISIONS, SUBSCRIBED
 from subsync_pipeline.core.tracking_log import FILE_TOO_LARGE, FILE_UNREADABLE, MISSING_COLUMNS
 from subsync_pipeline.core.validation import (
     INVALID_MEMBER_ID,
@@ -14,6 +16,31 @@ from subsync_pipeline.core.validation import (
 )
 
 _MEMBER_REASONS = {MISSING_MEMBER_ID, INVALID_MEMBER_ID, UNKNOWN_MEMBER}
+# Rates are shown and compared with their thresholds at this many decimals.
+RATE_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class ValidationFigures:
+    """The validation's figures for some days."""
+
+    rows: int
+    validated: int
+    rejected: int
+    rejects_by_reason: dict[str, int]
+    member_match_rate: float
+    reject_rate: float
+
+
+def validation_figures(rows: int, validated: int, rejected: pd.DataFrame) -> ValidationFigures:
+    return ValidationFigures(
+        rows=rows,
+        validated=validated,
+        rejected=len(rejected),
+        rejects_by_reason=reject_counts(rejected),
+        member_match_rate=member_match_rate(rows, rejected),
+        reject_rate=round(len(rejected) / rows, RATE_DECIMALS) if rows else 0.0,
+    )
 
 
 def reject_counts(rejected: pd.DataFrame) -> dict[str, int]:
@@ -30,19 +57,4 @@ def member_match_rate(rows: int, rejected: pd.DataFrame) -> float:
         return 1.0
     row_rejects = rejected.loc[rejected["line_number"].notna(), "reasons"].astype(str)
     member_failed = row_rejects.str.split(";").map(lambda codes: bool(_MEMBER_REASONS & set(codes)))
-    return round(1 - int(member_failed.sum()) / rows, 6)
-
-
-def decision_counts(decided: pd.DataFrame, days: tuple[str, ...]) -> dict[str, int]:
-    """Decisions of the events of `days` (not of the older history re-resolved with them)."""
-    of_days = decided.loc[decided["day"].isin(days), "decision"].value_counts()
-    return {decision: int(of_days.get(decision, 0)) for decision in DECISIONS}
-
-
-def newer_requests(statuses: pd.DataFrame) -> pd.DataFrame:
-    """Keys whose latest opposite request is newer than their status: a blocked request."""
-    subscribed = statuses["status"].eq(SUBSCRIBED)
-    opposite = statuses["last_unsubscribe_request_date"].where(
-        subscribed, statuses["last_subscribe_request_date"]
-    )
-    return statuses.loc[opposite.notna() & (opposite > statuses["status_date"])]
+    return round(1 - int(member_failed.sum()) / rows, RATE_DECIMALS)

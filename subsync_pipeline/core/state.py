@@ -66,20 +66,6 @@ event_ledger = sa.Table(
 )
 
 
-def _counter(name: str) -> sa.Table:
-    """A one-row table holding a generation number that only grows (`ledger._bump_generation`)."""
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("generation", sa.BigInteger, nullable=False),
-    )
-
-
-# Bumped by every change to event_ledger: a writer can tell, with one cheap read, whether the
-# ledger is still the one its statuses were resolved from.
-ledger_generation = _counter("ledger_generation")
-
 decisions = sa.Table(
     "decisions",
     metadata,
@@ -98,8 +84,6 @@ decisions = sa.Table(
     # No member index: a replayed member's decisions are found through the ledger's (its events'
     # ids), and a million random inserts into one more index cost more than the rest of the table.
     sa.Index("ix_decisions_day", "day"),
-    # A run's decisions are found when another run catches up on its Personify writes.
-    sa.Index("ix_decisions_run", "decided_in_run"),
 )
 
 # Each key's resolution state once its member's ledger events up to (through_at,
@@ -131,49 +115,47 @@ key_states = sa.Table(
     sa.Column("config_hash", sa.String(64), nullable=False),
 )
 
-# Bumped by every stored resolution: a writer whose resolution is still the newest writes it
-# from memory; otherwise a later run re-decided some of its members, and it reads them.
-resolution_generation = _counter("resolution_generation")
-
-# Runs whose decisions a Personify target (opt_in, activity) has not received yet: recorded with
-# the decisions, deleted once the target's write commits. A run that dies in between leaves its
-# row here and the next write of that target catches up on its members (those with a decision
-# `decided_in_run` it). One row per run, not per contact: a million-event day records two rows.
-pending_writes = sa.Table(
-    "pending_writes",
+# Members with work owed, one row per step and member: a validation that stores a member's
+# events queues it for `resolve` in the same transaction; a resolution takes every member queued
+# for `resolve`, decides their undecided events and, in its transaction, dequeues them and queues
+# them for each Personify target (`opt_in`, `activity`); a target's write takes its queue under
+# the Personify write lock and dequeues what it wrote once that commits. A run that dies anywhere
+# leaves its members queued for the next run of any day, so a normal run, a dead run's catch-up
+# and two overlapping runs follow one code path (docs/internals.md).
+work_queue = sa.Table(
+    "work_queue",
     metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("target", sa.String(16), primary_key=True),
-    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("step", sa.String(16), primary_key=True),
+    sa.Column("master_customer_id", sa.String(24), primary_key=True),
+    sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+    # For a write: the member's Personify rows lag from this time on (NULL: its whole history).
+    sa.Column("since_at", sa.DateTime),
+    # The one batch (a validation) whose events are all this member's undecided ones; NULL once
+    # a second batch queued the member too. Only that batch's process may take the member's
+    # events from the frame it holds in memory (`sync.queued_events`).
+    sa.Column("batch_id", sa.String(64)),
+    # New on every enqueue: a step dequeues only the rows whose ticket it took (`queue.dequeue`).
+    sa.Column("ticket", sa.String(32), nullable=False),
+    sa.Column("queued_at", sa.DateTime, nullable=False),
 )
-
-# Slices of the ledger (a validation's days and files) whose events no resolution has decided
-# yet: recorded in the transaction that stores the slice, deleted in the one that stores its
-# decisions. While a run finds no row here but its own, every ledger event after a contact's
-# checkpoint is in its own slice, which it holds in memory, so resolving needs no probe of the
-# ledger (`sync.resolve_days`). A row another run left (it died between the two steps) makes the
-# next resolution take in that slice's contacts. `days` NULL stands for the whole ledger: a
-# database made before this table existed, with undecided events (see `create_state_engine`).
-unresolved_slices = sa.Table(
-    "unresolved_slices",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("days", sa.Text),
-    sa.Column("file_ids", sa.Text),
-    sa.Column("recorded_at", sa.DateTime, nullable=False),
-)
-# The row that stands for undecided events found anywhere in a ledger made before
-# unresolved_slices (see `create_state_engine`).
-WHOLE_LEDGER = "(whole ledger)"
 
 # The CUS_ACTIVITY rows subsync inserted, by the event each records: Personify's table has no
 # column of subsync's own, so this is how subsync knows its rows (and never touches another's).
+# The member and time of the event let a write find its members' rows by index, including rows
+# of events that have since left the ledger; NULL (an event gone before it was recorded, or a
+# record made before these columns) marks a row whose event is gone, which the next write deletes.
 activity_records = sa.Table(
     "activity_records",
     metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("activity_id", sa.BigInteger, nullable=False),
     sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("master_customer_id", sa.String(24)),
+    sa.Column("sub_customer_id", sa.Integer),
+    sa.Column("occurred_at", sa.DateTime),
+    sa.Index(
+        "ix_activity_records_member_time", "master_customer_id", "sub_customer_id", "occurred_at"
+    ),
 )
 
 # What a CUS_ACTIVITY write inserted and deleted, logged and committed here before Personify's
@@ -237,14 +219,10 @@ def create_state_engine(url: str) -> Engine:
     with engine.begin() as conn:
         # Two runs starting at once on a new database must not both create the tables.
         lock(conn)
-        inspector = sa.inspect(conn)
-        upgrading = inspector.has_table(event_ledger.name) and not inspector.has_table(
-            unresolved_slices.name
-        )
         _rebuild_changed_caches(conn)
+        _add_record_columns(conn)
         metadata.create_all(conn)
-        if upgrading:
-            _record_undecided(conn)
+        _queue_owed_work(conn)
         # create_all adds missing tables only; an index added since a table was made is added here.
         for table in metadata.sorted_tables:
             for index in table.indexes:
@@ -265,21 +243,80 @@ def _rebuild_changed_caches(conn: Connection) -> None:
         key_states.drop(conn)
 
 
-def _record_undecided(conn: Connection) -> None:
-    """On a ledger older than unresolved_slices: if any event has no decision (a run died after
-    validating), record the whole ledger as unresolved, so the next resolution finds them."""
-    decided = sa.exists().where(decisions.c.event_id == event_ledger.c.event_id)
-    undecided = sa.select(event_ledger.c.event_id).where(~decided).limit(1)
-    if conn.execute(undecided).first() is not None:
-        conn.execute(
-            unresolved_slices.insert().values(
-                run_id=WHOLE_LEDGER, recorded_at=datetime.now(UTC).replace(tzinfo=None)
-            )
+def _add_record_columns(conn: Connection) -> None:
+    """Give activity_records made before it knew members their member and time, from the ledger
+    (a record whose event is gone keeps NULLs, which mark it stale: see `activity_records`)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(activity_records.name):
+        return
+    present = {column["name"] for column in inspector.get_columns(activity_records.name)}
+    added = [
+        c for c in ("master_customer_id", "sub_customer_id", "occurred_at") if c not in present
+    ]
+    if not added:
+        return
+    for name in added:
+        column = activity_records.c[name]
+        type_ = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {activity_records.name} ADD COLUMN {name} {type_}"))
+    of_event = event_ledger.c.event_id == activity_records.c.event_id
+    conn.execute(
+        activity_records.update().values(
+            {
+                name: sa.select(event_ledger.c[name]).where(of_event).scalar_subquery()
+                for name in added
+            }
         )
+    )
+
+
+# Tables of the generation counters that work_queue replaced (2026-12-02). A database that has
+# them may hold work they owed: its members are queued once, and the tables dropped.
+_RETIRED_TABLES: tuple[str, ...] = (
+    "ledger_generation",
+    "resolution_generation",
+    "pending_writes",
+    "unresolved_slices",
+)
+
+
+def _queue_owed_work(conn: Connection) -> None:
+    """Queue what a database of the counters' era still owed: members with an undecided event
+    for resolution, and members a pending run decided for their whole history's writes."""
+    inspector = sa.inspect(conn)
+    retired = [name for name in _RETIRED_TABLES if inspector.has_table(name)]
+    if not retired:
+        return
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ledger, queue = event_ledger, work_queue
+    member = [ledger.c.master_customer_id, ledger.c.sub_customer_id]
+    decided = sa.exists().where(decisions.c.event_id == ledger.c.event_id)
+    owed = [sa.select(sa.literal("resolve"), *member).where(~decided).distinct()]
+    if "pending_writes" in retired:
+        pending = sa.table("pending_writes", sa.column("run_id"), sa.column("target"))
+        owed.append(
+            sa.select(pending.c.target, *member)
+            .join(decisions, decisions.c.event_id == ledger.c.event_id)
+            .join(pending, pending.c.run_id == decisions.c.decided_in_run)
+            .distinct()
+        )
+    names = ["step", "master_customer_id", "sub_customer_id"]
+    for select in owed:
+        rows = conn.execute(select).all()
+        if rows:
+            conn.execute(
+                queue.insert(),
+                [
+                    dict(zip(names, row, strict=True)) | {"ticket": "upgrade", "queued_at": now}
+                    for row in rows
+                ],
+            )
+    for name in retired:
+        conn.execute(sa.text(f"DROP TABLE {name}"))
 
 
 # Indexes an older version made that nothing reads any more, but every insert would maintain.
-_RETIRED_INDEXES: tuple[str, ...] = ("ix_decisions_member",)
+_RETIRED_INDEXES: tuple[str, ...] = ("ix_decisions_member", "ix_decisions_run")
 
 
 # One advisory lock for every subsync transaction that writes state on PostgreSQL.

@@ -1,14 +1,16 @@
 """The daily sync as plain functions over engines: what each asset does, without Dagster.
 
-landing files -> raw rows -> validated events + rejects -> resolved statuses -> Personify.
+landing files -> raw rows -> validated events + rejects -> resolved statuses -> Personify. The
+state database is the only source of truth: each step stores its work there and queues the
+members the next step owes (`core/queue.py`); steps hand each other only summaries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,64 +19,66 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Connection, Engine
 
-from subsync_pipeline.core import activity_log, ledger, manifest, state
+from subsync_pipeline.core import activity_log, ledger, manifest, queue, state
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.ingest import RawTrackingLog, read_days
 from subsync_pipeline.core.ledger import MEMBER
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
 from subsync_pipeline.core.personify.tables import check_tables, personify_tables
 from subsync_pipeline.core.personify.writers import WriteCounts, writer_for
+from subsync_pipeline.core.quality import ValidationFigures, validation_figures
 from subsync_pipeline.core.resolution import KEY, current_status, resolve
 from subsync_pipeline.core.tracking_log import FILE_OK
-from subsync_pipeline.core.validation import (
-    ValidationResult,
-    file_rejects,
-    normalise,
-    validate,
-)
-
-# pending_writes targets.
-OPT_IN = "opt_in"
-ACTIVITY = "activity"
+from subsync_pipeline.core.validation import file_rejects, normalise, validate
 
 
 @dataclass(frozen=True)
-class ValidatedDays:
-    """Validation of some days, and the contacts whose history it changed."""
+class Validated:
+    """What validating some days stored, as the UI, the checks and the report show it."""
 
     days: tuple[str, ...]
-    result: ValidationResult
-    touched_members: pd.DataFrame
-    # The files whose slice of the days the validated events now are in the ledger, and the
-    # ledger generation right after they were stored (see `resolve_days`).
-    file_ids: tuple[int, ...] = ()
-    generation: int = -1
-    # Events that left the ledger (their file changed, or they are rejected now).
-    removed_event_ids: pd.Series = field(default_factory=lambda: pd.Series(dtype=str))
+    # The validation's id in work_queue.batch_id (see `queued_events`).
+    batch_id: str
+    figures: ValidationFigures
+    contacts_queued: int
 
 
 @dataclass(frozen=True)
-class ResolvedDays:
-    """What resolving the touched contacts decided, and each of their keys' current status.
-
-    `decided` holds the events decided now: a contact's whole history when it was replayed, else
-    only its events after its checkpoint. `day_decisions` are the decisions of every event of the
-    days, whichever run made them (what the report counts). `generation` is the resolution
-    generation this run's `pending_writes` rows were recorded under (None: nothing decided).
-    """
+class Resolved:
+    """What a resolution decided, and the figures of the days' events (whichever run decided
+    them): `decisions` counts by decision; `blocked` counts the keys of the days' contacts whose
+    latest opposite request is newer than their status, `blocked_sample` shows the first ones."""
 
     days: tuple[str, ...]
-    decided: pd.DataFrame
-    statuses: pd.DataFrame
-    day_decisions: pd.DataFrame
-    # Event ids of the days' rows that have no decision now (rejected, or gone from the ledger):
-    # a CUS_ACTIVITY row of theirs is stale.
-    undecided_event_ids: pd.Series
-    run_id: str
-    generation: int | None = None
-    replayed_members: int = 0
-    # Slices other runs stored and never resolved, caught up on by this one.
-    slices_caught_up: int = 0
+    events_resolved: int
+    contacts_resolved: int
+    contacts_replayed: int
+    keys_changed: int
+    decisions: dict[str, int]
+    status_changes: int
+    first_subscribe: int
+    first_unsubscribe: int
+    blocked: int
+    blocked_sample: pd.DataFrame
+
+
+# How many of the blocked keys a summary carries (the report lists them).
+BLOCKED_SAMPLE = 50
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """Events a validation stored, held in memory for the resolution that follows it."""
+
+    batch_id: str
+    days: list[str]
+    file_ids: list[int]
+    events: pd.DataFrame
+
+
+# The one in-memory shortcut (`queued_events`): at most one validation's events, so a run never
+# holds more than a day's (or a range's) worth.
+_held: dict[str, _Slice] = {}
 
 
 def ingest(
@@ -84,6 +88,15 @@ def ingest(
     with state_engine.begin() as conn:
         state.lock(conn)
         scan = manifest.scan(conn, landing_dir, config)
+    manifest.keep_parsed(scan)
+    return read_days(scan, days, config)
+
+
+def read_raw(state_engine: Engine, config: SubsyncConfig, days: list[str]) -> RawTrackingLog:
+    """The rows of `days` from the files the manifest records (no scan of the landing folder:
+    what the raw step recorded is what is validated)."""
+    with state_engine.connect() as conn:
+        scan = manifest.recorded(conn)
     return read_days(scan, days, config)
 
 
@@ -93,8 +106,9 @@ def validate_days(
     config: SubsyncConfig,
     raw: RawTrackingLog,
     run_id: str,
-) -> ValidatedDays:
-    """Validate raw rows; store validated events in the ledger and rejects beside them."""
+) -> Validated:
+    """Validate raw rows; store the events in the ledger and the rejects beside them, and queue
+    the touched members for resolution, in one transaction."""
     days = list(raw.days)
     tables = personify_tables(config.personify)
     rows = raw.rows.reset_index(drop=True)
@@ -105,24 +119,24 @@ def validate_days(
     with personify_engine.connect() as conn:
         check_tables(conn, [tables.customer])
         known = writer_for(conn, tables).known_members(conn, candidates)
+    batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
     with state_engine.begin() as conn:
         state.lock(conn)
         winners = manifest.winning_versions(conn, days)
         result = validate(rows, normalised, config, known, winners)
         rejected = pd.concat([file_rejects(raw.failed_files), result.rejected], ignore_index=True)
-        result = ValidationResult(events=result.events, rejected=rejected)
         read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()
-        stored = ledger.store_validation(
-            conn, days, read_ok, result.events, rejected, run_id, audit_now()
-        )
-        generation = ledger.generation(conn)
-    return ValidatedDays(
+        now = audit_now()
+        touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
+        queued = queue.enqueue(conn, queue.RESOLVE, touched, batch_id, now)
+    manifest.forget_parsed()
+    _held.clear()
+    _held[batch_id] = _Slice(batch_id, days, read_ok, result.events)
+    return Validated(
         days=raw.days,
-        result=result,
-        touched_members=stored.touched_members,
-        file_ids=tuple(read_ok),
-        generation=generation,
-        removed_event_ids=stored.removed_event_ids,
+        batch_id=batch_id,
+        figures=validation_figures(len(rows), len(result.events), rejected),
+        contacts_queued=queued,
     )
 
 
@@ -144,47 +158,40 @@ def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
     return keyed
 
 
+def decision_fingerprint(config: SubsyncConfig) -> str:
+    """What a checkpoint depends on: the settings that change a decision or the key an event
+    is decided under. Anything else (quality thresholds, schedule, file limits, Personify's
+    shape) changes no decision, so editing it replays nothing."""
+    relevant = config.model_dump(
+        mode="json", include={"source_ranks", "interest_areas", "tracking"}
+    )
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The decisions about some members' undecided events, and the state to keep."""
+
+    config_hash: str
+    replayed: pd.DataFrame
+    decided: pd.DataFrame
+    # The state to keep for keys with events decided now (statuses plus their member's through).
+    checkpoints: pd.DataFrame
+
+
 def resolve_members(
-    conn: Connection,
-    config: SubsyncConfig,
-    members: pd.DataFrame,
-    stored: ValidatedDays | None = None,
-    *,
-    only_stored: bool = False,
+    conn: Connection, config: SubsyncConfig, queued: pd.DataFrame, batch_id: str | None = None
 ) -> Resolution:
-    """Decide the ledger events of `members` not yet decided, from their checkpoints.
+    """Decide the undecided ledger events of `queued` members, each from its checkpoint.
 
     A member with a checkpoint made under this config resumes from it with its later events; any
-    other is replayed over its whole history. With `stored` (whose events are the ledger's slice
-    of its days and files, untouched since), that slice comes from memory and only the rest is
-    read: normally nothing, as a day's events are after its members' checkpoints. With
-    `only_stored` the caller knows every undecided ledger event is in that slice (no other slice
-    awaits resolution: `ledger.unresolved`), so the ledger is not probed for the rest at all.
+    other is replayed over its whole history.
     """
-    config_hash = _fingerprint(config)
-    checkpoints = ledger.key_states(conn, members, config_hash)
+    config_hash = decision_fingerprint(config)
+    checkpoints = ledger.key_states(conn, queued, config_hash)
     through = _latest(checkpoints, "through_at", "through_event_id")
-    resumed = members.merge(through, on=MEMBER, how="inner")
-    replayed = members.loc[~ledger.is_member_of(members, through), MEMBER].reset_index(drop=True)
-
-    besides = None if stored is None else (list(stored.days), list(stored.file_ids))
-    parts = [ledger.member_history(conn, replayed, besides)]
-    if stored is None or not only_stored:
-        parts.append(ledger.events_after(conn, resumed, besides))
-    if stored is not None:
-        slice_ = stored.result.events[parts[0].columns]
-        slice_ = slice_.astype({"sub_customer_id": "int64"}).merge(through, on=MEMBER, how="left")
-        later = (
-            slice_["through_at"].isna()
-            | (slice_["occurred_at"] > slice_["through_at"])
-            | (
-                slice_["occurred_at"].eq(slice_["through_at"])
-                & (slice_["event_id"] > slice_["through_event_id"])
-            )
-        )
-        parts.append(slice_.loc[later, parts[0].columns])
-    events = pd.concat(parts, ignore_index=True)
-
+    replayed = queued.loc[~ledger.is_member_of(queued, through), MEMBER].reset_index(drop=True)
+    events = queued_events(conn, queued, through, replayed, batch_id)
     initial = checkpoints.drop(columns=["through_at", "through_event_id"])
     decided = resolve(with_areas(events, config), config.source_ranks, initial=initial)
     statuses = current_status(decided, initial=initial)
@@ -196,25 +203,47 @@ def resolve_members(
         config_hash=config_hash,
         replayed=replayed,
         decided=decided,
-        statuses=statuses,
         checkpoints=_checkpoints(decided, statuses),
     )
 
 
-@dataclass(frozen=True)
-class Resolution:
-    config_hash: str
-    replayed: pd.DataFrame
-    decided: pd.DataFrame
-    statuses: pd.DataFrame
-    # The state to keep for members with events decided now (statuses plus their new through).
-    checkpoints: pd.DataFrame
+def queued_events(
+    conn: Connection,
+    queued: pd.DataFrame,
+    through: pd.DataFrame,
+    replayed: pd.DataFrame,
+    batch_id: str | None,
+) -> pd.DataFrame:
+    """The events to decide for `queued` members: a replayed member's whole history, any other's
+    events after its checkpoint (`through`).
 
-    def store(self, conn: Connection, run_id: str, now: datetime) -> None:
-        """Keep the decisions and checkpoints (see `ledger.store_resolution`)."""
-        ledger.store_resolution(
-            conn, self.replayed, self.decided, self.checkpoints, self.config_hash, run_id, now
+    The shortcut: a member whose queue row names `batch_id` alone has no undecided events but
+    that validation's, which this process may still hold; those come from memory (reading a
+    million events back took longer than resolving them) and the rest from the ledger.
+    """
+    held = _held.pop(batch_id, None) if batch_id else None
+    mine = queued.iloc[:0] if held is None else queued.loc[queued["batch_id"].eq(held.batch_id)]
+    theirs = queued.loc[~ledger.is_member_of(queued, mine)]
+    replayed_mine = ledger.is_member_of(replayed, mine)
+    parts = [
+        ledger.member_history(conn, replayed.loc[~replayed_mine]),
+        ledger.events_after(conn, through.loc[ledger.is_member_of(through, theirs)]),
+    ]
+    if held is not None:
+        besides = (held.days, held.file_ids)
+        parts.append(ledger.member_history(conn, replayed.loc[replayed_mine], besides))
+        slice_ = held.events[parts[0].columns].astype({"sub_customer_id": "int64"})
+        slice_ = slice_.loc[ledger.is_member_of(slice_, mine)].merge(through, on=MEMBER, how="left")
+        later = (
+            slice_["through_at"].isna()
+            | (slice_["occurred_at"] > slice_["through_at"])
+            | (
+                slice_["occurred_at"].eq(slice_["through_at"])
+                & (slice_["event_id"] > slice_["through_event_id"])
+            )
         )
+        parts.append(slice_.loc[later, parts[0].columns])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _latest(frame: pd.DataFrame, at: str, event_id: str) -> pd.DataFrame:
@@ -237,148 +266,97 @@ def _checkpoints(decided: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFrame:
     return statuses.merge(keys, on=KEY, how="inner").merge(last, on=MEMBER, how="inner")
 
 
-def resolve_days(
-    state_engine: Engine, config: SubsyncConfig, validated: ValidatedDays, run_id: str
-) -> ResolvedDays:
-    """Resolve what the touched contacts' new events change; keep decisions and checkpoints."""
-    members = validated.touched_members
+def _since(decided: pd.DataFrame, replayed: pd.DataFrame) -> pd.DataFrame:
+    """The members whose Personify rows may lag now, and from when: every replayed member over
+    its whole history (NULL; even one with no event left, whose rows must go), and each other
+    member with events decided now from its earliest one."""
+    earliest = decided.groupby(MEMBER, sort=False)["occurred_at"].min()
+    since = earliest.rename("since_at").reset_index()
+    resumed = since.loc[~ledger.is_member_of(since, replayed)]
+    whole = replayed[MEMBER].copy()
+    whole["since_at"] = pd.NaT
+    return pd.concat([whole, resumed], ignore_index=True)
+
+
+def resolve_queued(
+    state_engine: Engine,
+    config: SubsyncConfig,
+    days: tuple[str, ...],
+    run_id: str,
+    batch_id: str | None = None,
+) -> Resolved:
+    """Resolve every member queued for resolution, whichever run queued it; in the same
+    transaction keep the decisions and checkpoints, dequeue the members and queue them for each
+    Personify target that is switched on."""
     targets = [
         target
         for target, enabled in (
-            (OPT_IN, config.personify.write_opt_in),
-            (ACTIVITY, config.personify.write_activity),
+            (queue.OPT_IN, config.personify.write_opt_in),
+            (queue.ACTIVITY, config.personify.write_activity),
         )
         if enabled
     ]
     with state_engine.begin() as conn:
         state.lock(conn)
-        # Reading back a million events just stored is the largest read of a big day: unless
-        # another run changed the ledger since, they are taken from the validation step.
-        stored = validated if ledger.generation(conn) == validated.generation else None
-        # Slices another run stored and never resolved (it died in between): their contacts
-        # are resolved now too, and their events read from the ledger.
-        unresolved = ledger.unresolved(conn)
-        others = unresolved.loc[unresolved["run_id"].ne(run_id)]
-        if len(others):
-            members = pd.concat([members, ledger.members_of_slices(conn, others)])
-            members = members.drop_duplicates(ignore_index=True)
-        resolution = resolve_members(conn, config, members, stored, only_stored=others.empty)
-        resolution.store(conn, run_id, audit_now())
-        ledger.clear_unresolved(conn, unresolved["run_id"].tolist())
-        decided = resolution.decided
-        generation = ledger.record_pending(conn, targets, run_id) if len(decided) else None
-        day_decisions = pd.concat(
-            [
-                decided.loc[
-                    decided["day"].isin(validated.days),
-                    ["event_id", "day", "decision", "status_change", "first_time"],
-                ],
-                ledger.decisions_of_days(conn, list(validated.days), run_id),
-            ],
-            ignore_index=True,
+        queued = queue.queued(conn, queue.RESOLVE)
+        resolution = resolve_members(conn, config, queued, batch_id)
+        now = audit_now()
+        ledger.store_resolution(
+            conn,
+            resolution.replayed,
+            resolution.decided,
+            resolution.checkpoints,
+            resolution.config_hash,
+            run_id,
+            now,
         )
-    rejected_ids = validated.result.rejected["event_id"].dropna().astype(str)
-    undecided = pd.concat([rejected_ids[rejected_ids.str.len() <= 64], validated.removed_event_ids])
-    return ResolvedDays(
-        days=validated.days,
-        decided=decided,
-        statuses=resolution.statuses,
-        day_decisions=day_decisions,
-        undecided_event_ids=_not_in(undecided, decided["event_id"]).drop_duplicates(
-            ignore_index=True
-        ),
-        run_id=run_id,
-        generation=generation,
-        replayed_members=len(resolution.replayed),
-        slices_caught_up=len(others),
-    )
-
-
-def _fingerprint(config: SubsyncConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class _Lagging:
-    """What a target's write must cover: this run's members from memory, and other members
-    (with `since_at`) from the state database, for the pending runs in `runs`."""
-
-    own: pd.DataFrame
-    other: pd.DataFrame
-    runs: pd.DataFrame
-
-
-def _lagging(state_engine: Engine, target: str, resolved: ResolvedDays) -> _Lagging:
-    """The members whose `target` rows lag, split by where their rows come from.
-
-    Called with the Personify write lock held. This run's members come from memory while its
-    resolution is the newest stored; once another run has resolved since, some of them may have
-    moved on, so they are read like the members of runs that died before writing theirs.
-    """
-    with state_engine.connect() as conn:
-        runs = ledger.pending(conn, target)
-        mine = runs["run_id"].eq(resolved.run_id)
-        # No row of its own: nothing decided, or already written (by a retried step, or by a
-        # later run's writer catching up on it).
-        fresh = bool(mine.any()) and resolved.generation == ledger.resolution_generation(conn)
-        read = runs.loc[~mine | (not fresh), "run_id"].tolist()
-        other = ledger.pending_members(conn, read) if read else _no_members()
-    own = resolved.decided[MEMBER].drop_duplicates() if fresh else _no_members()[MEMBER]
-    # A member another pending run also decided is read whole from the state database, which
-    # holds both runs' decisions; from memory it would be written twice.
-    own = own.loc[~ledger.is_member_of(own, other)]
-    return _Lagging(own=own, other=other, runs=runs)
-
-
-def _no_members() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "master_customer_id": pd.Series(dtype=str),
-            "sub_customer_id": pd.Series(dtype="int64"),
-            "since_at": pd.Series(dtype="datetime64[ns]"),
-        }
+        since = _since(resolution.decided, resolution.replayed)
+        for target in targets:
+            queue.enqueue(conn, target, since, None, now)
+        queue.dequeue(conn, queue.RESOLVE, queued)
+        figures = ledger.day_figures(conn, list(days))
+        blocked = ledger.blocked_keys(conn, list(days))
+    return Resolved(
+        days=days,
+        events_resolved=len(resolution.decided),
+        contacts_resolved=len(queued),
+        contacts_replayed=len(resolution.replayed),
+        keys_changed=len(resolution.checkpoints),
+        blocked=len(blocked),
+        blocked_sample=blocked.head(BLOCKED_SAMPLE).reset_index(drop=True),
+        **figures,
     )
 
 
 def write_opt_in(
-    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig
 ) -> WriteCounts:
-    """Upsert CUS_OPT_IN for the contacts whose status may have moved, in one locked transaction.
-
-    That is every member with a pending opt-in write: this run's (statuses from memory) and any a
-    failed run left behind (statuses from the checkpoints). The pending rows are cleared after the
-    commit; should that fail, the next write repeats an upsert that changes nothing.
-    """
+    """Upsert CUS_OPT_IN for every member queued for it, in one locked transaction: each key
+    that moved since the member was queued, to its current status. The queue rows are cleared
+    after the commit; should that fail, the next write repeats an upsert that changes nothing."""
     tables = personify_tables(config.personify)
     with personify_engine.begin() as conn:
         writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
         check_tables(conn, [tables.opt_in.table])
-        lagging = _lagging(state_engine, OPT_IN, resolved)
-        # Of this run's members, only keys with events decided now can have moved.
-        decided_keys = _of(resolved.decided[KEY], lagging.own).drop_duplicates()
-        statuses = [resolved.statuses.merge(decided_keys, on=KEY, how="inner")]
-        if len(lagging.other):
-            with state_engine.connect() as state_conn:
-                statuses.append(ledger.current_states(state_conn, lagging.other))
-        rows = opt_in_rows(pd.concat(statuses), config)
-        counts = writer.upsert_opt_in(conn, rows, audit_now())
+        with state_engine.connect() as state_conn:
+            taken = queue.queued(state_conn, queue.OPT_IN)
+            statuses = ledger.current_states(state_conn, taken)
+        counts = writer.upsert_opt_in(conn, opt_in_rows(statuses, config), audit_now())
     with state_engine.begin() as state_conn:
-        ledger.clear_pending(state_conn, OPT_IN, lagging.runs)
+        queue.dequeue(state_conn, queue.OPT_IN, taken)
     return counts
 
 
 def write_activity(
-    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, resolved: ResolvedDays
+    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, run_id: str
 ) -> WriteCounts:
-    """Reconcile CUS_ACTIVITY for the events whose decisions may have moved, in one transaction.
-
-    As for `write_opt_in`: this run's members from memory, those a failed run left behind from
-    the decisions table, from their `since_at` on. subsync's rows are those `activity_log`
-    records; a write's changes to that record are logged before Personify commits (see there).
-    """
+    """Reconcile CUS_ACTIVITY for every member queued for it, in one transaction: subsync's rows
+    of each member from its `since_at` on become its status changes from then on. subsync's
+    rows are those `activity_log` records; a write's changes to that record are logged before
+    Personify commits (see there)."""
     tables = personify_tables(config.personify)
-    write_id = f"{resolved.run_id}:{uuid.uuid4().hex[:12]}"
+    write_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
     with personify_engine.begin() as conn:
         writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
@@ -386,24 +364,19 @@ def write_activity(
         activity_log.recover(
             state_engine, lambda ids: writer.activity_exists(conn, ids), audit_now()
         )
-        lagging = _lagging(state_engine, ACTIVITY, resolved)
-        decided = [_of(resolved.decided, lagging.own)]
-        if len(lagging.other):
-            with state_engine.connect() as state_conn:
-                decided.append(ledger.decided_history(state_conn, lagging.other))
-        events = pd.concat(decided, ignore_index=True)
-        rows = activity_rows(events, config.personify.activity_codes)
-        # Only events written now are probed: an event of a member another run holds is left to it.
-        candidates = pd.concat([resolved.undecided_event_ids, events["event_id"]])
         with state_engine.connect() as state_conn:
-            records = activity_log.records(state_conn, candidates.drop_duplicates())
+            taken = queue.queued(state_conn, queue.ACTIVITY)
+            rows = activity_rows(
+                ledger.status_changes(state_conn, taken), config.personify.activity_codes
+            )
+            records = activity_log.records(state_conn, taken)
         records["stale"] = ~_is_in(records["event_id"], rows["event_id"])
         now = audit_now()
         written = writer.reconcile_activity(conn, records, rows, now)
         activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
     activity_log.finalize(state_engine, write_id, audit_now())
     with state_engine.begin() as state_conn:
-        ledger.clear_pending(state_conn, ACTIVITY, lagging.runs)
+        queue.dequeue(state_conn, queue.ACTIVITY, taken)
     return written.counts
 
 
@@ -414,12 +387,3 @@ def _is_in(values: pd.Series, others: pd.Series) -> np.ndarray:
         pa.array(values, pa.large_string()), value_set=pa.array(others, pa.large_string())
     )
     return found.to_numpy(zero_copy_only=False)
-
-
-def _not_in(values: pd.Series, others: pd.Series) -> pd.Series:
-    """The `values` not among `others`."""
-    return values.loc[~_is_in(values, others)]
-
-
-def _of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
-    return frame.merge(members[MEMBER].drop_duplicates(), on=MEMBER, how="inner")

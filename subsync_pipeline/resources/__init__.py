@@ -11,7 +11,6 @@ from subsync_pipeline.core.config import SubsyncConfig, load_config
 from subsync_pipeline.core.environment import DEFAULTS, config_path
 from subsync_pipeline.core.personify.connection import create_personify_engine
 from subsync_pipeline.core.state import create_state_engine
-from subsync_pipeline.resources.io_manager import PickleIOManager
 
 
 class SubsyncConfigResource(dg.ConfigurableResource):
@@ -85,11 +84,10 @@ def _from_env(name: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else DEFAULTS[name]
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManagerFactory]:
+def default_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources of the deployed code location, from the environment of SPEC §6."""
     path = config_path()
     return {
-        "io_manager": PickleIOManager(),
         "subsync_config": SubsyncConfigResource(
             path=dg.EnvVar("SUBSYNC_CONFIG")
             if os.environ.get("SUBSYNC_CONFIG")

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from subsync_pipeline.core import sync
-from subsync_pipeline.core.config import load_config
+from subsync_pipeline.core.config import DEFAULT_SOURCE_RANKS, load_config
 from subsync_pipeline.core.personify.connection import create_personify_engine
-from subsync_pipeline.core.state import WHOLE_LEDGER, create_state_engine
+from subsync_pipeline.core.state import create_state_engine
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.pg_server import PostgresServer
 
@@ -45,7 +45,7 @@ DAYS: dict[str, list[dict[str, str]]] = {
 }
 
 
-UNRESOLVED = "SELECT run_id FROM unresolved_slices ORDER BY run_id"
+QUEUED = "SELECT step, master_customer_id FROM work_queue ORDER BY step, master_customer_id"
 # A day of B's alone: a run for it touches none of A's contacts.
 B_ONLY = {"2026-11-21": [event("B3", B, "subscribe", "preference_centre", "2026-11-21T09:00:00")]}
 
@@ -58,7 +58,7 @@ def run_part_way(deployment: Deployment, day: str, *, resolve: bool) -> None:
     raw = sync.ingest(state_engine, deployment.landing, config, [day])
     validated = sync.validate_days(state_engine, personify_engine, config, raw, f"dead-{day}")
     if resolve:
-        sync.resolve_days(state_engine, config, validated, f"dead-{day}")
+        sync.resolve_queued(state_engine, config, (day,), f"dead-{day}", validated.batch_id)
     state_engine.dispose()
     personify_engine.dispose()
 
@@ -136,7 +136,7 @@ def test_later_days_resume_and_a_late_day_replays(
         [A, "NEWSLETTER", "A4"],
         [B, "NEWSLETTER", "B2"],
     ]
-    assert deployment.state("SELECT * FROM pending_writes").empty
+    assert deployment.state(QUEUED).empty
 
 
 def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
@@ -144,15 +144,19 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
 ) -> None:
     land_all(deployment)
     deployment.materialize("2026-11-18")
-    # 2026-11-19 is validated (its events are in the ledger) but never resolved or written.
+    # 2026-11-19 is validated (its events are in the ledger) but never resolved or written:
+    # its members stay queued for resolution.
     run_part_way(deployment, "2026-11-19", resolve=False)
-    assert deployment.state(UNRESOLVED)["run_id"].tolist() == ["dead-2026-11-19"]
-    # 2026-11-20 is resolved, then its Personify steps never run. Its resolution took in the
-    # slice 2026-11-19 left unresolved, and forgot both slices.
+    assert deployment.state(QUEUED).values.tolist() == [["resolve", A]]
+    # 2026-11-20 is resolved, then its Personify steps never run. Its resolution took every
+    # member queued, whichever run left it, and queued them all for both writes.
     run_part_way(deployment, "2026-11-20", resolve=True)
-    assert deployment.state(UNRESOLVED).empty
-    pending = deployment.state("SELECT DISTINCT target FROM pending_writes")
-    assert sorted(pending["target"]) == ["activity", "opt_in"]
+    assert deployment.state(QUEUED).values.tolist() == [
+        ["activity", A],
+        ["activity", B],
+        ["opt_in", A],
+        ["opt_in", B],
+    ]
 
     # The next run for some other reason (2026-11-18 again) writes everything still owed: the
     # events of 2026-11-19 were resolved with those of 2026-11-20, from A's checkpoint on.
@@ -161,7 +165,7 @@ def test_a_run_that_dies_half_way_is_caught_up_by_the_next_one(
     expected_opt_in, expected_activity = in_order
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
-    assert deployment.state("SELECT * FROM pending_writes").empty
+    assert deployment.state(QUEUED).empty
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +181,8 @@ def b_only_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataF
     return reference.opt_in(), reference.activity()
 
 
-@pytest.mark.parametrize("older_database", [False, True], ids=["died", "died-before-upgrade"])
-def test_a_slice_left_unresolved_is_caught_up_by_a_run_that_does_not_touch_it(
-    deployment: Deployment,
-    b_only_reference: tuple[pd.DataFrame, pd.DataFrame],
-    older_database: bool,
+def test_a_member_left_queued_is_caught_up_by_a_run_that_does_not_touch_it(
+    deployment: Deployment, b_only_reference: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     for day in ("2026-11-18", "2026-11-19"):
         deployment.land(f"{day}.csv", DAYS[day])
@@ -190,42 +191,60 @@ def test_a_slice_left_unresolved_is_caught_up_by_a_run_that_does_not_touch_it(
     deployment.materialize("2026-11-18")
     # A's 2026-11-19 events are stored, never decided.
     run_part_way(deployment, "2026-11-19", resolve=False)
-    if older_database:
-        # A state database from before unresolved_slices, holding the same undecided events:
-        # opening it records the whole ledger as unresolved.
-        engine = create_state_engine(deployment.state_url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE unresolved_slices")
-        engine.dispose()
-        create_state_engine(deployment.state_url).dispose()
-        assert deployment.state(UNRESOLVED)["run_id"].tolist() == [WHOLE_LEDGER]
 
     # A run of B's day alone still decides and writes A's events.
     caught_up = resolve_metadata(deployment.materialize("2026-11-21"))
-    assert caught_up["slices_caught_up"] == 1
+    assert caught_up["contacts_resolved"] == 2
     assert caught_up["events_resolved"] == 4  # B3, and A2, A3 and A2E after A's checkpoint
-    assert deployment.state(UNRESOLVED).empty
+    assert deployment.state(QUEUED).empty
     expected_opt_in, expected_activity = b_only_reference
     pd.testing.assert_frame_equal(deployment.opt_in(), expected_opt_in)
     pd.testing.assert_frame_equal(deployment.activity(), expected_activity)
 
-    # Nothing is left unresolved now: the next day resolves its own slice only.
+    # Nothing is left queued now: the next run resolves its own contacts only.
     again = resolve_metadata(deployment.materialize("2026-11-21"))
-    assert (again["slices_caught_up"], again["events_resolved"]) == (0, 0)
+    assert (again["contacts_resolved"], again["events_resolved"]) == (1, 0)
 
 
-def test_a_database_from_before_unresolved_slices_with_every_event_decided_needs_no_catch_up(
-    tmp_path: Path,
-) -> None:
+def test_a_database_of_the_counters_era_queues_what_it_owed(tmp_path: Path) -> None:
+    """A state database made before work_queue, where a run died after validating 2026-11-19
+    and another after resolving 2026-11-20: opening it queues that work, and the next run of
+    any day writes what one in-order pass would have."""
     deployment = deploy(tmp_path)
     land_all(deployment)
     deployment.materialize("2026-11-18")
+    run_part_way(deployment, "2026-11-19", resolve=False)
     engine = create_state_engine(deployment.state_url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE unresolved_slices")
+        conn.exec_driver_sql("DELETE FROM work_queue")
+        conn.exec_driver_sql("CREATE TABLE unresolved_slices (run_id TEXT, days TEXT)")
+        conn.exec_driver_sql("CREATE TABLE pending_writes (run_id TEXT, target TEXT)")
+        conn.exec_driver_sql("CREATE TABLE ledger_generation (id INTEGER, generation INTEGER)")
+        # What the old resolution of 2026-11-18 left owed to both writes.
+        conn.exec_driver_sql(
+            "INSERT INTO pending_writes SELECT DISTINCT decided_in_run, 'opt_in' FROM decisions"
+        )
     engine.dispose()
     create_state_engine(deployment.state_url).dispose()
-    assert deployment.state(UNRESOLVED).empty
+    assert deployment.state(QUEUED).values.tolist() == [
+        ["opt_in", A],
+        ["opt_in", B],
+        ["resolve", A],
+    ]
+    tables = deployment.state(
+        "SELECT name FROM sqlite_master WHERE name IN ('pending_writes', 'unresolved_slices')"
+    )
+    assert tables.empty
+
+    caught_up = resolve_metadata(deployment.materialize("2026-11-20"))
+    assert caught_up["contacts_resolved"] == 2
+    assert deployment.state(QUEUED).empty
+    expected = deploy(tmp_path / "reference")
+    land_all(expected)
+    for day in ("2026-11-18", "2026-11-19", "2026-11-20"):
+        expected.materialize(day)
+    pd.testing.assert_frame_equal(deployment.opt_in(), expected.opt_in())
+    pd.testing.assert_frame_equal(deployment.activity(), expected.activity())
 
 
 def test_a_member_resumes_after_its_latest_event_when_its_keys_throughs_differ(
@@ -259,3 +278,23 @@ def test_a_member_resumes_after_its_latest_event_when_its_keys_throughs_differ(
     pd.testing.assert_frame_equal(deployment.opt_in(), reference.opt_in())
     pd.testing.assert_frame_equal(deployment.activity(), reference.activity())
     assert "E4" in deployment.activity()["event_id"].tolist()
+
+
+def test_a_setting_that_decides_nothing_replays_no_history(tmp_path: Path) -> None:
+    """The checkpoints' fingerprint covers only what changes a decision: quality thresholds,
+    the schedule and the file limit leave them good; a source rank does not."""
+    deployment = deploy(tmp_path)
+    land_all(deployment)
+    deployment.materialize("2026-11-18")
+    deployment.set_config(
+        quality={"min_member_match_rate": 0.5, "max_reject_rate": 0.5},
+        schedule_time="05:30:00",
+        max_file_mb=64,
+    )
+    resumed = resolve_metadata(deployment.materialize("2026-11-19"))
+    assert (resumed["contacts_replayed"], resumed["events_resolved"]) == (0, 3)
+
+    ranks = {**deployment.config.get("source_ranks", {}), "third_party": 0}
+    deployment.set_config(source_ranks={**DEFAULT_SOURCE_RANKS, **ranks})
+    replayed = resolve_metadata(deployment.materialize("2026-11-20"))
+    assert replayed["contacts_replayed"] == 2

@@ -22,7 +22,7 @@ import pandas as pd
 import psycopg
 from sqlalchemy import Connection
 
-from subsync_pipeline.core import sync
+from subsync_pipeline.core import queue, sync
 from subsync_pipeline.core.config import load_config
 from subsync_pipeline.core.personify.writers import WRITE_LOCK_KEY, PostgresWriter
 from subsync_pipeline.core.state import create_state_engine
@@ -128,7 +128,7 @@ def test_overlapping_days_at_once_on_postgresql(
 
 def two_days(
     tmp_path: Path,
-) -> tuple[Deployment, Callable[[str], sync.ResolvedDays], Callable[[sync.ResolvedDays], None]]:
+) -> tuple[Deployment, Callable[[str], sync.Resolved], Callable[[str], None]]:
     """One contact subscribed on day 1 and unsubscribed on day 2; each run's steps by hand."""
     deployment = deploy(tmp_path)
     member = "000100"
@@ -138,50 +138,71 @@ def two_days(
     state = create_state_engine(deployment.state_url)
     personify = deployment.engine()
 
-    def resolve_day(day: str) -> sync.ResolvedDays:
+    def resolve_day(day: str) -> sync.Resolved:
         raw = sync.ingest(state, deployment.landing, config, [day])
         validated = sync.validate_days(state, personify, config, raw, f"run-{day}")
-        return sync.resolve_days(state, config, validated, f"run-{day}")
+        return sync.resolve_queued(state, config, (day,), f"run-{day}", validated.batch_id)
 
-    def write(resolved: sync.ResolvedDays) -> None:
-        sync.write_opt_in(personify, state, config, resolved)
-        sync.write_activity(personify, state, config, resolved)
+    def write(run_id: str) -> None:
+        sync.write_opt_in(personify, state, config)
+        sync.write_activity(personify, state, config, run_id)
 
     return deployment, resolve_day, write
 
 
+QUEUED = "SELECT step, master_customer_id, since_at FROM work_queue ORDER BY 1, 2"
+
+
 def test_a_late_writer_does_not_regress_a_newer_change(tmp_path: Path) -> None:
-    """Run A resolves day 1; run B then resolves and writes day 2; A writes last. A must write
-    the state of both days, not the stale one it resolved."""
+    """Run A resolves day 1; run B then resolves and writes day 2; A writes last. A must not
+    write the stale state it resolved: the queue holds members, not results."""
     deployment, resolve_day, write = two_days(tmp_path)
     run_a = resolve_day("2026-11-19")
-    assert run_a.statuses["status"].tolist() == ["subscribed"]
-    run_b = resolve_day("2026-11-20")
-    # B resolved after A: A's writers find their resolution is no longer the newest and read
-    # the member from the state database, so A writes nothing stale.
-    pending = deployment.state("SELECT run_id, target FROM pending_writes ORDER BY 1, 2")
-    assert pending.values.tolist() == [
-        ["run-2026-11-19", "activity"],
-        ["run-2026-11-19", "opt_in"],
-        ["run-2026-11-20", "activity"],
-        ["run-2026-11-20", "opt_in"],
+    assert run_a.decisions["applied"] == 1
+    resolve_day("2026-11-20")
+    # One row per step and member, whichever runs queued it. Day 1 saw the member first, so
+    # its rows lag over its whole history (`since_at` NULL), which day 2's later time keeps.
+    queued = deployment.state(QUEUED)
+    assert queued[["step", "master_customer_id"]].values.tolist() == [
+        ["activity", "000100"],
+        ["opt_in", "000100"],
     ]
-    write(run_b)
-    write(run_a)
+    assert queued["since_at"].isna().all()
+    write("run-2026-11-20")
+    assert deployment.state(QUEUED).empty
+    write("run-2026-11-19")
 
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
+
+
+def test_a_member_queued_again_while_a_write_runs_stays_queued(tmp_path: Path) -> None:
+    """A writer dequeues only the rows it took: a member queued again by a resolution that
+    committed meanwhile keeps its row (a new ticket), so its newer state is written next."""
+    deployment, resolve_day, _write = two_days(tmp_path)
+    resolve_day("2026-11-19")
+    config = load_config(deployment.config_path)
+    state = create_state_engine(deployment.state_url)
+    with state.connect() as conn:
+        taken = queue.queued(conn, queue.OPT_IN)
+    resolve_day("2026-11-20")
+    with state.begin() as conn:
+        queue.dequeue(conn, queue.OPT_IN, taken)
+    assert deployment.state(QUEUED)["step"].tolist() == ["activity", "opt_in"]
+    sync.write_opt_in(deployment.engine(), state, config)
+    assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
+    assert deployment.state(QUEUED)["step"].tolist() == ["activity"]
 
 
 def test_a_late_writer_writes_the_newer_resolution_it_finds(tmp_path: Path) -> None:
-    """As above, but A writes before B: A must write B's newer state, not the one it resolved."""
+    """As above, but A writes before B: A writes B's newer state, not the one it resolved."""
     deployment, resolve_day, write = two_days(tmp_path)
-    run_a = resolve_day("2026-11-19")
-    run_b = resolve_day("2026-11-20")
-    write(run_a)
+    resolve_day("2026-11-19")
+    resolve_day("2026-11-20")
+    write("run-2026-11-19")
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
-    write(run_b)
+    write("run-2026-11-20")
     assert deployment.opt_in()["OPT_IN_FLAG"].tolist() == ["N"]
     assert deployment.activity()["event_id"].tolist() == ["A1", "B1"]
-    assert deployment.state("SELECT * FROM pending_writes").empty
+    assert deployment.state(QUEUED).empty

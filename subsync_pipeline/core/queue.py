@@ -1,0 +1,128 @@
+"""The work queue of the state database: which members each step still owes (`state.work_queue`).
+
+Each step enqueues the members it leaves work for in the transaction that stores that work, and
+dequeues the members it took once its own work is committed. A member queued again in between
+(another run stored newer work for it) gets a new ticket, so a dequeue that names the ticket it
+took never forgets the newer work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subsync_pipeline.core import state
+from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
+
+RESOLVE = "resolve"
+OPT_IN = "opt_in"
+ACTIVITY = "activity"
+TARGETS: tuple[str, ...] = (OPT_IN, ACTIVITY)
+
+MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
+QUEUED: list[str] = [*MEMBER, "since_at", "batch_id", "ticket"]
+
+
+def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
+    queue = state.work_queue
+    stage = temp_table(
+        conn,
+        "subsync_queue",
+        [sa.Column(name, queue.c[name].type, primary_key=name in MEMBER) for name in names],
+    )
+    insert_frame(conn, stage, frame[names], staging=True)
+    return stage
+
+
+def _of(stage: sa.Table) -> list[sa.ColumnElement[bool]]:
+    queue = state.work_queue
+    return [queue.c[name] == stage.c[name] for name in MEMBER]
+
+
+def enqueue(
+    conn: Connection,
+    step: str,
+    members: pd.DataFrame,
+    batch_id: str | None,
+    now: datetime,
+) -> int:
+    """Queue `members` (MEMBER, optional `since_at`) for `step`; returns how many.
+
+    A member already queued keeps one row: the earlier `since_at` (NULL, the whole history,
+    wins) and no batch unless it is `batch_id` again (a retried step).
+    """
+    frame = members[MEMBER].copy()
+    frame["since_at"] = members.get("since_at", pd.NaT)
+    frame = (
+        frame.sort_values("since_at", na_position="first")
+        .drop_duplicates(MEMBER)
+        .astype({"sub_customer_id": "int64"})
+    )
+    if frame.empty:
+        return 0
+    queue = state.work_queue
+    stage = _stage(conn, frame, [*MEMBER, "since_at"])
+    ticket = uuid.uuid4().hex
+    either_whole = sa.or_(queue.c.since_at.is_(None), stage.c.since_at.is_(None))
+    conn.execute(
+        queue.update()
+        .where(queue.c.step == step, *_of(stage))
+        .values(
+            since_at=sa.case(
+                (either_whole, sa.null()),
+                (stage.c.since_at < queue.c.since_at, stage.c.since_at),
+                else_=queue.c.since_at,
+            ),
+            batch_id=sa.case((queue.c.batch_id == batch_id, queue.c.batch_id), else_=sa.null()),
+            ticket=ticket,
+            queued_at=now,
+        )
+    )
+    present = sa.exists().where(queue.c.step == step, *_of(stage))
+    conn.execute(
+        queue.insert().from_select(
+            ["step", *MEMBER, "since_at", "batch_id", "ticket", "queued_at"],
+            sa.select(
+                sa.literal(step, queue.c.step.type),
+                stage.c.master_customer_id,
+                stage.c.sub_customer_id,
+                stage.c.since_at,
+                sa.literal(batch_id, queue.c.batch_id.type),
+                sa.literal(ticket, queue.c.ticket.type),
+                sa.literal(now, queue.c.queued_at.type),
+            ).where(~present),
+        )
+    )
+    stage.drop(conn)
+    return len(frame)
+
+
+def queued(conn: Connection, step: str) -> pd.DataFrame:
+    """Every member queued for `step` (QUEUED columns)."""
+    queue = state.work_queue
+    frame = read_frame(
+        conn, sa.select(*(queue.c[name] for name in QUEUED)).where(queue.c.step == step)
+    )
+    frame["since_at"] = pd.to_datetime(frame["since_at"]).astype("datetime64[ns]")
+    return frame.astype({"master_customer_id": str, "sub_customer_id": "int64"})
+
+
+def dequeue(conn: Connection, step: str, taken: pd.DataFrame) -> None:
+    """Forget the rows of `taken` (as `queued` returned them) still holding the same ticket."""
+    if taken.empty:
+        return
+    queue = state.work_queue
+    stage = _stage(conn, taken, [*MEMBER, "ticket"])
+    conn.execute(
+        queue.delete().where(
+            queue.c.step == step,
+            sa.tuple_(queue.c.master_customer_id, queue.c.sub_customer_id, queue.c.ticket).in_(
+                sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.ticket)
+            ),
+        )
+    )
+    stage.drop(conn)
