@@ -36,11 +36,7 @@ def contact_subscription_status(
 ) -> dg.Output[sync.Resolved]:
     validated = validated_tracking_records
     resolved = sync.resolve_queued(
-        state_db.engine,
-        subsync_config.load(),
-        validated.days,
-        context.run.run_id,
-        validated.batch_id,
+        state_db.engine, subsync_config.load(), validated.days, context.run.run_id
     )
     return dg.Output(
         resolved,

@@ -207,33 +207,9 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
     return result
 
 
-# The files the latest scan in this process parsed, by path and content hash: the validation
-# that follows reads them from here instead of parsing them again. Keyed by content, so a file
-# changed since cannot be served stale; dropped once validated (`forget_parsed`).
-_parsed: dict[tuple[str, str], FileRead] = {}
-
-
-def keep_parsed(scan: ScanResult) -> None:
-    _parsed.clear()
-    hashes = {entry.path: entry.content_hash for entry in scan.entries}
-    for path, read in scan.parsed.items():
-        if path in hashes:
-            _parsed[(path, hashes[path])] = read
-
-
-def forget_parsed() -> None:
-    _parsed.clear()
-
-
 def recorded(conn: Connection) -> ScanResult:
-    """The manifest as recorded, with the files this process parsed last (no folder scan)."""
-    entries = [_entry(row) for row in _load_entries(conn)]
-    parsed = {
-        entry.path: _parsed[(entry.path, entry.content_hash)]
-        for entry in entries
-        if (entry.path, entry.content_hash) in _parsed
-    }
-    return ScanResult(entries=entries, parsed=parsed)
+    """The manifest as recorded, without scanning the landing folder."""
+    return ScanResult(entries=[_entry(row) for row in _load_entries(conn)])
 
 
 def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:

@@ -37,8 +37,6 @@ class Validated:
     """What validating some days stored, as the UI, the checks and the report show it."""
 
     days: tuple[str, ...]
-    # The validation's id in work_queue.batch_id (see `queued_events`).
-    batch_id: str
     figures: ValidationFigures
     contacts_queued: int
 
@@ -66,19 +64,43 @@ class Resolved:
 BLOCKED_SAMPLE = 50
 
 
+# What a step keeps in this process for the step after it, by kind: the events a validation
+# stored, the decisions and statuses a resolution stored. One of each kind at most, so a run never
+# holds more than a day's (or a range's) worth. It only ever spares reading back what the state
+# database holds too (`_served` says when that is safe).
+EVENTS, DECIDED, STATUSES = "events", "decided", "statuses"
+
+
 @dataclass(frozen=True)
-class _Slice:
-    """Events a validation stored, held in memory for the resolution that follows it."""
-
+class _Kept:
     batch_id: str
-    days: list[str]
-    file_ids: list[int]
-    events: pd.DataFrame
+    frame: pd.DataFrame
+    days: tuple[str, ...] = ()
+    file_ids: tuple[int, ...] = ()
 
 
-# The one in-memory shortcut (`queued_events`): at most one validation's events, so a run never
-# holds more than a day's (or a range's) worth.
-_held: dict[str, _Slice] = {}
+_kept: dict[str, _Kept] = {}
+# The raw step's rows, by the content they were read from (`_raw_key`): the validation that
+# follows in this process reads them from here, whatever run it belongs to.
+_raw_kept: dict[str, RawTrackingLog] = {}
+
+
+def _keep(kind: str, kept: _Kept) -> None:
+    _kept[kind] = kept
+
+
+def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame]:
+    """The frame of `kind` this process kept, and the `queued` members it may serve.
+
+    A queue row names a batch only while that batch alone queued the member since the member was
+    last dequeued (`queue.enqueue`): the member's owed work is then exactly what that batch
+    stored, which the kept frame holds. Any other member is read from the tables. The frame is
+    handed over once.
+    """
+    kept = _kept.pop(kind, None)
+    if kept is None:
+        return None, queued.iloc[:0]
+    return kept, queued.loc[queued["batch_id"].eq(kept.batch_id)]
 
 
 def ingest(
@@ -88,16 +110,27 @@ def ingest(
     with state_engine.begin() as conn:
         state.lock(conn)
         scan = manifest.scan(conn, landing_dir, config)
-    manifest.keep_parsed(scan)
-    return read_days(scan, days, config)
+    raw = read_days(scan, days, config)
+    _raw_kept.clear()
+    _raw_kept[_raw_key(scan, days)] = raw
+    return raw
 
 
 def read_raw(state_engine: Engine, config: SubsyncConfig, days: list[str]) -> RawTrackingLog:
     """The rows of `days` from the files the manifest records (no scan of the landing folder:
-    what the raw step recorded is what is validated)."""
+    what the raw step recorded is what is validated). Rows this process read from the very same
+    file contents are not read again."""
     with state_engine.connect() as conn:
         scan = manifest.recorded(conn)
-    return read_days(scan, days, config)
+    kept = _raw_kept.pop(_raw_key(scan, days), None)
+    _raw_kept.clear()
+    return kept if kept is not None else read_days(scan, days, config)
+
+
+def _raw_key(scan: manifest.ScanResult, days: list[str]) -> str:
+    """The days and the content of every file covering them: equal keys, equal rows."""
+    covering = [(entry.file_id, entry.content_hash) for entry in scan.covering(set(days))]
+    return json.dumps([sorted(days), covering])
 
 
 def validate_days(
@@ -129,12 +162,9 @@ def validate_days(
         now = audit_now()
         touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
         queued = queue.enqueue(conn, queue.RESOLVE, touched, batch_id, now)
-    manifest.forget_parsed()
-    _held.clear()
-    _held[batch_id] = _Slice(batch_id, days, read_ok, result.events)
+    _keep(EVENTS, _Kept(batch_id, result.events, tuple(days), tuple(read_ok)))
     return Validated(
         days=raw.days,
-        batch_id=batch_id,
         figures=validation_figures(len(rows), len(result.events), rejected),
         contacts_queued=queued,
     )
@@ -179,9 +209,7 @@ class Resolution:
     checkpoints: pd.DataFrame
 
 
-def resolve_members(
-    conn: Connection, config: SubsyncConfig, queued: pd.DataFrame, batch_id: str | None = None
-) -> Resolution:
+def resolve_members(conn: Connection, config: SubsyncConfig, queued: pd.DataFrame) -> Resolution:
     """Decide the undecided ledger events of `queued` members, each from its checkpoint.
 
     A member with a checkpoint made under this config resumes from it with its later events; any
@@ -191,7 +219,7 @@ def resolve_members(
     checkpoints = ledger.key_states(conn, queued, config_hash)
     through = _latest(checkpoints, "through_at", "through_event_id")
     replayed = queued.loc[~ledger.is_member_of(queued, through), MEMBER].reset_index(drop=True)
-    events = queued_events(conn, queued, through, replayed, batch_id)
+    events = queued_events(conn, queued, through, replayed)
     initial = checkpoints.drop(columns=["through_at", "through_event_id"])
     decided = resolve(with_areas(events, config), config.source_ranks, initial=initial)
     statuses = current_status(decided, initial=initial)
@@ -208,21 +236,13 @@ def resolve_members(
 
 
 def queued_events(
-    conn: Connection,
-    queued: pd.DataFrame,
-    through: pd.DataFrame,
-    replayed: pd.DataFrame,
-    batch_id: str | None,
+    conn: Connection, queued: pd.DataFrame, through: pd.DataFrame, replayed: pd.DataFrame
 ) -> pd.DataFrame:
     """The events to decide for `queued` members: a replayed member's whole history, any other's
-    events after its checkpoint (`through`).
-
-    The shortcut: a member whose queue row names `batch_id` alone has no undecided events but
-    that validation's, which this process may still hold; those come from memory (reading a
-    million events back took longer than resolving them) and the rest from the ledger.
-    """
-    held = _held.pop(batch_id, None) if batch_id else None
-    mine = queued.iloc[:0] if held is None else queued.loc[queued["batch_id"].eq(held.batch_id)]
+    events after its checkpoint (`through`). The events a validation in this process stored come
+    from memory for the members it alone queued (reading a million events back took longer than
+    resolving them); the rest from the ledger."""
+    held, mine = _served(EVENTS, queued)
     theirs = queued.loc[~ledger.is_member_of(queued, mine)]
     replayed_mine = ledger.is_member_of(replayed, mine)
     parts = [
@@ -230,9 +250,9 @@ def queued_events(
         ledger.events_after(conn, through.loc[ledger.is_member_of(through, theirs)]),
     ]
     if held is not None:
-        besides = (held.days, held.file_ids)
+        besides = (list(held.days), list(held.file_ids))
         parts.append(ledger.member_history(conn, replayed.loc[replayed_mine], besides))
-        slice_ = held.events[parts[0].columns].astype({"sub_customer_id": "int64"})
+        slice_ = held.frame[parts[0].columns].astype({"sub_customer_id": "int64"})
         slice_ = slice_.loc[ledger.is_member_of(slice_, mine)].merge(through, on=MEMBER, how="left")
         later = (
             slice_["through_at"].isna()
@@ -283,7 +303,6 @@ def resolve_queued(
     config: SubsyncConfig,
     days: tuple[str, ...],
     run_id: str,
-    batch_id: str | None = None,
 ) -> Resolved:
     """Resolve every member queued for resolution, whichever run queued it; in the same
     transaction keep the decisions and checkpoints, dequeue the members and queue them for each
@@ -299,8 +318,9 @@ def resolve_queued(
     with state_engine.begin() as conn:
         state.lock(conn)
         queued = queue.queued(conn, queue.RESOLVE)
-        resolution = resolve_members(conn, config, queued, batch_id)
+        resolution = resolve_members(conn, config, queued)
         now = audit_now()
+        batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
         ledger.store_resolution(
             conn,
             resolution.replayed,
@@ -312,10 +332,12 @@ def resolve_queued(
         )
         since = _since(resolution.decided, resolution.replayed)
         for target in targets:
-            queue.enqueue(conn, target, since, None, now)
+            queue.enqueue(conn, target, since, batch_id, now)
         queue.dequeue(conn, queue.RESOLVE, queued)
         figures = ledger.day_figures(conn, list(days))
         blocked = ledger.blocked_keys(conn, list(days))
+    _keep(DECIDED, _Kept(batch_id, resolution.decided))
+    _keep(STATUSES, _Kept(batch_id, resolution.checkpoints))
     return Resolved(
         days=days,
         events_resolved=len(resolution.decided),
@@ -341,8 +363,12 @@ def write_opt_in(
         check_tables(conn, [tables.opt_in.table])
         with state_engine.connect() as state_conn:
             taken = queue.queued(state_conn, queue.OPT_IN)
-            statuses = ledger.current_states(state_conn, taken)
-        counts = writer.upsert_opt_in(conn, opt_in_rows(statuses, config), audit_now())
+            held, mine = _served(STATUSES, taken)
+            statuses = [ledger.current_states(state_conn, _besides(taken, mine))]
+        if held is not None:
+            statuses.append(_of(held.frame, mine))
+        rows = opt_in_rows(pd.concat(statuses, ignore_index=True), config)
+        counts = writer.upsert_opt_in(conn, rows, audit_now())
     with state_engine.begin() as state_conn:
         queue.dequeue(state_conn, queue.OPT_IN, taken)
     return counts
@@ -366,10 +392,16 @@ def write_activity(
         )
         with state_engine.connect() as state_conn:
             taken = queue.queued(state_conn, queue.ACTIVITY)
-            rows = activity_rows(
-                ledger.status_changes(state_conn, taken), config.personify.activity_codes
-            )
-            records = activity_log.records(state_conn, taken)
+            held, mine = _served(DECIDED, taken)
+            changes = [ledger.status_changes(state_conn, _besides(taken, mine))]
+            # A member served from memory and not replayed has no record the resolution could
+            # have made stale: its events decided now are new, its older rows stay as they are.
+            resumed = _of(mine, mine.loc[mine["since_at"].notna()])
+            records = activity_log.records(state_conn, _besides(taken, resumed))
+        if held is not None:
+            decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
+            changes.append(_of(decided, mine))
+        rows = activity_rows(pd.concat(changes, ignore_index=True), config.personify.activity_codes)
         records["stale"] = ~_is_in(records["event_id"], rows["event_id"])
         now = audit_now()
         written = writer.reconcile_activity(conn, records, rows, now)
@@ -387,3 +419,11 @@ def _is_in(values: pd.Series, others: pd.Series) -> np.ndarray:
         pa.array(values, pa.large_string()), value_set=pa.array(others, pa.large_string())
     )
     return found.to_numpy(zero_copy_only=False)
+
+
+def _of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[ledger.is_member_of(frame, members)]
+
+
+def _besides(frame: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[~ledger.is_member_of(frame, members)]

@@ -56,9 +56,9 @@ def run_part_way(deployment: Deployment, day: str, *, resolve: bool) -> None:
     state_engine = create_state_engine(deployment.state_url)
     personify_engine = create_personify_engine(deployment.personify_url)
     raw = sync.ingest(state_engine, deployment.landing, config, [day])
-    validated = sync.validate_days(state_engine, personify_engine, config, raw, f"dead-{day}")
+    sync.validate_days(state_engine, personify_engine, config, raw, f"dead-{day}")
     if resolve:
-        sync.resolve_queued(state_engine, config, (day,), f"dead-{day}", validated.batch_id)
+        sync.resolve_queued(state_engine, config, (day,), f"dead-{day}")
     state_engine.dispose()
     personify_engine.dispose()
 

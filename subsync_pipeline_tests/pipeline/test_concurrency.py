@@ -140,8 +140,8 @@ def two_days(
 
     def resolve_day(day: str) -> sync.Resolved:
         raw = sync.ingest(state, deployment.landing, config, [day])
-        validated = sync.validate_days(state, personify, config, raw, f"run-{day}")
-        return sync.resolve_queued(state, config, (day,), f"run-{day}", validated.batch_id)
+        sync.validate_days(state, personify, config, raw, f"run-{day}")
+        return sync.resolve_queued(state, config, (day,), f"run-{day}")
 
     def write(run_id: str) -> None:
         sync.write_opt_in(personify, state, config)
