@@ -42,7 +42,7 @@ activity_checks = [
         ACTIVITY_RECONCILED,
         asset="personify_cus_activity",
         description="Read back in the write's transaction, subsync's CUS_ACTIVITY rows of the "
-        "day's contacts are exactly their status changes.",
+        "contacts written are exactly their status changes.",
     ),
     dg.AssetCheckSpec(
         ONE_ROW_PER_EVENT,

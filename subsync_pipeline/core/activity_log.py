@@ -38,9 +38,10 @@ def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
 
 
 def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
-    """(event_id, activity_id) of subsync's rows of `members` (MEMBER, `since_at`) from each
-    one's `since_at` on (NULL: all), and of every record whose event is gone (no member)."""
-    table = state.activity_records
+    """(event_id, activity_id, gone) of subsync's rows of `members` (MEMBER, `since_at`): those
+    of their ledger events from each one's `since_at` on (NULL: all), and every record whose
+    event left the ledger (`gone`: its row must go)."""
+    table, ledger = state.activity_records, state.event_ledger
     stage = temp_table(
         conn,
         "subsync_activity_members",
@@ -51,20 +52,24 @@ def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
         ],
     )
     insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
-    of_members = sa.select(table.c.event_id, table.c.activity_id).join(
-        stage,
-        sa.and_(
-            table.c.master_customer_id == stage.c.master_customer_id,
-            table.c.sub_customer_id == stage.c.sub_customer_id,
-            sa.or_(stage.c.since_at.is_(None), table.c.occurred_at >= stage.c.since_at),
-        ),
+    columns = [table.c.event_id, table.c.activity_id, table.c.gone]
+    of_members = (
+        sa.select(*columns)
+        .join(ledger, ledger.c.event_id == table.c.event_id)
+        .join(
+            stage,
+            sa.and_(
+                ledger.c.master_customer_id == stage.c.master_customer_id,
+                ledger.c.sub_customer_id == stage.c.sub_customer_id,
+                sa.or_(stage.c.since_at.is_(None), ledger.c.occurred_at >= stage.c.since_at),
+            ),
+        )
+        .where(~table.c.gone)
     )
-    orphans = sa.select(table.c.event_id, table.c.activity_id).where(
-        table.c.master_customer_id.is_(None)
-    )
-    found = read_frame(conn, sa.union_all(of_members, orphans))
+    gone = sa.select(*columns).where(table.c.gone)
+    found = read_frame(conn, sa.union_all(of_members, gone))
     stage.drop(conn)
-    return found.astype({"event_id": str, "activity_id": "int64"})
+    return found.astype({"event_id": str, "activity_id": "int64", "gone": bool})
 
 
 def log(
@@ -148,29 +153,12 @@ def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:
     )
     # An event inserted again (its row had gone) replaces its old record.
     conn.execute(records.delete().where(records.c.event_id.in_(inserted)))
-    # Each record takes its event's member and time from the ledger; an event gone from it
-    # meanwhile leaves them NULL, which marks the row for deletion by the next write.
-    ledger = state.event_ledger
     conn.execute(
         records.insert().from_select(
-            [
-                "event_id",
-                "activity_id",
-                "recorded_at",
-                "master_customer_id",
-                "sub_customer_id",
-                "occurred_at",
-            ],
-            sa.select(
-                log.c.event_id,
-                log.c.activity_id,
-                sa.literal(now, sa.DateTime),
-                ledger.c.master_customer_id,
-                ledger.c.sub_customer_id,
-                ledger.c.occurred_at,
-            )
-            .select_from(log.outerjoin(ledger, ledger.c.event_id == log.c.event_id))
-            .where(logged, log.c.action == INSERT),
+            ["event_id", "activity_id", "recorded_at"],
+            sa.select(log.c.event_id, log.c.activity_id, sa.literal(now, sa.DateTime)).where(
+                logged, log.c.action == INSERT
+            ),
         )
     )
     conn.execute(log.delete().where(logged))

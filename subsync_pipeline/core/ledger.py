@@ -139,21 +139,10 @@ def _forget_changed(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
         )
     )
     _invalidate(conn, sa.union_all(removed, added).subquery("changed"))
-    # A CUS_ACTIVITY record is found by its event's member and time (`activity_log.records`):
-    # an event stored again under another member or time takes its record along.
+    # The CUS_ACTIVITY row of an event that leaves the ledger goes at the next write.
     records = state.activity_records
-    placed = ("master_customer_id", "sub_customer_id", "occurred_at")
-    moved = (
-        sa.select(stage.c.event_id, *(stage.c[name] for name in placed))
-        .join(old, old.c.event_id == stage.c.event_id)
-        .where(sa.or_(*(stage.c[name].is_distinct_from(old.c[name]) for name in placed)))
-        .subquery("moved")
-    )
-    conn.execute(
-        records.update()
-        .where(records.c.event_id == moved.c.event_id)
-        .values({name: moved.c[name] for name in placed})
-    )
+    left = sa.select(old.c.event_id).where(~sa.exists().where(stage.c.event_id == old.c.event_id))
+    conn.execute(records.update().where(records.c.event_id.in_(left)).values(gone=True))
 
 
 def _replace_events(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
@@ -476,9 +465,9 @@ def day_figures(conn: Connection, days: list[str]) -> dict[str, Any]:
     }
 
 
-def blocked_keys(conn: Connection, days: list[str]) -> pd.DataFrame:
-    """Keys of the days' contacts whose latest opposite request is newer than their status: a
-    request the precedence rules blocked, which stewards may want to look at."""
+def blocked_keys(conn: Connection, days: list[str], sample: int) -> tuple[int, pd.DataFrame]:
+    """How many keys of the days' contacts have a latest opposite request newer than their
+    status (a request the precedence rules blocked), and the first `sample` of them."""
     states, ledger = state.key_states, state.event_ledger
     of_days = sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(
         ledger.c.day.in_(days)
@@ -488,11 +477,18 @@ def blocked_keys(conn: Connection, days: list[str]) -> pd.DataFrame:
         (subscribed, states.c.last_unsubscribe_request_date),
         else_=states.c.last_subscribe_request_date,
     )
-    query = sa.select(states).where(
+    blocked = sa.and_(
         sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(of_days),
         opposite > states.c.status_date,
     )
-    return _state_frame(read_frame(conn, query))
+    count = conn.execute(sa.select(sa.func.count()).where(blocked)).scalar_one()
+    first = (
+        sa.select(states)
+        .where(blocked)
+        .order_by(states.c.master_customer_id, states.c.sub_customer_id, states.c.area)
+        .limit(sample)
+    )
+    return int(count), _state_frame(read_frame(conn, first))
 
 
 def rejects_of_days(conn: Connection, days: list[str]) -> pd.DataFrame:

@@ -94,7 +94,10 @@ def enqueue(
                 sa.literal(batch_id, queue.c.batch_id.type),
                 sa.literal(ticket, queue.c.ticket.type),
                 sa.literal(now, queue.c.queued_at.type),
-            ).where(~present),
+            )
+            .where(~present)
+            # In key order: the queue's primary key then grows page by page, not at random.
+            .order_by(stage.c.master_customer_id, stage.c.sub_customer_id),
         )
     )
     stage.drop(conn)

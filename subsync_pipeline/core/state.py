@@ -141,21 +141,16 @@ work_queue = sa.Table(
 
 # The CUS_ACTIVITY rows subsync inserted, by the event each records: Personify's table has no
 # column of subsync's own, so this is how subsync knows its rows (and never touches another's).
-# The member and time of the event let a write find its members' rows by index, including rows
-# of events that have since left the ledger; NULL (an event gone before it was recorded, or a
-# record made before these columns) marks a row whose event is gone, which the next write deletes.
+# A write finds its members' records through their events in the ledger. `gone` marks the record
+# of an event that left the ledger (its file changed, or it is rejected now), set in the
+# validation's transaction: the next write deletes the row.
 activity_records = sa.Table(
     "activity_records",
     metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("activity_id", sa.BigInteger, nullable=False),
     sa.Column("recorded_at", sa.DateTime, nullable=False),
-    sa.Column("master_customer_id", sa.String(24)),
-    sa.Column("sub_customer_id", sa.Integer),
-    sa.Column("occurred_at", sa.DateTime),
-    sa.Index(
-        "ix_activity_records_member_time", "master_customer_id", "sub_customer_id", "occurred_at"
-    ),
+    sa.Column("gone", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # What a CUS_ACTIVITY write inserted and deleted, logged and committed here before Personify's
@@ -244,30 +239,14 @@ def _rebuild_changed_caches(conn: Connection) -> None:
 
 
 def _add_record_columns(conn: Connection) -> None:
-    """Give activity_records made before it knew members their member and time, from the ledger
-    (a record whose event is gone keeps NULLs, which mark it stale: see `activity_records`)."""
+    """Add `gone` to activity_records made before it (no record of theirs is gone)."""
     inspector = sa.inspect(conn)
     if not inspector.has_table(activity_records.name):
         return
-    present = {column["name"] for column in inspector.get_columns(activity_records.name)}
-    added = [
-        c for c in ("master_customer_id", "sub_customer_id", "occurred_at") if c not in present
-    ]
-    if not added:
-        return
-    for name in added:
-        column = activity_records.c[name]
-        type_ = column.type.compile(dialect=conn.dialect)
-        conn.execute(sa.text(f"ALTER TABLE {activity_records.name} ADD COLUMN {name} {type_}"))
-    of_event = event_ledger.c.event_id == activity_records.c.event_id
-    conn.execute(
-        activity_records.update().values(
-            {
-                name: sa.select(event_ledger.c[name]).where(of_event).scalar_subquery()
-                for name in added
-            }
+    if "gone" not in {column["name"] for column in inspector.get_columns(activity_records.name)}:
+        conn.execute(
+            sa.text("ALTER TABLE activity_records ADD COLUMN gone BOOLEAN NOT NULL DEFAULT false")
         )
-    )
 
 
 # Tables of the generation counters that work_queue replaced (2026-12-02). A database that has

@@ -335,7 +335,7 @@ def resolve_queued(
             queue.enqueue(conn, target, since, batch_id, now)
         queue.dequeue(conn, queue.RESOLVE, queued)
         figures = ledger.day_figures(conn, list(days))
-        blocked = ledger.blocked_keys(conn, list(days))
+        blocked, sample = ledger.blocked_keys(conn, list(days), BLOCKED_SAMPLE)
     _keep(DECIDED, _Kept(batch_id, resolution.decided))
     _keep(STATUSES, _Kept(batch_id, resolution.checkpoints))
     return Resolved(
@@ -344,8 +344,8 @@ def resolve_queued(
         contacts_resolved=len(queued),
         contacts_replayed=len(resolution.replayed),
         keys_changed=len(resolution.checkpoints),
-        blocked=len(blocked),
-        blocked_sample=blocked.head(BLOCKED_SAMPLE).reset_index(drop=True),
+        blocked=blocked,
+        blocked_sample=sample,
         **figures,
     )
 
@@ -402,7 +402,9 @@ def write_activity(
             decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
             changes.append(_of(decided, mine))
         rows = activity_rows(pd.concat(changes, ignore_index=True), config.personify.activity_codes)
-        records["stale"] = ~_is_in(records["event_id"], rows["event_id"])
+        records["stale"] = records.pop("gone").to_numpy(bool) | ~_is_in(
+            records["event_id"], rows["event_id"]
+        )
         now = audit_now()
         written = writer.reconcile_activity(conn, records, rows, now)
         activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
