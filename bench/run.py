@@ -117,7 +117,7 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     """
     import sqlalchemy as sa
 
-    from subsync_pipeline.core import ledger, state, sync
+    from subsync_pipeline.core import state, sync
     from subsync_pipeline.core.config import parse_config
     from subsync_pipeline.core.sql import copy_frame
 
@@ -183,15 +183,7 @@ def load_history(state_url: str, history: int, members: int, day: str) -> float:
     for at in range(0, members, batch):
         with engine.begin() as conn:
             resolution = sync.resolve_members(conn, config, everyone.iloc[at : at + batch])
-            ledger.store_resolution(
-                conn,
-                resolution.replayed,
-                resolution.decided,
-                resolution.checkpoints,
-                resolution.config_hash,
-                "bench-history",
-                pd.Timestamp.now().to_pydatetime(),
-            )
+            resolution.store(conn, "bench-history", pd.Timestamp.now().to_pydatetime())
         print(f"  checkpoints: {min(at + batch, members):,} / {members:,} members", flush=True)
     with_indexes(state.decisions)
     with engine.connect() as conn:

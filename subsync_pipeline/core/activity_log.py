@@ -25,12 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct, temp_table
+from subsync_pipeline.core.ledger import since_join, stage_since
+from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct
 
 INSERT = "insert"
 DELETE = "delete"
 _PAIR = ["event_id", "activity_id"]
-MEMBER = ["master_customer_id", "sub_customer_id"]
 
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
@@ -42,28 +42,12 @@ def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     of their ledger events from each one's `since_at` on (NULL: all), and every record whose
     event left the ledger (`gone`: its row must go)."""
     table, ledger = state.activity_records, state.event_ledger
-    stage = temp_table(
-        conn,
-        "subsync_activity_members",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("since_at", sa.DateTime),
-        ],
-    )
-    insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
+    stage = stage_since(conn, members)
     columns = [table.c.event_id, table.c.activity_id, table.c.gone]
     of_members = (
         sa.select(*columns)
         .join(ledger, ledger.c.event_id == table.c.event_id)
-        .join(
-            stage,
-            sa.and_(
-                ledger.c.master_customer_id == stage.c.master_customer_id,
-                ledger.c.sub_customer_id == stage.c.sub_customer_id,
-                sa.or_(stage.c.since_at.is_(None), ledger.c.occurred_at >= stage.c.since_at),
-            ),
-        )
+        .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
         .where(~table.c.gone)
     )
     gone = sa.select(*columns).where(table.c.gone)

@@ -300,21 +300,15 @@ def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     `through_at` at or after it, and one that did not, before it.
     """
     states = state.key_states
-    stage = _since_stage(conn, members)
-    query = sa.select(states).join(
-        stage,
-        sa.and_(
-            states.c.master_customer_id == stage.c.master_customer_id,
-            states.c.sub_customer_id == stage.c.sub_customer_id,
-            sa.or_(stage.c.since_at.is_(None), states.c.through_at >= stage.c.since_at),
-        ),
-    )
+    stage = stage_since(conn, members)
+    query = sa.select(states).join(stage, since_join(states, states.c.through_at, stage))
     frame = read_frame(conn, query)
     stage.drop(conn)
     return _state_frame(frame)
 
 
-def _since_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
+def stage_since(conn: Connection, members: pd.DataFrame) -> sa.Table:
+    """A temporary table of `members` (MEMBER, `since_at`), for `since_join`."""
     stage = temp_table(
         conn,
         "subsync_since",
@@ -326,6 +320,18 @@ def _since_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
     )
     insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
     return stage
+
+
+def since_join(
+    table: sa.Table, at: sa.ColumnElement[Any], stage: sa.Table
+) -> sa.ColumnElement[bool]:
+    """Rows of `table` that are a staged member's with `at` from its `since_at` on (NULL: all),
+    through the member index."""
+    return sa.and_(
+        table.c.master_customer_id == stage.c.master_customer_id,
+        table.c.sub_customer_id == stage.c.sub_customer_id,
+        sa.or_(stage.c.since_at.is_(None), at >= stage.c.since_at),
+    )
 
 
 def _state_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -410,7 +416,7 @@ def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     """The decided status changes of `members` (MEMBER, `since_at`) from each one's `since_at`
     (NULL: all of them), with what their CUS_ACTIVITY rows say."""
     ledger, decisions = state.event_ledger, state.decisions
-    stage = _since_stage(conn, members)
+    stage = stage_since(conn, members)
     query = (
         sa.select(
             ledger,
@@ -421,14 +427,7 @@ def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
             decisions.c.first_time,
         )
         .join(decisions, decisions.c.event_id == ledger.c.event_id)
-        .join(
-            stage,
-            sa.and_(
-                ledger.c.master_customer_id == stage.c.master_customer_id,
-                ledger.c.sub_customer_id == stage.c.sub_customer_id,
-                sa.or_(stage.c.since_at.is_(None), ledger.c.occurred_at >= stage.c.since_at),
-            ),
-        )
+        .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
         .where(decisions.c.status_change)
     )
     history = read_frame(conn, query)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,12 @@ class Resolution:
     # The state to keep for keys with events decided now (statuses plus their member's through).
     checkpoints: pd.DataFrame
 
+    def store(self, conn: Connection, run_id: str, now: datetime) -> None:
+        """Keep the decisions and checkpoints (see `ledger.store_resolution`)."""
+        ledger.store_resolution(
+            conn, self.replayed, self.decided, self.checkpoints, self.config_hash, run_id, now
+        )
+
 
 def resolve_members(conn: Connection, config: SubsyncConfig, queued: pd.DataFrame) -> Resolution:
     """Decide the undecided ledger events of `queued` members, each from its checkpoint.
@@ -321,15 +328,7 @@ def resolve_queued(
         resolution = resolve_members(conn, config, queued)
         now = audit_now()
         batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
-        ledger.store_resolution(
-            conn,
-            resolution.replayed,
-            resolution.decided,
-            resolution.checkpoints,
-            resolution.config_hash,
-            run_id,
-            now,
-        )
+        resolution.store(conn, run_id, now)
         since = _since(resolution.decided, resolution.replayed)
         for target in targets:
             queue.enqueue(conn, target, since, batch_id, now)
