@@ -11,17 +11,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SOURCES: tuple[str, ...] = (
-    "preference_centre",
-    "api",
-    "in_app",
-    "csv_upload",
-    "form",
-    "importer",
-    "third_party",
-)
-SCOPE_TYPES: tuple[str, ...] = ("group", "group_category", "message_category")
-EVENT_TYPES: tuple[str, ...] = ("subscribe", "unsubscribe")
 DEFAULT_SOURCE_RANKS: dict[str, int] = {
     "preference_centre": 1,
     "api": 2,
@@ -31,6 +20,10 @@ DEFAULT_SOURCE_RANKS: dict[str, int] = {
     "importer": 4,
     "third_party": 5,
 }
+# Every source has a default rank, so the known sources are exactly its keys.
+SOURCES: tuple[str, ...] = tuple(DEFAULT_SOURCE_RANKS)
+SCOPE_TYPES: tuple[str, ...] = ("group", "group_category", "message_category")
+EVENT_TYPES: tuple[str, ...] = ("subscribe", "unsubscribe")
 # Personify column widths bound what we may write; codes longer than these would be truncated.
 _CODE_MAX = 24
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
