@@ -167,9 +167,10 @@ class PersonifyTables:
     app_subcode: sa.Table
 
 
-def _split(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.rpartition(".")
-    return (schema or None), table
+def _table(meta: sa.MetaData, qualified: str, *columns: sa.Column[Any]) -> sa.Table:
+    """The table named NAME or SCHEMA.NAME in the config."""
+    schema, _, name = qualified.rpartition(".")
+    return sa.Table(name, meta, *columns, schema=schema or None)
 
 
 def _shape(
@@ -180,73 +181,51 @@ def _shape(
     types: dict[str, sa.types.TypeEngine[Any]],
     key: list[str],
 ) -> TableShape:
-    schema, name = _split(qualified)
-    table = sa.Table(
-        name,
+    table = _table(
         meta,
+        qualified,
         *[
             sa.Column(column, types[field], primary_key=field in key)
             for field, column in columns.items()
         ],
         *[sa.Column(column, _constant_type(value)) for column, value in constants.items()],
-        schema=schema,
     )
     return TableShape(table=table, columns=dict(columns), constants=dict(constants))
+
+
+def _code_columns(*names: str) -> list[sa.Column[Any]]:
+    return [sa.Column(name, _text(24)) for name in ("SUBSYSTEM", "TYPE", *names)]
 
 
 def personify_tables(config: PersonifyConfig) -> PersonifyTables:
     """Table objects for the configured (already checked) names, columns and constants."""
     meta = sa.MetaData()
     names = config.tables
-    schema, name = _split(names.customer)
-    customer = sa.Table(
-        name,
-        meta,
-        sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
-        sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
-        schema=schema,
-    )
-    schema, name = _split(names.app_code)
-    app_code = sa.Table(
-        name,
-        meta,
-        sa.Column("SUBSYSTEM", _text(24)),
-        sa.Column("TYPE", _text(24)),
-        sa.Column("CODE", _text(24)),
-        schema=schema,
-    )
-    schema, name = _split(names.app_subcode)
-    app_subcode = sa.Table(
-        name,
-        meta,
-        sa.Column("SUBSYSTEM", _text(24)),
-        sa.Column("TYPE", _text(24)),
-        sa.Column("CODE", _text(24)),
-        sa.Column("SUBCODE", _text(24)),
-        schema=schema,
-    )
-    opt_in = _shape(
-        meta,
-        names.opt_in,
-        config.opt_in_columns(),
-        config.constants.opt_in,
-        OPT_IN_TYPES,
-        OPT_IN_KEY,
-    )
-    activity = _shape(
-        meta,
-        names.activity,
-        config.activity_columns(),
-        config.constants.activity,
-        ACTIVITY_TYPES,
-        ["id"],
-    )
     return PersonifyTables(
-        customer=customer,
-        opt_in=opt_in,
-        activity=activity,
-        app_code=app_code,
-        app_subcode=app_subcode,
+        customer=_table(
+            meta,
+            names.customer,
+            sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
+            sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
+        ),
+        opt_in=_shape(
+            meta,
+            names.opt_in,
+            config.opt_in_columns(),
+            config.constants.opt_in,
+            OPT_IN_TYPES,
+            OPT_IN_KEY,
+        ),
+        activity=_shape(
+            meta,
+            names.activity,
+            config.activity_columns(),
+            config.constants.activity,
+            ACTIVITY_TYPES,
+            ["id"],
+        ),
+        app_code=_table(meta, names.app_code, *_code_columns("CODE")),
+        app_subcode=_table(meta, names.app_subcode, *_code_columns("CODE", "SUBCODE")),
     )
 
 
