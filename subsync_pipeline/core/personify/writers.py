@@ -136,10 +136,8 @@ class PersonifyWriter:
         missing: pd.DataFrame,
         now: datetime,
     ) -> pd.DataFrame:
-        """Insert the staged rows that have no row of ours (`missing`); (event_id, activity_id)
-        of each."""
-        if missing.empty:
-            return _no_ids()
+        """Insert the staged rows that have no row of ours (`missing`, not empty); (event_id,
+        activity_id) of each."""
         pairs = pd.DataFrame(
             conn.execute(self.paired_insert(records, stage, now)).fetchall(),
             columns=["event_id", "activity_id"],
@@ -173,10 +171,13 @@ class PersonifyWriter:
     def _literal(self, shape: TableShape, name: str, value: Any) -> sa.ColumnElement[Any]:
         return sa.literal(value, shape.column(name).type)
 
-    def _added(self, shape: TableShape, now: datetime) -> dict[str, sa.ColumnElement[Any]]:
-        """The standard fields of an insert: ADDOPER, ADDDATE, CONCURRENCY_ID 0, and the
-        constants of the columns subsync has no field for."""
-        values: dict[str, sa.ColumnElement[Any]] = {}
+    def _inserted(
+        self, shape: TableShape, source: sa.FromClause, names: list[str], now: datetime
+    ) -> dict[str, sa.ColumnElement[Any]]:
+        """The values of an insert: the columns `names` of `source`, then the standard fields
+        (ADDOPER, ADDDATE, CONCURRENCY_ID 0) and the constants of the columns subsync has no
+        field for."""
+        values: dict[str, sa.ColumnElement[Any]] = {name: source.c[name] for name in names}
         if shape.has("add_oper"):
             values[shape.columns["add_oper"]] = self._literal(shape, "add_oper", self.operator)
         if shape.has("add_date"):
@@ -185,12 +186,18 @@ class PersonifyWriter:
             values[shape.columns["concurrency_id"]] = _ZERO
         return {**values, **shape.constant_values()}
 
-    def _modified(
-        self, shape: TableShape, target: sa.FromClause, now: datetime
+    def _updated(
+        self,
+        shape: TableShape,
+        target: sa.FromClause,
+        source: sa.FromClause,
+        names: list[str],
+        now: datetime,
     ) -> dict[str, sa.ColumnElement[Any]]:
-        """The standard fields of an update: MODOPER, MODDATE, CONCURRENCY_ID + 1 (Personify's
-        optimistic lock: its own screens then see that the row moved under them)."""
-        values: dict[str, sa.ColumnElement[Any]] = {}
+        """The values of an update: the columns `names` of `source`, then the standard fields
+        MODOPER, MODDATE, CONCURRENCY_ID + 1 (Personify's optimistic lock: its own screens then
+        see that the row moved under them)."""
+        values: dict[str, sa.ColumnElement[Any]] = {name: source.c[name] for name in names}
         if shape.has("mod_oper"):
             values[shape.columns["mod_oper"]] = self._literal(shape, "mod_oper", self.operator)
         if shape.has("mod_date"):
@@ -282,12 +289,7 @@ class PersonifyWriter:
         data = self._activity_data()
         return (
             sa.update(target)
-            .values(
-                {
-                    **{name: stage.c[name] for name in data},
-                    **self._modified(self.activity, target, now),
-                }
-            )
+            .values(self._updated(self.activity, target, stage, data, now))
             .where(
                 self.activity.column("id") == records.c.activity_id,
                 records.c.stale == _ZERO,
@@ -348,12 +350,8 @@ class PersonifyWriter:
         table = self.stage_table(f"subsync_{kind}_{next(_stage_ids)}", columns)
         table.create(conn)
         if not frame.empty:
-            self.load_stage(conn, table, frame[[c.name for c in columns]])
+            insert_frame(conn, table, frame[[c.name for c in columns]], staging=True)
         return table
-
-    def load_stage(self, conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-        """One executemany; with pyodbc's fast_executemany, parameter arrays of the whole frame."""
-        insert_frame(conn, table, frame, staging=True)
 
     def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
         """Which (master_customer_id, sub_customer_id) pairs exist in CUSTOMER: one joined query."""
@@ -418,13 +416,15 @@ class PersonifyWriter:
         updated = conn.execute(self.activity_update(staged, stage, now)).rowcount
         present = read_frame(conn, self.present_records(staged))["event_id"]
         missing = rows.loc[~rows["event_id"].isin(present)]
-        inserted = self.insert_activity(conn, staged, stage, missing, now)
+        inserted = (
+            self.insert_activity(conn, staged, stage, missing, now) if len(missing) else _no_ids()
+        )
         if len(inserted) != len(missing):
             raise PersonifyWriteError(
                 f"inserted {len(missing)} rows into {self.activity.table.fullname} but read "
                 f"back {len(inserted)} ids; nothing was written"
             )
-        self.load_stage(conn, staged, inserted.assign(stale=0))
+        insert_frame(conn, staged, inserted.assign(stale=0), staging=True)
         missed, extra, duplicated = conn.execute(self.activity_verify(staged, stage)).one()
         stage.drop(conn)
         staged.drop(conn)
@@ -453,24 +453,17 @@ class UpsertWriter(PersonifyWriter):
         key, data = self._opt_in_key(), self._opt_in_data()
         return (
             sa.update(target)
-            .values(
-                {
-                    **{name: stage.c[name] for name in data},
-                    **self._modified(self.opt_in, target, now),
-                }
-            )
+            .values(self._updated(self.opt_in, target, stage, data, now))
             .where(_same(target, stage, key), _differs(target, stage, data))
         )
 
     def opt_in_insert(self, stage: sa.Table, now: datetime) -> sa.Insert:
         target = self.opt_in.table
         key, data = self._opt_in_key(), self._opt_in_data()
-        added = self._added(self.opt_in, now)
+        values = self._inserted(self.opt_in, stage, [*key, *data], now)
         return sa.insert(target).from_select(
-            [*key, *data, *added],
-            sa.select(*[stage.c[name] for name in [*key, *data]], *added.values()).where(
-                ~sa.exists().where(_same(target, stage, key))
-            ),
+            list(values),
+            sa.select(*values.values()).where(~sa.exists().where(_same(target, stage, key))),
         )
 
     def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
@@ -481,14 +474,12 @@ class UpsertWriter(PersonifyWriter):
     def activity_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Insert:
         target = self.activity.table
         data = self._activity_data()
-        added = self._added(self.activity, now)
+        values = self._inserted(self.activity, stage, data, now)
         return (
             sa.insert(target)
             .from_select(
-                [*data, *added],
-                sa.select(*[stage.c[name] for name in data], *added.values()).where(
-                    self.activity_missing(records, stage)
-                ),
+                list(values),
+                sa.select(*values.values()).where(self.activity_missing(records, stage)),
             )
             .returning(self.activity.column("id"), *[target.c[name] for name in data])
         )
@@ -532,8 +523,6 @@ class SQLiteWriter(UpsertWriter):
         missing: pd.DataFrame,
         now: datetime,
     ) -> pd.DataFrame:
-        if missing.empty:
-            return _no_ids()
         result = conn.execute(self.activity_insert(records, stage, now))
         returned = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         return self.match_inserted(missing, returned)
@@ -658,7 +647,6 @@ class MSSQLWriter(PersonifyWriter):
         target = self.opt_in.table
         alias, source = target.alias("target"), stage.alias("stage")
         key, data = self._opt_in_key(), self._opt_in_data()
-        added = self._added(self.opt_in, now)
         return Merge(
             target,
             alias,
@@ -668,15 +656,9 @@ class MSSQLWriter(PersonifyWriter):
                 When(
                     "matched",
                     _differs(alias, source, data),
-                    values={
-                        **{n: source.c[n] for n in data},
-                        **self._modified(self.opt_in, alias, now),
-                    },
+                    values=self._updated(self.opt_in, alias, source, data, now),
                 ),
-                When(
-                    "not_matched",
-                    values={**{n: source.c[n] for n in [*key, *data]}, **added},
-                ),
+                When("not_matched", values=self._inserted(self.opt_in, source, [*key, *data], now)),
             ],
         )
 
@@ -691,15 +673,7 @@ class MSSQLWriter(PersonifyWriter):
             target.alias("target"),
             source,
             on=_ONE == _ZERO,
-            whens=[
-                When(
-                    "not_matched",
-                    values={
-                        **{n: source.c[n] for n in data},
-                        **self._added(self.activity, now),
-                    },
-                )
-            ],
+            whens=[When("not_matched", values=self._inserted(self.activity, source, data, now))],
             output={
                 "event_id": source.c.event_id,
                 "activity_id": Inserted(self.activity.column("id")),
