@@ -30,9 +30,7 @@ from subsync_pipeline.core.personify.connection import (
 )
 from subsync_pipeline.core.personify.tables import (
     ACTIVITY_TYPE,
-    ACTIVITY_TYPES,
     INTEREST_AREA_TYPE,
-    OPT_IN_TYPES,
     SUBSYSTEM,
     PersonifyTables,
     TableShape,
@@ -289,9 +287,8 @@ def known_lengths(config: SubsyncConfig) -> dict[str, int]:
 
 
 def _expect_field(
-    field: str, types: dict[str, sa.types.TypeEngine[Any]], known: dict[str, int]
+    field: str, column_type: sa.types.TypeEngine[Any], known: dict[str, int]
 ) -> _Expected:
-    column_type = types[field]
     family = FLAG if field in FLAG_FIELDS else _family(column_type) or TEXT
     if field in known:
         return _Expected(f"field {field}", family, known[field])
@@ -309,11 +306,10 @@ def _expect_constant(value: Constant) -> _Expected:
     return _Expected(what, TEXT, len(value))
 
 
-def _expectations(
-    shape: TableShape, types: dict[str, Any], known: dict[str, int]
-) -> dict[str, _Expected]:
+def _expectations(shape: TableShape, known: dict[str, int]) -> dict[str, _Expected]:
     expected = {
-        column: _expect_field(field, types, known) for field, column in shape.columns.items()
+        column: _expect_field(field, shape.column(field).type, known)
+        for field, column in shape.columns.items()
     }
     expected.update({column: _expect_constant(v) for column, v in shape.constants.items()})
     return expected
@@ -464,9 +460,8 @@ def _check_tables(
         "SUB_CUSTOMER_ID": _Expected("sub customer ids", INTEGER),
     }
     findings = _table_check(inspector, tables.customer, customer, "customer")
-    types = {"opt_in": OPT_IN_TYPES, "activity": ACTIVITY_TYPES}
     for role, shape in _written(config, tables):
-        expected = _expectations(shape, types[role], known_lengths(config))
+        expected = _expectations(shape, known_lengths(config))
         findings += _table_check(inspector, shape.table, expected, role)
         if role == "activity":
             findings += _identity_check(inspector, conn.dialect.name, shape)
