@@ -35,6 +35,7 @@ from subsync_pipeline.core.personify.tables import (
     PersonifyTables,
     TableShape,
     personify_tables,
+    reflected_columns,
 )
 from subsync_pipeline.core.tracking_log import FILE_OK, read_tracking_file
 from subsync_pipeline.core.validation import split_member_ids
@@ -315,14 +316,6 @@ def _expectations(shape: TableShape, known: dict[str, int]) -> dict[str, _Expect
     return expected
 
 
-def _columns(inspector: Inspector, table: sa.Table) -> dict[str, dict[str, Any]] | None:
-    """The table's reflected columns by upper-case name, or None when it does not exist."""
-    if not inspector.has_table(table.name, schema=table.schema):
-        return None
-    reflected = inspector.get_columns(table.name, schema=table.schema)
-    return {str(column["name"]).upper(): dict(column) for column in reflected}
-
-
 def _type_problem(
     column: str, actual: dict[str, Any], expected: _Expected
 ) -> tuple[str, str] | None:
@@ -363,7 +356,7 @@ def _generated(dialect: str, column: dict[str, Any], primary_key: list[str]) -> 
 def _table_check(
     inspector: Inspector, table: sa.Table, expected: dict[str, _Expected], role: str
 ) -> list[Finding]:
-    actual = _columns(inspector, table)
+    actual = reflected_columns(inspector, table)
     if actual is None:
         return [
             Finding(
@@ -413,7 +406,7 @@ def _table_check(
 
 def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) -> list[Finding]:
     table = activity.table
-    actual = _columns(inspector, table)
+    actual = reflected_columns(inspector, table)
     column = activity.columns["id"]
     if actual is None or column.upper() not in actual:
         return []
@@ -478,7 +471,7 @@ def _check_not_null(
     findings = []
     for role, shape in _written(config, tables):
         table = shape.table
-        actual = _columns(inspector, table)
+        actual = reflected_columns(inspector, table)
         if actual is None:
             continue  # reported by the table check
         primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)

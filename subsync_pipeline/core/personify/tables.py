@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Inspector
 
 from subsync_pipeline.core.config import Constant, PersonifyConfig
 
@@ -229,17 +229,23 @@ def personify_tables(config: PersonifyConfig) -> PersonifyTables:
     )
 
 
+def reflected_columns(inspector: Inspector, table: sa.Table) -> dict[str, dict[str, Any]] | None:
+    """The table's reflected columns by upper-case name, or None when it does not exist."""
+    if not inspector.has_table(table.name, schema=table.schema):
+        return None
+    reflected = inspector.get_columns(table.name, schema=table.schema)
+    return {str(column["name"]).upper(): dict(column) for column in reflected}
+
+
 def check_tables(conn: Connection, tables: list[sa.Table]) -> None:
     """Fail, naming every missing table and column, unless all `tables` exist as subsync needs."""
     inspector = sa.inspect(conn)
     problems = []
     for table in tables:
-        if not inspector.has_table(table.name, schema=table.schema):
+        present = reflected_columns(inspector, table)
+        if present is None:
             problems.append(f"table {table.fullname} does not exist")
             continue
-        present = {
-            column["name"].upper() for column in inspector.get_columns(table.name, table.schema)
-        }
         missing = [column.name for column in table.columns if column.name.upper() not in present]
         if missing:
             problems.append(f"table {table.fullname} lacks column(s) {', '.join(missing)}")
