@@ -107,14 +107,10 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _empty_rows() -> pd.DataFrame:
-    frame = pd.DataFrame({column: pd.Series(dtype=str) for column in ALL_COLUMNS})
-    frame[LINE] = pd.Series(dtype="int64")
-    return frame
-
-
 def _failure(status: str, error: str) -> FileRead:
-    return FileRead(rows=_empty_rows(), status=status, error=error)
+    rows = pd.DataFrame({column: pd.Series(dtype=str) for column in ALL_COLUMNS})
+    rows[LINE] = pd.Series(dtype="int64")
+    return FileRead(rows=rows, status=status, error=error)
 
 
 class _Refused(Exception):
