@@ -108,6 +108,7 @@ def create_personify_engine(url: str, *, verify: bool = True) -> Engine:
             "PERSONIFY_DB_URL is not a SQLAlchemy database URL "
             "(expected e.g. mssql+pyodbc://user@host/db?driver=ODBC+Driver+18+for+SQL+Server)"
         ) from None
+    options: dict[str, object] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or not Path(database).is_file():
@@ -115,11 +116,9 @@ def create_personify_engine(url: str, *, verify: bool = True) -> Engine:
                 f"Personify SQLite database {database or '<none>'} does not exist; "
                 "create a sandbox with `subsync sandbox` or set PERSONIFY_DB_URL"
             )
-    options: dict[str, object] = {"pool_pre_ping": True}
+        options["connect_args"] = {"timeout": 60}
     if parsed.get_driver_name() == "pyodbc":
         options["fast_executemany"] = True
-    if parsed.get_backend_name() == "sqlite":
-        options["connect_args"] = {"timeout": 60}
     try:
         engine = sa.create_engine(parsed, **options)
     except (NoSuchModuleError, ImportError) as exc:
