@@ -69,22 +69,40 @@ def store_validation(
     rejects: pd.DataFrame,
     run_id: str,
     now: datetime,
-) -> pd.DataFrame:
-    """Replace the days' slice of the ledger and of the rejects; return the touched members.
+) -> sa.Table:
+    """Replace the days' slice of the ledger and of the rejects; return the touched members as
+    a temporary table (MEMBER, `since_at` NULL) for the caller to queue, then drop.
 
     The slice is what the files read now say about these days; events of files that are no longer
     readable stay, so nothing validated is lost. Touched members are those with an event in the
-    slice before or after, so a contact whose event disappeared is re-resolved as well.
+    slice before or after, so a contact whose event disappeared is re-resolved as well. They are
+    found in the database: a million events' members need never come back to Python.
     """
     stage = _stage_events(conn, events)
     old = _copy_replaced(conn, stage, days, file_ids)
-    before = read_frame(conn, sa.select(old.c.master_customer_id, old.c.sub_customer_id).distinct())
+    touched = _touched(conn, stage, old)
     _forget_changed(conn, stage, old)
     _replace_events(conn, stage, old)
     _replace_rejects(conn, days, rejects, run_id, now)
-    touched = pd.concat([before, events[MEMBER]], ignore_index=True)
-    touched["sub_customer_id"] = touched["sub_customer_id"].astype("int64")
-    return touched.drop_duplicates().reset_index(drop=True)
+    return touched
+
+
+def _touched(conn: Connection, stage: sa.Table, old: sa.Table) -> sa.Table:
+    touched = temp_table(
+        conn,
+        "subsync_touched",
+        [
+            sa.Column("master_customer_id", sa.String(24), primary_key=True),
+            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
+            sa.Column("since_at", sa.DateTime),
+        ],
+    )
+    members = sa.union(
+        *(sa.select(table.c.master_customer_id, table.c.sub_customer_id) for table in (stage, old))
+    )
+    conn.execute(touched.insert().from_select(MEMBER, members))
+    analyze(conn, touched)
+    return touched
 
 
 def _ledger_like(conn: Connection, prefix: str) -> sa.Table:

@@ -64,8 +64,17 @@ def enqueue(
     )
     if frame.empty:
         return 0
-    queue = state.work_queue
     stage = _stage(conn, frame, [*MEMBER, "since_at"])
+    count = enqueue_staged(conn, step, stage, batch_id, now)
+    stage.drop(conn)
+    return count
+
+
+def enqueue_staged(
+    conn: Connection, step: str, stage: sa.Table, batch_id: str | None, now: datetime
+) -> int:
+    """`enqueue` for members already in a table of the database (distinct MEMBER, `since_at`)."""
+    queue = state.work_queue
     ticket = uuid.uuid4().hex
     either_whole = sa.or_(queue.c.since_at.is_(None), stage.c.since_at.is_(None))
     conn.execute(
@@ -100,8 +109,7 @@ def enqueue(
             .order_by(stage.c.master_customer_id, stage.c.sub_customer_id),
         )
     )
-    stage.drop(conn)
-    return len(frame)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(stage)).scalar_one())
 
 
 def queued(conn: Connection, step: str) -> pd.DataFrame:

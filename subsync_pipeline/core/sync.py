@@ -162,7 +162,8 @@ def validate_days(
         read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()
         now = audit_now()
         touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
-        queued = queue.enqueue(conn, queue.RESOLVE, touched, batch_id, now)
+        queued = queue.enqueue_staged(conn, queue.RESOLVE, touched, batch_id, now)
+        touched.drop(conn)
     _keep(EVENTS, _Kept(batch_id, result.events, tuple(days), tuple(read_ok)))
     return Validated(
         days=raw.days,
