@@ -88,15 +88,7 @@ def store_validation(
 
 
 def _touched(conn: Connection, stage: sa.Table, old: sa.Table) -> sa.Table:
-    touched = temp_table(
-        conn,
-        "subsync_touched",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("since_at", sa.DateTime),
-        ],
-    )
+    touched = _since_table(conn, "subsync_touched")
     members = sa.union(
         *(sa.select(table.c.master_customer_id, table.c.sub_customer_id) for table in (stage, old))
     )
@@ -325,17 +317,22 @@ def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     return _state_frame(frame)
 
 
-def stage_since(conn: Connection, members: pd.DataFrame) -> sa.Table:
-    """A temporary table of `members` (MEMBER, `since_at`), for `since_join`."""
-    stage = temp_table(
+def _since_table(conn: Connection, prefix: str) -> sa.Table:
+    """An empty temporary table of members and the time their work starts from."""
+    return temp_table(
         conn,
-        "subsync_since",
+        prefix,
         [
             sa.Column("master_customer_id", sa.String(24), primary_key=True),
             sa.Column("sub_customer_id", sa.Integer, primary_key=True),
             sa.Column("since_at", sa.DateTime),
         ],
     )
+
+
+def stage_since(conn: Connection, members: pd.DataFrame) -> sa.Table:
+    """A temporary table of `members` (MEMBER, `since_at`), for `since_join`."""
+    stage = _since_table(conn, "subsync_since")
     insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
     return stage
 
