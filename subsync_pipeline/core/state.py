@@ -215,7 +215,7 @@ def create_state_engine(url: str) -> Engine:
         # Two runs starting at once on a new database must not both create the tables.
         lock(conn)
         _rebuild_changed_caches(conn)
-        _add_record_columns(conn)
+        _add_gone_column(conn)
         metadata.create_all(conn)
         _queue_owed_work(conn)
         # create_all adds missing tables only; an index added since a table was made is added here.
@@ -238,7 +238,7 @@ def _rebuild_changed_caches(conn: Connection) -> None:
         key_states.drop(conn)
 
 
-def _add_record_columns(conn: Connection) -> None:
+def _add_gone_column(conn: Connection) -> None:
     """Add `gone` to activity_records made before it (no record of theirs is gone)."""
     inspector = sa.inspect(conn)
     if not inspector.has_table(activity_records.name):

@@ -86,10 +86,6 @@ _kept: dict[str, _Kept] = {}
 _raw_kept: dict[str, RawTrackingLog] = {}
 
 
-def _keep(kind: str, kept: _Kept) -> None:
-    _kept[kind] = kept
-
-
 def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame]:
     """The frame of `kind` this process kept, and the `queued` members it may serve.
 
@@ -164,7 +160,7 @@ def validate_days(
         touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
         queued = queue.enqueue_staged(conn, queue.RESOLVE, touched, batch_id, now)
         touched.drop(conn)
-    _keep(EVENTS, _Kept(batch_id, result.events, tuple(days), tuple(read_ok)))
+    _kept[EVENTS] = _Kept(batch_id, result.events, tuple(days), tuple(read_ok))
     return Validated(
         days=raw.days,
         figures=validation_figures(len(rows), len(result.events), rejected),
@@ -336,8 +332,8 @@ def resolve_queued(
         queue.dequeue(conn, queue.RESOLVE, queued)
         figures = ledger.day_figures(conn, list(days))
         blocked, sample = ledger.blocked_keys(conn, list(days), BLOCKED_SAMPLE)
-    _keep(DECIDED, _Kept(batch_id, resolution.decided))
-    _keep(STATUSES, _Kept(batch_id, resolution.checkpoints))
+    _kept[DECIDED] = _Kept(batch_id, resolution.decided)
+    _kept[STATUSES] = _Kept(batch_id, resolution.checkpoints)
     return Resolved(
         days=days,
         events_resolved=len(resolution.decided),
@@ -396,7 +392,7 @@ def write_activity(
             changes = [ledger.status_changes(state_conn, _besides(taken, mine))]
             # A member served from memory and not replayed has no record the resolution could
             # have made stale: its events decided now are new, its older rows stay as they are.
-            resumed = _of(mine, mine.loc[mine["since_at"].notna()])
+            resumed = mine.loc[mine["since_at"].notna()]
             records = activity_log.records(state_conn, _besides(taken, resumed))
         if held is not None:
             decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
