@@ -39,10 +39,10 @@ FILE_COLUMNS: list[str] = [
 
 
 @dataclass(frozen=True)
-class RawTrackingLog:
-    """The rows of some days, every value as landed, plus what happened to each file read."""
+class RawFiles:
+    """What the raw step hands on: the files read for some days and what happened to each (the
+    validation reads the rows again from the files the manifest records)."""
 
-    rows: pd.DataFrame
     files: pd.DataFrame
     days: tuple[str, ...]
     # Files this run recorded that failed as a whole and are filed under another day (the day
@@ -56,31 +56,15 @@ class RawTrackingLog:
     def failed_files(self) -> pd.DataFrame:
         return self.files.loc[self.files["status"].ne(FILE_OK)]
 
+
+@dataclass(frozen=True, kw_only=True)
+class RawTrackingLog(RawFiles):
+    """The rows of some days, every value as landed, plus what happened to each file read."""
+
+    rows: pd.DataFrame
+
     def summary(self) -> RawFiles:
-        repeats = int(self.files["repeats_dropped"].sum())
-        return RawFiles(
-            days=self.days,
-            files=self.files,
-            recorded_failures=self.recorded_failures,
-            rows=len(self.rows),
-            repeats_dropped=repeats,
-        )
-
-
-@dataclass(frozen=True)
-class RawFiles:
-    """What the raw step hands on: the files read for some days and their row counts (the
-    validation reads the rows again from the files the manifest records)."""
-
-    days: tuple[str, ...]
-    files: pd.DataFrame
-    recorded_failures: pd.DataFrame
-    rows: int
-    repeats_dropped: int
-
-    @property
-    def failed_files(self) -> pd.DataFrame:
-        return self.files.loc[self.files["status"].ne(FILE_OK)]
+        return RawFiles(self.files, self.days, self.recorded_failures)
 
 
 def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTrackingLog:

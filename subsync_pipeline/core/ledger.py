@@ -244,16 +244,8 @@ def member_history(
     return _history_frame(history)
 
 
-def events_after(
-    conn: Connection,
-    checkpoints: pd.DataFrame,
-    besides: tuple[list[str], list[int]] | None = None,
-) -> pd.DataFrame:
-    """Ledger events of each member after its checkpoint (`through_at`, `through_event_id`).
-
-    Normally nothing: a day's new events are in memory (`besides`). What comes back are events
-    stored by a run that died before resolving them.
-    """
+def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """Ledger events of each member after its checkpoint (`through_at`, `through_event_id`)."""
     ledger = state.event_ledger
     stage = temp_table(
         conn,
@@ -279,8 +271,7 @@ def events_after(
         )
         .where(
             sa.tuple_(ledger.c.occurred_at, code_point(conn, ledger.c.event_id))
-            > sa.tuple_(stage.c.through_at, code_point(conn, stage.c.through_event_id)),
-            *_besides(ledger, besides),
+            > sa.tuple_(stage.c.through_at, code_point(conn, stage.c.through_event_id))
         )
     )
     history = read_frame(conn, query)

@@ -21,7 +21,6 @@ from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
 RESOLVE = "resolve"
 OPT_IN = "opt_in"
 ACTIVITY = "activity"
-TARGETS: tuple[str, ...] = (OPT_IN, ACTIVITY)
 
 MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 QUEUED: list[str] = [*MEMBER, "since_at", "batch_id", "ticket"]

@@ -38,7 +38,6 @@ EVENT_COLUMNS: list[str] = [
 ]
 
 SUBSCRIBE = "subscribe"
-UNSUBSCRIBE = "unsubscribe"
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
 

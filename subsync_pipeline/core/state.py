@@ -193,7 +193,6 @@ quality_history = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
-LEDGER_COLUMNS: list[str] = [c.name for c in event_ledger.columns]
 REJECT_COLUMNS: list[str] = [
     c.name for c in rejected_records.columns if c.name not in ("reject_id",)
 ]

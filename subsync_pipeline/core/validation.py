@@ -74,22 +74,6 @@ _REJECT_EVENT_ID_MAX = 255  # rejected_records.event_id; original_values keeps t
 _SUBSCRIBED_SLACK = pd.Timedelta(days=1)
 _SUB_ID = re.compile(r"^[0-9]{1,9}$")
 
-EVENT_COLUMNS: list[str] = [
-    "event_id",
-    "day",
-    "file_id",
-    "line_number",
-    "master_customer_id",
-    "sub_customer_id",
-    "event_type",
-    "scope_type",
-    "scope_id",
-    "scope_name",
-    "source",
-    "force_optin",
-    "occurred_at",
-    "timestamp_subscribed",
-]
 REJECT_COLUMNS: list[str] = [
     "day",
     "file_id",
