@@ -216,13 +216,7 @@ def create_sandbox_personify(
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
     tables = personify_tables(PersonifyConfig())
-    every = [
-        tables.customer,
-        tables.opt_in.table,
-        tables.activity.table,
-        tables.app_code,
-        tables.app_subcode,
-    ]
+    every = list(tables.by_role().values())
     customers = demo_customers() if customers is None else customers
     app_code, app_subcode = demo_codes(parse_config(yaml.safe_load(DEMO_CONFIG_YAML)))
     try:

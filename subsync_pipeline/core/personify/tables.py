@@ -9,7 +9,7 @@ only the mapped ones, under their physical names, and knows the field each one c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
@@ -165,6 +165,11 @@ class PersonifyTables:
     activity: TableShape
     app_code: sa.Table
     app_subcode: sa.Table
+
+    def by_role(self) -> dict[str, sa.Table]:
+        """Every table by its key in personify.tables, the shapes' tables included."""
+        found = {role.name: getattr(self, role.name) for role in fields(self)}
+        return {role: t.table if isinstance(t, TableShape) else t for role, t in found.items()}
 
 
 def _table(meta: sa.MetaData, qualified: str, *columns: sa.Column[Any]) -> sa.Table:
