@@ -587,53 +587,38 @@ def _check_grants(
 
 @dataclass(frozen=True)
 class _Code:
-    """A code subsync writes, and where Personify must define it."""
+    """A code subsync writes: a key (CODE,) belongs in APP_CODE, (CODE, SUBCODE) in APP_SUBCODE."""
 
-    table: sa.Table
     code_type: str
-    key: tuple[str, ...]  # (CODE,) in APP_CODE, (CODE, SUBCODE) in APP_SUBCODE
+    key: tuple[str, ...]
     what: str
-    fix: str
 
 
-_AREA_FIX = (
-    "add it in Personify (system types and codes), or correct opt_in_code / opt_in_subcode of "
-    "that interest_areas entry; until then Personify's screens do not show its opt-ins"
-)
+_CODE_FIXES = {
+    INTEREST_AREA_TYPE: (
+        "add it in Personify (system types and codes), or correct opt_in_code / opt_in_subcode "
+        "of that interest_areas entry; until then Personify's screens do not show its opt-ins"
+    ),
+    ACTIVITY_TYPE: "add it in Personify, or correct personify.activity_codes",
+}
 
 
-def _wanted_codes(config: SubsyncConfig, tables: PersonifyTables) -> list[_Code]:
+def _wanted_codes(config: SubsyncConfig) -> list[_Code]:
     codes = []
     for area in config.interest_areas:
         scope = _scope_of(area.scope_type, area.scope_id)
         code, subcode = area.opt_in_code, area.subcode
         codes += [
+            _Code(INTEREST_AREA_TYPE, (code,), f"interest-area code {code} ({scope})"),
             _Code(
-                tables.app_code,
-                INTEREST_AREA_TYPE,
-                (code,),
-                f"interest-area code {code} ({scope})",
-                _AREA_FIX,
-            ),
-            _Code(
-                tables.app_subcode,
                 INTEREST_AREA_TYPE,
                 (code, subcode),
                 f"interest-area code/subcode {code}/{subcode} ({scope})",
-                _AREA_FIX,
             ),
         ]
     activity = config.personify.activity_codes
     for code in dict.fromkeys((activity.subscribe, activity.unsubscribe)):
-        codes.append(
-            _Code(
-                tables.app_code,
-                ACTIVITY_TYPE,
-                (code,),
-                f"activity code {code}",
-                "add it in Personify, or correct personify.activity_codes",
-            )
-        )
+        codes.append(_Code(ACTIVITY_TYPE, (code,), f"activity code {code}"))
     return codes
 
 
@@ -663,20 +648,21 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
             )
         )
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for code in _wanted_codes(config, tables):
-        if code.table.name not in present:
+    for code in _wanted_codes(config):
+        table = tables.app_code if len(code.key) == 1 else tables.app_subcode
+        if table.name not in present:
             continue
-        which = (code.table.name, code.code_type)
+        which = (table.name, code.code_type)
         if which not in known:
-            known[which] = _known_codes(conn, code.table, code.code_type)
+            known[which] = _known_codes(conn, table, code.code_type)
         if code.key not in known[which]:
             findings.append(
                 Finding(
                     WARN,
                     CODE,
-                    f"{code.what} is not in {code.table.fullname} "
+                    f"{code.what} is not in {table.fullname} "
                     f"(SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')",
-                    code.fix,
+                    _CODE_FIXES[code.code_type],
                 )
             )
     return findings or [
