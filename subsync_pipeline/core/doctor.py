@@ -296,15 +296,9 @@ def _expect_field(
     return _Expected(f"field {field}", family, getattr(column_type, "length", None), exact=False)
 
 
-def _expect_constant(value: Constant) -> _Expected:
-    what = f"constant {value!r}"
-    if isinstance(value, bool):
-        return _Expected(what, BOOLEAN)
-    if isinstance(value, int):
-        return _Expected(what, INTEGER)
-    if isinstance(value, float):
-        return _Expected(what, NUMBER)
-    return _Expected(what, TEXT, len(value))
+def _expect_constant(value: Constant, column_type: sa.types.TypeEngine[Any]) -> _Expected:
+    length = len(value) if isinstance(value, str) else None
+    return _Expected(f"constant {value!r}", _family(column_type) or TEXT, length)
 
 
 def _expectations(shape: TableShape, known: dict[str, int]) -> dict[str, _Expected]:
@@ -312,7 +306,9 @@ def _expectations(shape: TableShape, known: dict[str, int]) -> dict[str, _Expect
         column: _expect_field(field, shape.column(field).type, known)
         for field, column in shape.columns.items()
     }
-    expected.update({column: _expect_constant(v) for column, v in shape.constants.items()})
+    expected.update(
+        {c: _expect_constant(v, shape.table.c[c].type) for c, v in shape.constants.items()}
+    )
     return expected
 
 
@@ -546,20 +542,20 @@ def _check_grants(
     inspector = sa.inspect(conn)
     written = {role for role, _ in _written(config, tables)}
     findings = []
-    for role, privileges in NEEDED_PRIVILEGES.items():
-        table = _table_of(tables, role)
+    for role, table in tables.by_role().items():
+        privileges = NEEDED_PRIVILEGES[role]
         if role in ("opt_in", "activity") and role not in written:
             privileges = ("SELECT",)
         if not inspector.has_table(table.name, schema=table.schema):
             continue  # reported by the table (or code) check
         name = conn.dialect.identifier_preparer.format_table(table)
-        held = {
-            privilege: conn.execute(
+        missing = [
+            privilege
+            for privilege in privileges
+            if not conn.execute(
                 sa.text(queries.table), {"table": name, "privilege": privilege}
             ).scalar()
-            for privilege in privileges
-        }
-        missing = [privilege for privilege, has in held.items() if not has]
+        ]
         if missing:
             findings.append(
                 Finding(
@@ -586,63 +582,43 @@ def _check_grants(
     return findings
 
 
-def _table_of(tables: PersonifyTables, role: str) -> sa.Table:
-    found = getattr(tables, role)
-    return found.table if isinstance(found, TableShape) else found
-
-
 # --- 4. interest-area and activity codes --------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Code:
-    """A code subsync writes, and where Personify must define it."""
+    """A code subsync writes: a key (CODE,) belongs in APP_CODE, (CODE, SUBCODE) in APP_SUBCODE."""
 
-    table: sa.Table
     code_type: str
-    key: tuple[str, ...]  # (CODE,) in APP_CODE, (CODE, SUBCODE) in APP_SUBCODE
+    key: tuple[str, ...]
     what: str
-    fix: str
 
 
-_AREA_FIX = (
-    "add it in Personify (system types and codes), or correct opt_in_code / opt_in_subcode of "
-    "that interest_areas entry; until then Personify's screens do not show its opt-ins"
-)
+_CODE_FIXES = {
+    INTEREST_AREA_TYPE: (
+        "add it in Personify (system types and codes), or correct opt_in_code / opt_in_subcode "
+        "of that interest_areas entry; until then Personify's screens do not show its opt-ins"
+    ),
+    ACTIVITY_TYPE: "add it in Personify, or correct personify.activity_codes",
+}
 
 
-def _wanted_codes(config: SubsyncConfig, tables: PersonifyTables) -> list[_Code]:
+def _wanted_codes(config: SubsyncConfig) -> list[_Code]:
     codes = []
     for area in config.interest_areas:
         scope = _scope_of(area.scope_type, area.scope_id)
         code, subcode = area.opt_in_code, area.subcode
         codes += [
+            _Code(INTEREST_AREA_TYPE, (code,), f"interest-area code {code} ({scope})"),
             _Code(
-                tables.app_code,
-                INTEREST_AREA_TYPE,
-                (code,),
-                f"interest-area code {code} ({scope})",
-                _AREA_FIX,
-            ),
-            _Code(
-                tables.app_subcode,
                 INTEREST_AREA_TYPE,
                 (code, subcode),
                 f"interest-area code/subcode {code}/{subcode} ({scope})",
-                _AREA_FIX,
             ),
         ]
     activity = config.personify.activity_codes
     for code in dict.fromkeys((activity.subscribe, activity.unsubscribe)):
-        codes.append(
-            _Code(
-                tables.app_code,
-                ACTIVITY_TYPE,
-                (code,),
-                f"activity code {code}",
-                "add it in Personify, or correct personify.activity_codes",
-            )
-        )
+        codes.append(_Code(ACTIVITY_TYPE, (code,), f"activity code {code}"))
     return codes
 
 
@@ -672,20 +648,21 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
             )
         )
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for code in _wanted_codes(config, tables):
-        if code.table.name not in present:
+    for code in _wanted_codes(config):
+        table = tables.app_code if len(code.key) == 1 else tables.app_subcode
+        if table.name not in present:
             continue
-        which = (code.table.name, code.code_type)
+        which = (table.name, code.code_type)
         if which not in known:
-            known[which] = _known_codes(conn, code.table, code.code_type)
+            known[which] = _known_codes(conn, table, code.code_type)
         if code.key not in known[which]:
             findings.append(
                 Finding(
                     WARN,
                     CODE,
-                    f"{code.what} is not in {code.table.fullname} "
+                    f"{code.what} is not in {table.fullname} "
                     f"(SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')",
-                    code.fix,
+                    _CODE_FIXES[code.code_type],
                 )
             )
     return findings or [
@@ -770,17 +747,11 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
             )
             continue
         rows = read.rows
-        scopes = pd.DataFrame(
-            {
-                "scope_type": rows["scope_type"].str.strip().str.lower(),
-                "scope_id": rows["scope_id"].str.strip(),
-                "scope_name": rows["scope_name"].str.strip(),
-            }
-        )
-        for (scope_type, scope_id), group in scopes.groupby(["scope_type", "scope_id"]):
+        scope = [rows["scope_type"].str.strip().str.lower(), rows["scope_id"].str.strip()]
+        for (scope_type, scope_id), named in rows["scope_name"].str.strip().groupby(scope):
             key = (str(scope_type), str(scope_id))
-            events[key] += len(group)
-            named = group["scope_name"][group["scope_name"].ne("")]
+            events[key] += len(named)
+            named = named[named.ne("")]
             if key not in names and not named.empty:
                 names[key] = str(named.iloc[0])
     mapped = config.area_map()

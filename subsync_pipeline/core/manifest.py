@@ -39,13 +39,12 @@ from subsync_pipeline.core.tracking_log import (
 
 @dataclass(frozen=True)
 class ManifestEntry:
+    """What a run needs of a recorded file: which it is, its content and the days it covers."""
+
     file_id: int
     path: str
     content_hash: str
     days: tuple[str, ...]
-    row_count: int
-    status: str
-    error: str | None
 
 
 @dataclass
@@ -54,7 +53,6 @@ class ScanResult:
 
     entries: list[ManifestEntry]
     parsed: dict[str, FileRead] = field(default_factory=dict)
-    new_or_changed: list[str] = field(default_factory=list)
 
     def covering(self, days: set[str]) -> list[ManifestEntry]:
         return [entry for entry in self.entries if days.intersection(entry.days)]
@@ -121,9 +119,6 @@ def _entry(row: dict[str, Any]) -> ManifestEntry:
         path=str(row["path"]),
         content_hash=str(row["content_hash"]),
         days=tuple(json.loads(row["days"])),
-        row_count=int(row["row_count"]),
-        status=str(row["status"]),
-        error=row["error"],
     )
 
 
@@ -152,7 +147,6 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
             continue
         read = read_tracking_file(path, config.columns, config.max_file_mb)
         result.parsed[key] = read
-        result.new_or_changed.append(key)
         default_day = fallback_day(config, now)
         if read.status == FILE_OK and not read.rows.empty:
             days, occurred = assign_days(read.rows, config, default_day, latest_day(config, now))

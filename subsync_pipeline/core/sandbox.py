@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
-from subsync_pipeline.core.config import PersonifyConfig, SubsyncConfig, parse_config
+from subsync_pipeline.core.config import SOURCES, PersonifyConfig, SubsyncConfig, parse_config
 from subsync_pipeline.core.personify.tables import (
     ACTIVITY_TYPE,
     INTEREST_AREA_TYPE,
@@ -32,6 +32,7 @@ from subsync_pipeline.core.personify.tables import (
     personify_tables,
 )
 from subsync_pipeline.core.sql import insert_frame
+from subsync_pipeline.core.validation import SOURCE_ALIASES
 
 DDL_FILES: dict[str, str] = {
     "sqlite": "personify_sqlite.sql",
@@ -93,18 +94,11 @@ _ADVOCACY = ("group", "1202", "Advocacy Alerts")
 _EVENTS = ("message_category", "77", "Events and Conferences")
 _UNMAPPED = ("group", "9999", "Chapter News (not mapped)")
 _DEMO_SCOPES = [_NEWSLETTER, _ADVOCACY, _EVENTS, _UNMAPPED]
+# Every known source, each followed by its aliases.
 _DEMO_SOURCES = [
-    "preference_centre",
-    "subscription_page",
-    "unsubscribe_link",
-    "api",
-    "in_app",
-    "user",
-    "manual",
-    "csv_upload",
-    "form",
-    "importer",
-    "third_party",
+    name
+    for source in SOURCES
+    for name in (source, *[alias for alias, of in SOURCE_ALIASES.items() if of == source])
 ]
 _RANDOM_EVENTS_PER_DAY = 80
 _RANDOM_POOL_SIZE = 72
@@ -209,32 +203,22 @@ def demo_codes(config: SubsyncConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def create_sandbox_personify(
-    url: str,
-    customers: pd.DataFrame | None = None,
-    reset: bool = False,
-    codes_of: SubsyncConfig | None = None,
+    url: str, customers: pd.DataFrame | None = None, reset: bool = False
 ) -> int:
     """Create whichever Personify tables are missing at `url` and add the customers and codes
-    not yet there.
+    (those of the demo config) not yet there.
 
     Safe to re-run: existing tables and rows are left alone, so a second run returns 0. With
-    reset the tables are dropped first. The codes are those of the demo config and `codes_of`.
-    Returns how many customers were added.
+    reset the tables are dropped first. Returns how many customers were added.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
     tables = personify_tables(PersonifyConfig())
-    every = [
-        tables.customer,
-        tables.opt_in.table,
-        tables.activity.table,
-        tables.app_code,
-        tables.app_subcode,
-    ]
+    every = list(tables.by_role().values())
     customers = demo_customers() if customers is None else customers
-    configs = [parse_config(yaml.safe_load(DEMO_CONFIG_YAML)), *([codes_of] if codes_of else [])]
+    app_code, app_subcode = demo_codes(parse_config(yaml.safe_load(DEMO_CONFIG_YAML)))
     try:
         with engine.begin() as conn:
             if reset:
@@ -246,10 +230,8 @@ def create_sandbox_personify(
             for statement in ddl_statements(engine.dialect.name):
                 if statement_table(statement) in missing:
                     conn.exec_driver_sql(statement)
-            for config in configs:
-                app_code, app_subcode = demo_codes(config)
-                _add_new(conn, tables.app_code, app_code.assign(SUBSYSTEM=SUBSYSTEM))
-                _add_new(conn, tables.app_subcode, app_subcode.assign(SUBSYSTEM=SUBSYSTEM))
+            _add_new(conn, tables.app_code, app_code.assign(SUBSYSTEM=SUBSYSTEM))
+            _add_new(conn, tables.app_subcode, app_subcode.assign(SUBSYSTEM=SUBSYSTEM))
             return _add_new(
                 conn,
                 tables.customer,

@@ -98,9 +98,9 @@ def explain(url: URL, error: BaseException) -> str:
     )
 
 
-def create_personify_engine(url: str, *, verify: bool = True) -> Engine:
-    """An engine on Personify, connected once to prove it works (`verify`); a missing SQLite
-    file is an error, never silently created."""
+def create_personify_engine(url: str) -> Engine:
+    """An engine on Personify, connected once to prove it works; a missing SQLite file is an
+    error, never silently created."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -126,11 +126,10 @@ def create_personify_engine(url: str, *, verify: bool = True) -> Engine:
             f"PERSONIFY_DB_URL ({masked(parsed)}) asks for {parsed.drivername!r}, which cannot "
             f"be loaded ({type(exc).__name__}); production uses mssql+pyodbc ({DRIVER_HELP})"
         ) from None
-    if verify:
-        try:
-            with engine.connect():
-                pass
-        except DBAPIError as exc:
-            engine.dispose()
-            raise PersonifyConnectionError(explain(parsed, exc)) from None
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        engine.dispose()
+        raise PersonifyConnectionError(explain(parsed, exc)) from None
     return engine

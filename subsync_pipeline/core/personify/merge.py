@@ -19,11 +19,10 @@ from sqlalchemy.sql.expression import ClauseElement, Executable, FromClause
 
 @dataclass(frozen=True)
 class When:
-    """One WHEN clause: `matched` (UPDATE or DELETE) or `not_matched` (INSERT) by the target."""
+    """One WHEN clause: `matched` (UPDATE) or `not_matched` (INSERT) by the target."""
 
     match: Literal["matched", "not_matched"]
     condition: sa.ColumnElement[bool] | None = None
-    delete: bool = False
     values: Mapping[str, sa.ColumnElement[Any]] = field(default_factory=dict)
 
 
@@ -44,8 +43,8 @@ def _compile_inserted(inserted: Inserted, compiler: SQLCompiler, **kw: Any) -> s
 
 class Merge(Executable, ClauseElement):
     """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
-    that returns (action, rows) for 'INSERT', 'UPDATE' and 'DELETE', or with `output` the named
-    values of every row it touched (source columns and `Inserted` ones).
+    that returns (action, rows) for 'INSERT' and 'UPDATE', or with `output` the named values of
+    every row it touched (source columns and `Inserted` ones).
 
     HOLDLOCK makes MERGE serializable on the keys it probes, so a concurrent insert cannot slip
     in between its "not matched" test and its INSERT. The actions go `OUTPUT ... INTO` a table
@@ -102,9 +101,7 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
         head = "WHEN MATCHED" if when.match == "matched" else "WHEN NOT MATCHED BY TARGET"
         if when.condition is not None:
             head += f" AND ({compiler.process(when.condition, **kw)})"
-        if when.delete:
-            action = "DELETE"
-        elif when.match == "matched":
+        if when.match == "matched":
             action = "UPDATE SET " + ", ".join(
                 f"{quote(name)} = {compiler.process(value, **kw)}"
                 for name, value in when.values.items()

@@ -21,10 +21,9 @@ SOURCE_LABELS: dict[str, str] = {
     "importer": "an importer",
     "third_party": "a third party",
 }
-_SCOPE_LABELS = {
-    "group": "group",
-    "group_category": "group category",
-    "message_category": "message category",
+_FIRST_TIME_LABELS = {
+    FIRST_SUBSCRIBE: "; first subscription",
+    FIRST_UNSUBSCRIBE: "; first unsubscription",
 }
 _TEXT_MAX = 2000
 
@@ -99,11 +98,7 @@ def activity_text(changes: pd.DataFrame) -> pd.Series:
 def _sentences(changes: pd.DataFrame) -> pd.Series:
     subscribed = changes["event_type"].eq("subscribe")
     verb = subscribed.map({True: "Subscribed to ", False: "Unsubscribed from "})
-    scope = (
-        changes["scope_type"].map(_SCOPE_LABELS).fillna(changes["scope_type"])
-        + " "
-        + changes["scope_id"].astype(str)
-    )
+    scope = changes["scope_type"].str.replace("_", " ") + " " + changes["scope_id"].astype(str)
     named = changes["scope_name"].fillna("").astype(str).str.strip()
     scope = scope + named.where(named.eq(""), " \u201c" + named + "\u201d")
     area = pd.Series(changes["opt_in_code"].fillna("").astype(str).to_numpy(), index=changes.index)
@@ -111,16 +106,7 @@ def _sentences(changes: pd.DataFrame) -> pd.Series:
     where = scope.where(~has_area, area + " (" + scope + ")")
     source = " via " + changes["source"].map(SOURCE_LABELS).fillna(changes["source"])
     forced = changes["force_optin"].map({True: " (forced)", False: ""})
-    first = (
-        changes["first_time"]
-        .map(
-            {
-                FIRST_SUBSCRIBE: "; first subscription",
-                FIRST_UNSUBSCRIBE: "; first unsubscription",
-            }
-        )
-        .fillna("")
-    )
+    first = changes["first_time"].map(_FIRST_TIME_LABELS).fillna("")
     unmapped = has_area.map({False: "; no Personify opt-in code is mapped", True: ""})
     text = "Real Magnet: " + verb + where + source + forced + first + unmapped + "."
     return text.str.slice(0, _TEXT_MAX)

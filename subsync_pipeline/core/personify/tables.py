@@ -9,7 +9,7 @@ only the mapped ones, under their physical names, and knows the field each one c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
@@ -72,6 +72,8 @@ ACTIVITY_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "mod_date": TIMESTAMP,
     "concurrency_id": sa.Integer(),
 }
+# Personify's standard fields, stamped on insert and update but never compared.
+_AUDIT = ("add_oper", "add_date", "mod_oper", "mod_date", "concurrency_id")
 # The fields that name a CUS_OPT_IN row, and those compared to tell whether it must change.
 OPT_IN_KEY: list[str] = [
     "master_customer_id",
@@ -80,29 +82,9 @@ OPT_IN_KEY: list[str] = [
     "code",
     "subcode",
 ]
-OPT_IN_DATA: list[str] = [
-    "flag",
-    "opt_in_date",
-    "opt_out_date",
-    "opt_out_reason",
-    "source",
-    "forced",
-    "first_subscribed_date",
-    "first_unsubscribed_date",
-    "last_subscribe_request_date",
-    "last_unsubscribe_request_date",
-]
+OPT_IN_DATA: list[str] = [name for name in OPT_IN_TYPES if name not in (*OPT_IN_KEY, *_AUDIT)]
 # What subsync writes into a CUS_ACTIVITY row (all compared); the row is found by its id.
-ACTIVITY_DATA: list[str] = [
-    "master_customer_id",
-    "sub_customer_id",
-    "subsystem",
-    "activity_code",
-    "activity_subcode",
-    "activity_date",
-    "text",
-    "external_id",
-]
+ACTIVITY_DATA: list[str] = [name for name in ACTIVITY_TYPES if name not in ("id", *_AUDIT)]
 SUBSYSTEM = "CUS"
 # Personify's APP_CODE / APP_SUBCODE types of the codes subsync writes (SPEC §5).
 INTEREST_AREA_TYPE = "OPT_IN_INTEREST_AREA"
@@ -165,6 +147,11 @@ class PersonifyTables:
     activity: TableShape
     app_code: sa.Table
     app_subcode: sa.Table
+
+    def by_role(self) -> dict[str, sa.Table]:
+        """Every table by its key in personify.tables, the shapes' tables included."""
+        found = {role.name: getattr(self, role.name) for role in fields(self)}
+        return {role: t.table if isinstance(t, TableShape) else t for role, t in found.items()}
 
 
 def _table(meta: sa.MetaData, qualified: str, *columns: sa.Column[Any]) -> sa.Table:

@@ -17,7 +17,7 @@ another system wrote is never touched.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import count
 from typing import Any, ClassVar, Literal, get_args
@@ -84,8 +84,8 @@ class ActivityWrite:
     (event_id, activity_id), which the state database's record must follow once it commits."""
 
     counts: WriteCounts
-    inserted: pd.DataFrame = field(default_factory=_no_ids)
-    deleted: pd.DataFrame = field(default_factory=_no_ids)
+    inserted: pd.DataFrame
+    deleted: pd.DataFrame
 
 
 def _same(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.ColumnElement[bool]:
@@ -111,6 +111,11 @@ class PersonifyWriter:
     def __init__(self, tables: PersonifyTables, operator: str) -> None:
         self.tables = tables
         self.operator = operator
+        self.opt_in, self.activity = tables.opt_in, tables.activity
+        # The columns of the mapped fields, in the order of OPT_IN_KEY, OPT_IN_DATA, ACTIVITY_DATA.
+        self.opt_in_key = self.opt_in.names(OPT_IN_KEY)
+        self.opt_in_data = self.opt_in.names(OPT_IN_DATA)
+        self.activity_data = self.activity.names(ACTIVITY_DATA)
 
     def lock(self, conn: Connection) -> None:
         """Serialise subsync's writers on this database until the transaction ends.
@@ -145,23 +150,6 @@ class PersonifyWriter:
         return pairs.astype({"event_id": str, "activity_id": "int64"})
 
     # --- names --------------------------------------------------------------------------
-
-    @property
-    def opt_in(self) -> TableShape:
-        return self.tables.opt_in
-
-    @property
-    def activity(self) -> TableShape:
-        return self.tables.activity
-
-    def _opt_in_key(self) -> list[str]:
-        return self.opt_in.names(OPT_IN_KEY)
-
-    def _opt_in_data(self) -> list[str]:
-        return self.opt_in.names(OPT_IN_DATA)
-
-    def _activity_data(self) -> list[str]:
-        return self.activity.names(ACTIVITY_DATA)
 
     def code_point(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """An event id compared by code point: the staged ids already are on every dialect
@@ -221,10 +209,10 @@ class PersonifyWriter:
                 for name in ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID")
             ]
         if kind == "opt_in":
-            table, key = self.opt_in.table, self._opt_in_key()
+            table, key = self.opt_in.table, self.opt_in_key
             return [
                 sa.Column(name, table.c[name].type, primary_key=name in key)
-                for name in [*key, *self._opt_in_data()]
+                for name in [*key, *self.opt_in_data]
             ]
         if kind == "records":
             # Every row of ours an event may have: (event_id, activity_id), and whether the
@@ -239,7 +227,7 @@ class PersonifyWriter:
         table = self.activity.table
         return [
             sa.Column("event_id", EVENT_ID, primary_key=True),
-            *[sa.Column(name, table.c[name].type) for name in self._activity_data()],
+            *[sa.Column(name, table.c[name].type) for name in self.activity_data],
         ]
 
     def member_lookup(self, stage: sa.Table) -> sa.Select[Any]:
@@ -256,7 +244,7 @@ class PersonifyWriter:
     def opt_in_verify(self, stage: sa.Table) -> sa.Select[Any]:
         """How many staged rows CUS_OPT_IN does not hold exactly, counted by the database."""
         target = self.opt_in.table
-        key, data = self._opt_in_key(), self._opt_in_data()
+        key, data = self.opt_in_key, self.opt_in_data
         identical = sa.exists().where(_same(stage, target, key), ~_differs(stage, target, data))
         return sa.select(sa.func.count().label("mismatched")).where(~identical)
 
@@ -286,7 +274,7 @@ class PersonifyWriter:
     def activity_update(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Update:
         """Our rows whose event's row now reads differently (its text, its area), in place."""
         target = self.activity.table
-        data = self._activity_data()
+        data = self.activity_data
         return (
             sa.update(target)
             .values(self._updated(self.activity, target, stage, data, now))
@@ -317,7 +305,7 @@ class PersonifyWriter:
         stale rows of ours still there, and events with more than one row of ours."""
         target = self.activity.table
         identity = self.activity.column("id")
-        data = self._activity_data()
+        data = self.activity_data
         identical = sa.exists().where(
             records.c.event_id == stage.c.event_id,
             records.c.stale == _ZERO,
@@ -355,18 +343,10 @@ class PersonifyWriter:
 
     def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
         """Which (master_customer_id, sub_customer_id) pairs exist in CUSTOMER: one joined query."""
-        frame = pairs.drop_duplicates().rename(
-            columns={
-                "master_customer_id": "MASTER_CUSTOMER_ID",
-                "sub_customer_id": "SUB_CUSTOMER_ID",
-            }
-        )
-        stage = self.stage(conn, "members", frame)
+        stage = self.stage(conn, "members", pairs.drop_duplicates().rename(columns=str.upper))
         found = read_frame(conn, self.member_lookup(stage))
         stage.drop(conn)
-        found["sub_customer_id"] = found["sub_customer_id"].astype("int64")
-        found["master_customer_id"] = found["master_customer_id"].astype(str)
-        return found
+        return found.astype({"sub_customer_id": "int64", "master_customer_id": str})
 
     def upsert_opt_in(self, conn: Connection, rows: pd.DataFrame, now: datetime) -> WriteCounts:
         """Make CUS_OPT_IN hold `rows` (by field) for their keys: update rows whose data differ,
@@ -450,7 +430,7 @@ class UpsertWriter(PersonifyWriter):
 
     def opt_in_update(self, stage: sa.Table, now: datetime) -> sa.Update:
         target = self.opt_in.table
-        key, data = self._opt_in_key(), self._opt_in_data()
+        key, data = self.opt_in_key, self.opt_in_data
         return (
             sa.update(target)
             .values(self._updated(self.opt_in, target, stage, data, now))
@@ -459,7 +439,7 @@ class UpsertWriter(PersonifyWriter):
 
     def opt_in_insert(self, stage: sa.Table, now: datetime) -> sa.Insert:
         target = self.opt_in.table
-        key, data = self._opt_in_key(), self._opt_in_data()
+        key, data = self.opt_in_key, self.opt_in_data
         values = self._inserted(self.opt_in, stage, [*key, *data], now)
         return sa.insert(target).from_select(
             list(values),
@@ -473,7 +453,7 @@ class UpsertWriter(PersonifyWriter):
 
     def activity_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Insert:
         target = self.activity.table
-        data = self._activity_data()
+        data = self.activity_data
         values = self._inserted(self.activity, stage, data, now)
         return (
             sa.insert(target)
@@ -560,7 +540,7 @@ class PostgresWriter(UpsertWriter):
         return super().stage_table(name, unkeyed(columns))
 
     def paired_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Select[Any]:
-        data = self._activity_data()
+        data = self.activity_data
         inserted = self.activity_insert(records, stage, now).cte("inserted")
         identity = inserted.c[self.activity.columns["id"]]
 
@@ -646,7 +626,7 @@ class MSSQLWriter(PersonifyWriter):
     def opt_in_merge(self, stage: sa.Table, now: datetime) -> Merge:
         target = self.opt_in.table
         alias, source = target.alias("target"), stage.alias("stage")
-        key, data = self._opt_in_key(), self._opt_in_data()
+        key, data = self.opt_in_key, self.opt_in_data
         return Merge(
             target,
             alias,
@@ -666,7 +646,7 @@ class MSSQLWriter(PersonifyWriter):
         """INSERT of the missing rows as a MERGE that never matches (ON 1 = 0), so its OUTPUT
         pairs each generated id with the staged event_id."""
         target = self.activity.table
-        data = self._activity_data()
+        data = self.activity_data
         source = sa.select(stage).where(self.activity_missing(records, stage)).subquery("stage")
         return Merge(
             target,
