@@ -88,7 +88,7 @@ def store_validation(
 
 
 def _touched(conn: Connection, stage: sa.Table, old: sa.Table) -> sa.Table:
-    touched = _since_table(conn, "subsync_touched")
+    touched = stage_since(conn, pd.DataFrame(columns=[*MEMBER, "since_at"]), "subsync_touched")
     members = sa.union(
         *(sa.select(table.c.master_customer_id, table.c.sub_customer_id) for table in (stage, old))
     )
@@ -209,12 +209,21 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     found.drop(conn)
 
 
-def _history_frame(history: pd.DataFrame) -> pd.DataFrame:
-    for column in ("occurred_at", "timestamp_subscribed"):
-        history[column] = pd.to_datetime(history[column]).astype("datetime64[ns]")
-    history["force_optin"] = history["force_optin"].astype(bool)
-    history["sub_customer_id"] = history["sub_customer_id"].astype("int64")
-    return history
+_BOOLEAN = ("force_optin", "mapped", "status_change", "forced", "subscribe_applied")
+_INTEGER = ("sub_customer_id", "min_rank")
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns read back as the resolution's types, whatever the database gave (SQLite returns
+    booleans as integers and times as text)."""
+    for column in frame.columns:
+        if column.endswith(("_date", "_at")) or column == "timestamp_subscribed":
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
+        elif column in _BOOLEAN:
+            frame[column] = frame[column].astype(bool)
+        elif column in _INTEGER:
+            frame[column] = frame[column].astype("int64")
+    return frame
 
 
 def _besides(
@@ -241,23 +250,14 @@ def member_history(
     query = sa.select(ledger).where(_of_members(ledger, stage), *_besides(ledger, besides))
     history = read_frame(conn, query)
     stage.drop(conn)
-    return _history_frame(history)
+    return _typed(history)
 
 
 def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
     """Ledger events of each member after its checkpoint (`through_at`, `through_event_id`)."""
     ledger = state.event_ledger
-    stage = temp_table(
-        conn,
-        "subsync_checkpoints",
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("through_at", sa.DateTime, nullable=False),
-            sa.Column("through_event_id", sa.String(64), nullable=False),
-        ],
-    )
-    insert_frame(conn, stage, checkpoints, staging=True)
+    through = [*MEMBER, "through_at", "through_event_id"]
+    stage = stage_distinct(conn, "subsync_through", state.key_states, checkpoints, through, MEMBER)
     query = (
         sa.select(ledger)
         .join(
@@ -276,7 +276,7 @@ def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
     )
     history = read_frame(conn, query)
     stage.drop(conn)
-    return _history_frame(history)
+    return _typed(history)
 
 
 def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.DataFrame:
@@ -290,7 +290,7 @@ def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.
         ),
     )
     stage.drop(conn)
-    return _state_frame(frame)
+    return _typed(frame)
 
 
 def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
@@ -305,27 +305,12 @@ def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     query = sa.select(states).join(stage, since_join(states, states.c.through_at, stage))
     frame = read_frame(conn, query)
     stage.drop(conn)
-    return _state_frame(frame)
+    return _typed(frame)
 
 
-def _since_table(conn: Connection, prefix: str) -> sa.Table:
-    """An empty temporary table of members and the time their work starts from."""
-    return temp_table(
-        conn,
-        prefix,
-        [
-            sa.Column("master_customer_id", sa.String(24), primary_key=True),
-            sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-            sa.Column("since_at", sa.DateTime),
-        ],
-    )
-
-
-def stage_since(conn: Connection, members: pd.DataFrame) -> sa.Table:
+def stage_since(conn: Connection, members: pd.DataFrame, prefix: str = "subsync_since") -> sa.Table:
     """A temporary table of `members` (MEMBER, `since_at`), for `since_join`."""
-    stage = _since_table(conn, "subsync_since")
-    insert_frame(conn, stage, members[[*MEMBER, "since_at"]], staging=True)
-    return stage
+    return stage_distinct(conn, prefix, state.work_queue, members, [*MEMBER, "since_at"], MEMBER)
 
 
 def since_join(
@@ -338,19 +323,6 @@ def since_join(
         table.c.sub_customer_id == stage.c.sub_customer_id,
         sa.or_(stage.c.since_at.is_(None), at >= stage.c.since_at),
     )
-
-
-def _state_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    for column in frame.columns:
-        if column.endswith(("_date", "_at")):
-            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
-    for column in ("mapped", "forced", "subscribe_applied"):
-        if column in frame:
-            frame[column] = frame[column].astype(bool)
-    for column in ("sub_customer_id", "min_rank"):
-        if column in frame:
-            frame[column] = frame[column].astype("int64")
-    return frame
 
 
 def store_resolution(
@@ -382,10 +354,7 @@ def store_resolution(
     stage.drop(conn)
     resumed = decided.loc[~is_member_of(decided, replayed), ["event_id"]]
     if len(resumed):
-        ids = temp_table(
-            conn, "subsync_ids", [sa.Column("event_id", sa.String(64), primary_key=True)]
-        )
-        insert_frame(conn, ids, resumed.drop_duplicates(), staging=True)
+        ids = stage_distinct(conn, "subsync_ids", decisions, resumed, ["event_id"])
         conn.execute(decisions.delete().where(decisions.c.event_id.in_(sa.select(ids.c.event_id))))
         ids.drop(conn)
     rows = decided[[name for name in state.DECISION_COLUMNS if name in decided]]
@@ -438,9 +407,8 @@ def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     )
     history = read_frame(conn, query)
     stage.drop(conn)
-    history = _history_frame(history)
-    history["status_change"] = history["status_change"].astype(bool)
-    history["opt_in_code"] = history["area"].where(history["mapped"].astype(bool))
+    history = _typed(history)
+    history["opt_in_code"] = history["area"].where(history["mapped"])
     return history
 
 
@@ -493,7 +461,7 @@ def blocked_keys(conn: Connection, days: list[str], sample: int) -> tuple[int, p
         .order_by(states.c.master_customer_id, states.c.sub_customer_id, states.c.area)
         .limit(sample)
     )
-    return int(count), _state_frame(read_frame(conn, first))
+    return int(count), _typed(read_frame(conn, first))
 
 
 def rejects_of_days(conn: Connection, days: list[str]) -> pd.DataFrame:

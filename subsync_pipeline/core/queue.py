@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import insert_frame, read_frame, temp_table
+from subsync_pipeline.core.sql import read_frame, stage_distinct
 
 RESOLVE = "resolve"
 OPT_IN = "opt_in"
@@ -27,14 +27,7 @@ QUEUED: list[str] = [*MEMBER, "since_at", "batch_id", "ticket"]
 
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
-    queue = state.work_queue
-    stage = temp_table(
-        conn,
-        "subsync_queue",
-        [sa.Column(name, queue.c[name].type, primary_key=name in MEMBER) for name in names],
-    )
-    insert_frame(conn, stage, frame[names], staging=True)
-    return stage
+    return stage_distinct(conn, "subsync_queue", state.work_queue, frame, names, MEMBER)
 
 
 def _of(stage: sa.Table) -> list[sa.ColumnElement[bool]]:

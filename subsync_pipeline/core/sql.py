@@ -111,14 +111,20 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
 
 
 def stage_distinct(
-    conn: Connection, prefix: str, like: sa.Table, frame: pd.DataFrame, names: list[str]
+    conn: Connection,
+    prefix: str,
+    like: sa.Table,
+    frame: pd.DataFrame,
+    names: list[str],
+    key: list[str] | None = None,
 ) -> sa.Table:
-    """A temporary table of the distinct (`names`) rows of `frame`, keyed by them and typed as
-    `like`'s columns of those names."""
+    """A temporary table of the (`names`) rows of `frame`, one per `key` (default: all of
+    `names`), typed as `like`'s columns of those names."""
+    key = names if key is None else key
     table = temp_table(
-        conn, prefix, [sa.Column(name, like.c[name].type, primary_key=True) for name in names]
+        conn, prefix, [sa.Column(n, like.c[n].type, primary_key=n in key) for n in names]
     )
-    insert_frame(conn, table, frame[names].drop_duplicates(), staging=True)
+    insert_frame(conn, table, frame[names].drop_duplicates(key), staging=True)
     return table
 
 
