@@ -1,5 +1,6 @@
 """`subsync`: set up a sandbox and run the demo, for a first look without any real system; check
-a real Personify before the first sync (`subsync doctor`)."""
+a real Personify before the first sync (`subsync doctor`); say why a member's status is what it
+is (`subsync explain`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from sqlalchemy.exc import ArgumentError
 from subsync_pipeline.core.config import ConfigError, load_config
 from subsync_pipeline.core.doctor import checklist_json, checklist_text, doctor, exit_code
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
-from subsync_pipeline.core.personify.connection import masked
+from subsync_pipeline.core.explain import UnknownMemberError, explain
+from subsync_pipeline.core.personify.connection import (
+    PersonifyConnectionError,
+    create_personify_engine,
+    masked,
+)
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import (
     MIN_DEMO_CUSTOMERS,
@@ -29,6 +35,7 @@ from subsync_pipeline.core.sandbox import (
     write_demo_config,
     write_demo_tracking_files,
 )
+from subsync_pipeline.core.state import create_state_engine
 
 ALLOW_MSSQL_FLAG = "--i-know-this-is-not-production"
 EXIT_REFUSED = 2
@@ -127,6 +134,31 @@ def run_doctor(as_json: bool) -> int:
     return exit_code(findings)
 
 
+def run_explain(member: str, area: str | None, as_json: bool, show_emails: bool) -> int:
+    """Print why MEMBER's status is what it is, from the state database and Personify."""
+    try:
+        config = load_config(config_path())
+        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
+    except (ConfigError, PersonifyConnectionError) as error:
+        print(f"subsync explain: {error}", file=sys.stderr)
+        return 1
+    state_engine = create_state_engine(setting("SUBSYNC_DB_URL"))
+    tables = personify_tables(config.personify)
+    try:
+        with state_engine.connect() as state_conn, personify.connect() as personify_conn:
+            explanation = explain(
+                state_conn, personify_conn, config, tables, member, area, show_emails
+            )
+    except UnknownMemberError as error:
+        print(f"subsync explain: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        state_engine.dispose()
+        personify.dispose()
+    print(explanation.as_json() if as_json else explanation.text())
+    return 0
+
+
 def _row_counts(url: str) -> str:
     tables = personify_tables(load_config(config_path()).personify)
     engine = sa.create_engine(url)
@@ -192,9 +224,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "check Personify and the landing folder, read-only, before the first sync"
     command = commands.add_parser("doctor", help=text, description=text)
     command.add_argument("--json", action="store_true", help="the findings as JSON")
+    text = "why a member's status is what it is: every event, its rule, Personify now"
+    command = commands.add_parser("explain", help=text, description=text)
+    command.add_argument("member", help="MASTER or MASTER|SUB")
+    command.add_argument("--area", help="one interest area (its code, or an unmapped TYPE:ID)")
+    command.add_argument("--json", action="store_true", help="the explanation as JSON")
+    command.add_argument(
+        "--show-emails", action="store_true", help="show rejected rows' emails unmasked"
+    )
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return run_doctor(args.json)
+    if args.command == "explain":
+        return run_explain(args.member, args.area, args.json, args.show_emails)
     refusal = _refusal(args.allow_mssql)
     if refusal:
         print(f"subsync {args.command}: {refusal}", file=sys.stderr)
