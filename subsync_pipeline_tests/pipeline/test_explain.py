@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -14,6 +15,7 @@ from subsync_pipeline.core.config import parse_config
 from subsync_pipeline.core.explain import Explanation, explain
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline.explanation import EXPLANATION, explain_member_job
 from subsync_pipeline_tests.harness import Deployment, deploy, event
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
@@ -192,3 +194,29 @@ def test_cli_prints_text_and_json_and_never_an_unmasked_email(
     ]
     assert main(["explain", "not a member"]) == 2
     assert "MASTER or MASTER|SUB" in capsys.readouterr().err
+
+
+def test_the_ui_job_writes_the_explanation_as_markdown_metadata(deployment: Deployment) -> None:
+    resources = deployment.resources()
+    del resources["landing"], resources["reports"]
+    result = explain_member_job.execute_in_process(
+        run_config={"ops": {"explain_member": {"config": {"member": M1}}}},
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    [materialized] = [
+        event.step_output_data.metadata for event in result.all_events if event.is_successful_output
+    ]
+    markdown = materialized[EXPLANATION].value
+    assert (
+        "## Member 000101" in markdown and "cannot override it (blocked_by_precedence)" in markdown
+    )
+    assert "jane.doe@" not in markdown and "invalid_event_type" in markdown
+    failed = explain_member_job.execute_in_process(
+        run_config={"ops": {"explain_member": {"config": {"member": "nobody"}}}},
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    [failure] = failed.get_step_failure_events()
+    assert "MASTER or MASTER|SUB" in failure.step_failure_data.error.message  # type: ignore[union-attr]
