@@ -167,8 +167,12 @@ def explain(
     differences = [d for a in areas for d in a.differences] + [
         d for row in activity for d in row["differences"]
     ]
-    label = master if sub == 0 else f"{master}|{sub}"
-    return Explanation(label, areas, activity, rejected, differences)
+    return Explanation(member_label(master, sub), areas, activity, rejected, differences)
+
+
+def member_label(master: str, sub: int) -> str:
+    """A member as Real Magnet's Custom Member ID names it: MASTER, or MASTER|SUB."""
+    return master if int(sub) == 0 else f"{master}|{sub}"
 
 
 def _local(at: Any, tz: ZoneInfo) -> str:
