@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -26,6 +29,7 @@ from subsync_pipeline.core.personify.connection import (
     masked,
 )
 from subsync_pipeline.core.personify.tables import personify_tables
+from subsync_pipeline.core.preview import preview
 from subsync_pipeline.core.sandbox import (
     MIN_DEMO_CUSTOMERS,
     SandboxOutdatedError,
@@ -159,6 +163,50 @@ def run_explain(member: str, area: str | None, as_json: bool, show_emails: bool)
     return 0
 
 
+def run_preview(days: list[str], since: date | None) -> int:
+    """Print what a sync of `days` (or every day from `since` to today) would change in
+    Personify, and write the rows to SUBSYNC_REPORTS_DIR/<days>/preview.csv; change nothing."""
+    if since is not None:
+        days = [d.date().isoformat() for d in pd.date_range(since, date.today(), freq="D")]
+    if not days:
+        print(
+            "subsync preview: give one or more days (YYYY-MM-DD) or --since DATE", file=sys.stderr
+        )
+        return EXIT_REFUSED
+    try:
+        config = load_config(config_path())
+        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
+    except (ConfigError, PersonifyConnectionError) as error:
+        print(f"subsync preview: {error}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        found = preview(
+            setting("SUBSYNC_DB_URL"),
+            personify,
+            Path(setting("SUBSYNC_LANDING_DIR")),
+            config,
+            sorted(days),
+            f"preview-{uuid.uuid4().hex[:8]}",
+        )
+    finally:
+        personify.dispose()
+    label = found.days[0] if len(found.days) == 1 else f"{found.days[0]}_to_{found.days[-1]}"
+    csv = found.write_csv(Path(setting("SUBSYNC_REPORTS_DIR")) / label / "preview.csv")
+    seconds = time.perf_counter() - started
+    print(
+        f"Preview of {len(found.days)} day(s), {found.validated.figures.rows} rows read, "
+        f"in {seconds:.1f} s; nothing was written."
+    )
+    for table, counts in found.counts().items():
+        print(
+            f"  {table}: {counts['insert']} to insert, {counts['update']} to update, "
+            f"{counts['delete']} to delete"
+        )
+    print(f"Every change (row, column, old, new): {csv.resolve()}")
+    return 0
+
+
 def _row_counts(url: str) -> str:
     tables = personify_tables(load_config(config_path()).personify)
     engine = sa.create_engine(url)
@@ -232,7 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     command.add_argument(
         "--show-emails", action="store_true", help="show rejected rows' emails unmasked"
     )
+    text = "what a sync of these days would change in Personify, without changing anything"
+    command = commands.add_parser("preview", help=text, description=text)
+    command.add_argument("days", nargs="*", help="days to preview (YYYY-MM-DD)")
+    command.add_argument(
+        "--since", type=date.fromisoformat, help="every day from this one to today (a backfill)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "preview":
+        return run_preview(args.days, args.since)
     if args.command == "doctor":
         return run_doctor(args.json)
     if args.command == "explain":
