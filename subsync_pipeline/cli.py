@@ -1,16 +1,20 @@
 """`subsync`: set up a sandbox and run the demo, for a first look without any real system; check
-a real Personify before the first sync (`subsync doctor`)."""
+a real Personify before the first sync (`subsync doctor`); say why a member's status is what it
+is (`subsync explain`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,8 +22,14 @@ from sqlalchemy.exc import ArgumentError
 from subsync_pipeline.core.config import ConfigError, load_config
 from subsync_pipeline.core.doctor import checklist_json, checklist_text, doctor, exit_code
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
-from subsync_pipeline.core.personify.connection import masked
+from subsync_pipeline.core.explain import UnknownMemberError, explain
+from subsync_pipeline.core.personify.connection import (
+    PersonifyConnectionError,
+    create_personify_engine,
+    masked,
+)
 from subsync_pipeline.core.personify.tables import personify_tables
+from subsync_pipeline.core.preview import preview
 from subsync_pipeline.core.sandbox import (
     MIN_DEMO_CUSTOMERS,
     SandboxOutdatedError,
@@ -29,6 +39,7 @@ from subsync_pipeline.core.sandbox import (
     write_demo_config,
     write_demo_tracking_files,
 )
+from subsync_pipeline.core.state import create_state_engine
 
 ALLOW_MSSQL_FLAG = "--i-know-this-is-not-production"
 EXIT_REFUSED = 2
@@ -127,6 +138,75 @@ def run_doctor(as_json: bool) -> int:
     return exit_code(findings)
 
 
+def run_explain(member: str, area: str | None, as_json: bool, show_emails: bool) -> int:
+    """Print why MEMBER's status is what it is, from the state database and Personify."""
+    try:
+        config = load_config(config_path())
+        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
+    except (ConfigError, PersonifyConnectionError) as error:
+        print(f"subsync explain: {error}", file=sys.stderr)
+        return 1
+    state_engine = create_state_engine(setting("SUBSYNC_DB_URL"))
+    tables = personify_tables(config.personify)
+    try:
+        with state_engine.connect() as state_conn, personify.connect() as personify_conn:
+            explanation = explain(
+                state_conn, personify_conn, config, tables, member, area, show_emails
+            )
+    except UnknownMemberError as error:
+        print(f"subsync explain: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    finally:
+        state_engine.dispose()
+        personify.dispose()
+    print(explanation.as_json() if as_json else explanation.text())
+    return 0
+
+
+def run_preview(days: list[str], since: date | None) -> int:
+    """Print what a sync of `days` (or every day from `since` to today) would change in
+    Personify, and write the rows to SUBSYNC_REPORTS_DIR/<days>/preview.csv; change nothing."""
+    if since is not None:
+        days = [d.date().isoformat() for d in pd.date_range(since, date.today(), freq="D")]
+    if not days:
+        print(
+            "subsync preview: give one or more days (YYYY-MM-DD) or --since DATE", file=sys.stderr
+        )
+        return EXIT_REFUSED
+    try:
+        config = load_config(config_path())
+        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
+    except (ConfigError, PersonifyConnectionError) as error:
+        print(f"subsync preview: {error}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        found = preview(
+            setting("SUBSYNC_DB_URL"),
+            personify,
+            Path(setting("SUBSYNC_LANDING_DIR")),
+            config,
+            sorted(days),
+            f"preview-{uuid.uuid4().hex[:8]}",
+        )
+    finally:
+        personify.dispose()
+    label = found.days[0] if len(found.days) == 1 else f"{found.days[0]}_to_{found.days[-1]}"
+    csv = found.write_csv(Path(setting("SUBSYNC_REPORTS_DIR")) / label / "preview.csv")
+    seconds = time.perf_counter() - started
+    print(
+        f"Preview of {len(found.days)} day(s), {found.validated.figures.rows} rows read, "
+        f"in {seconds:.1f} s; nothing was written."
+    )
+    for table, counts in found.counts().items():
+        print(
+            f"  {table}: {counts['insert']} to insert, {counts['update']} to update, "
+            f"{counts['delete']} to delete"
+        )
+    print(f"Every change (row, column, old, new): {csv.resolve()}")
+    return 0
+
+
 def _row_counts(url: str) -> str:
     tables = personify_tables(load_config(config_path()).personify)
     engine = sa.create_engine(url)
@@ -192,9 +272,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "check Personify and the landing folder, read-only, before the first sync"
     command = commands.add_parser("doctor", help=text, description=text)
     command.add_argument("--json", action="store_true", help="the findings as JSON")
+    text = "why a member's status is what it is: every event, its rule, Personify now"
+    command = commands.add_parser("explain", help=text, description=text)
+    command.add_argument("member", help="MASTER or MASTER|SUB")
+    command.add_argument("--area", help="one interest area (its code, or an unmapped TYPE:ID)")
+    command.add_argument("--json", action="store_true", help="the explanation as JSON")
+    command.add_argument(
+        "--show-emails", action="store_true", help="show rejected rows' emails unmasked"
+    )
+    text = "what a sync of these days would change in Personify, without changing anything"
+    command = commands.add_parser("preview", help=text, description=text)
+    command.add_argument("days", nargs="*", help="days to preview (YYYY-MM-DD)")
+    command.add_argument(
+        "--since", type=date.fromisoformat, help="every day from this one to today (a backfill)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "preview":
+        return run_preview(args.days, args.since)
     if args.command == "doctor":
         return run_doctor(args.json)
+    if args.command == "explain":
+        return run_explain(args.member, args.area, args.json, args.show_emails)
     refusal = _refusal(args.allow_mssql)
     if refusal:
         print(f"subsync {args.command}: {refusal}", file=sys.stderr)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from subsync_pipeline.assets import sync_assets
+from subsync_pipeline.explanation import explain_member_job
 from subsync_pipeline.jobs import daily_sync_job
 from subsync_pipeline.preflight import personify_preflight_job
 from subsync_pipeline.resources import default_resources
@@ -13,7 +14,7 @@ defs = dg.Definitions(
     # Each asset links to the file and line that defines it (the UI's "Code references"). Links
     # into a Git host are not added: a deployment is not tied to one remote or branch.
     assets=dg.with_source_code_references(sync_assets),
-    jobs=[daily_sync_job, personify_preflight_job],
+    jobs=[daily_sync_job, personify_preflight_job, explain_member_job],
     schedules=[daily_sync_schedule],
     sensors=[tracking_upload_sensor],
     resources=default_resources(),

@@ -6,14 +6,17 @@ import dagster as dg
 
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.core import ledger, state, sync
+from subsync_pipeline.core.explain import explain, member_label
 from subsync_pipeline.core.ingest import RawFiles
 from subsync_pipeline.core.personify.rows import audit_now
+from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.core.quality import ValidationFigures
 from subsync_pipeline.core.report import history, store_figures, write_report
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
+    PersonifyDatabaseResource,
     ReportsFolderResource,
     StateDatabaseResource,
     SubsyncConfigResource,
@@ -43,11 +46,13 @@ def data_quality_report(
     personify_cus_activity: WriteCounts,
     subsync_config: SubsyncConfigResource,
     state_db: StateDatabaseResource,
+    personify_db: PersonifyDatabaseResource,
     reports: ReportsFolderResource,
 ) -> dg.MaterializeResult:
     raw, validation = raw_tracking_log, rejected_tracking_records
     resolved = contact_subscription_status
-    quality = subsync_config.load().quality
+    config = subsync_config.load()
+    quality = config.quality
     label = raw.days[0] if len(raw.days) == 1 else f"{raw.days[0]}_to_{raw.days[-1]}"
     healthy = (
         raw.failed_files.empty
@@ -78,8 +83,23 @@ def data_quality_report(
         "CUS_OPT_IN": personify_cus_opt_in.as_dict(),
         "CUS_ACTIVITY": personify_cus_activity.as_dict(),
     }
+    # Each member listed with a newer request gets a page saying why its status stands.
+    tables = personify_tables(config.personify)
+    members = resolved.blocked_sample[["master_customer_id", "sub_customer_id"]].drop_duplicates()
+    with state_db.engine.connect() as state_conn, personify_db.engine.connect() as personify:
+        explanations = [
+            explain(state_conn, personify, config, tables, member_label(master, sub))
+            for master, sub in members.itertuples(index=False)
+        ]
     files = write_report(
-        reports.folder, label, figures, rejected, resolved.blocked_sample, written, days
+        reports.folder,
+        label,
+        figures,
+        rejected,
+        resolved.blocked_sample,
+        written,
+        days,
+        explanations,
     )
     context.log.info(f"data-quality report: {files.html.resolve()}")
     summary = "\n".join(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
+from subsync_pipeline.core.explain import Explanation, member_label
 from subsync_pipeline.core.redact import mask_email
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -155,6 +157,20 @@ def _sample(rejected: pd.DataFrame, size: int = 20) -> list[dict[str, str]]:
     return sample
 
 
+def explanation_page(member: str) -> str:
+    """Where a member's explanation goes beside its report (`MASTER|SUB` is no file name)."""
+    return f"explain/{member.replace('|', '_')}.html"
+
+
+def write_explanations(target: Path, explanations: Sequence[Explanation]) -> None:
+    """One static page per member beside the report: no server needed to follow a link."""
+    template = _templates.get_template("explanation.html.j2")
+    for explanation in explanations:
+        page = target / explanation_page(explanation.member)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(template.render(e=explanation), encoding="utf-8")
+
+
 def write_report(
     folder: Path,
     label: str,
@@ -163,26 +179,33 @@ def write_report(
     newer: pd.DataFrame,
     written: dict[str, dict[str, int]],
     days: list[dict[str, Any]],
+    explanations: Sequence[Explanation] = (),
 ) -> ReportFiles:
-    """Write <label>/report.html, <label>/rejected_rows.csv and the index; re-runs overwrite."""
+    """Write <label>/report.html, <label>/rejected_rows.csv, each explanation of a member with
+    a newer request, and the index; re-runs overwrite."""
     target = folder / label
     target.mkdir(parents=True, exist_ok=True)
+    write_explanations(target, explanations)
+    explained = {explanation.member for explanation in explanations}
     rejects_csv = target / "rejected_rows.csv"
     neutralise_formulas(rejects_for_stewards(rejected)).to_csv(rejects_csv, index=False)
-    newer_rows = [
-        {
-            "member": f"{row.master_customer_id}|{row.sub_customer_id}",
-            "area": row.area,
-            "status": row.status,
-            "blocking": ("forced " if row.forced else "") + str(row.status_source),
-            "request": str(
-                row.last_unsubscribe_request_date
-                if row.status == "subscribed"
-                else row.last_subscribe_request_date
-            ),
-        }
-        for row in newer.head(50).itertuples()
-    ]
+    newer_rows = []
+    for row in newer.head(50).itertuples():
+        member = member_label(str(row.master_customer_id), int(str(row.sub_customer_id)))
+        subscribed = row.status == "subscribed"
+        request = (
+            row.last_unsubscribe_request_date if subscribed else row.last_subscribe_request_date
+        )
+        newer_rows.append(
+            {
+                "member": member,
+                "link": explanation_page(member) if member in explained else "",
+                "area": row.area,
+                "status": row.status,
+                "blocking": ("forced " if row.forced else "") + str(row.status_source),
+                "request": str(request),
+            }
+        )
     page = _templates.get_template("report.html.j2").render(
         label=label,
         status=figures["status"],

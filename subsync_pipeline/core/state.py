@@ -305,8 +305,11 @@ def lock(conn: Connection) -> None:
     """Make this state transaction exclusive among subsync's runs, from its first statement.
 
     Runs for overlapping days (a sensor launching one per day, a backfill) read and then replace
-    the same rows; without this, two of them can both delete and then both insert.
+    the same rows; without this, two of them can both delete and then both insert. A savepoint
+    (a preview's step, `core/preview.py`) is inside a transaction that took the lock already.
     """
+    if conn.in_nested_transaction():
+        return
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STATE_LOCK_KEY)))
     elif conn.dialect.name == "sqlite":

@@ -86,6 +86,12 @@ _kept: dict[str, _Kept] = {}
 _raw_kept: dict[str, RawTrackingLog] = {}
 
 
+def forget_kept() -> None:
+    """Drop what this process kept for later steps (a preview's state was rolled back)."""
+    _kept.clear()
+    _raw_kept.clear()
+
+
 def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame]:
     """The frame of `kind` this process kept, and the `queued` members it may serve.
 
@@ -357,17 +363,23 @@ def write_opt_in(
         writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
         check_tables(conn, [tables.opt_in.table])
-        with state_engine.connect() as state_conn:
-            taken = queue.queued(state_conn, queue.OPT_IN)
-            held, mine = _served(STATUSES, taken)
-            statuses = [ledger.current_states(state_conn, _besides(taken, mine))]
-        if held is not None:
-            statuses.append(_of(held.frame, mine))
-        rows = opt_in_rows(pd.concat(statuses, ignore_index=True), config)
+        taken, rows = opt_in_owed(state_engine, config)
         counts = writer.upsert_opt_in(conn, rows, audit_now())
     with state_engine.begin() as state_conn:
         queue.dequeue(state_conn, queue.OPT_IN, taken)
     return counts
+
+
+def opt_in_owed(state_engine: Engine, config: SubsyncConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The members queued for CUS_OPT_IN, and the rows (by field) of each key of theirs that
+    moved since they were queued, at its current status."""
+    with state_engine.connect() as state_conn:
+        taken = queue.queued(state_conn, queue.OPT_IN)
+        held, mine = _served(STATUSES, taken)
+        statuses = [ledger.current_states(state_conn, _besides(taken, mine))]
+    if held is not None:
+        statuses.append(_of(held.frame, mine))
+    return taken, opt_in_rows(pd.concat(statuses, ignore_index=True), config)
 
 
 def write_activity(
@@ -386,21 +398,7 @@ def write_activity(
         activity_log.recover(
             state_engine, lambda ids: writer.activity_exists(conn, ids), audit_now()
         )
-        with state_engine.connect() as state_conn:
-            taken = queue.queued(state_conn, queue.ACTIVITY)
-            held, mine = _served(DECIDED, taken)
-            changes = [ledger.status_changes(state_conn, _besides(taken, mine))]
-            # A member served from memory and not replayed has no record the resolution could
-            # have made stale: its events decided now are new, its older rows stay as they are.
-            resumed = mine.loc[mine["since_at"].notna()]
-            records = activity_log.records(state_conn, _besides(taken, resumed))
-        if held is not None:
-            decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
-            changes.append(_of(decided, mine))
-        rows = activity_rows(pd.concat(changes, ignore_index=True), config.personify.activity_codes)
-        records["stale"] = records.pop("gone").to_numpy(bool) | ~_is_in(
-            records["event_id"], rows["event_id"]
-        )
+        taken, records, rows = activity_owed(state_engine, config)
         now = audit_now()
         written = writer.reconcile_activity(conn, records, rows, now)
         activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
@@ -408,6 +406,30 @@ def write_activity(
     with state_engine.begin() as state_conn:
         queue.dequeue(state_conn, queue.ACTIVITY, taken)
     return written.counts
+
+
+def activity_owed(
+    state_engine: Engine, config: SubsyncConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The members queued for CUS_ACTIVITY; subsync's records of their rows from each one's
+    `since_at` on (event_id, activity_id, stale: the row must go); the rows (by field) their
+    status changes from then on want."""
+    with state_engine.connect() as state_conn:
+        taken = queue.queued(state_conn, queue.ACTIVITY)
+        held, mine = _served(DECIDED, taken)
+        changes = [ledger.status_changes(state_conn, _besides(taken, mine))]
+        # A member served from memory and not replayed has no record the resolution could
+        # have made stale: its events decided now are new, its older rows stay as they are.
+        resumed = mine.loc[mine["since_at"].notna()]
+        records = activity_log.records(state_conn, _besides(taken, resumed))
+    if held is not None:
+        decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
+        changes.append(_of(decided, mine))
+    rows = activity_rows(pd.concat(changes, ignore_index=True), config.personify.activity_codes)
+    records["stale"] = records.pop("gone").to_numpy(bool) | ~_is_in(
+        records["event_id"], rows["event_id"]
+    )
+    return taken, records, rows
 
 
 def _is_in(values: pd.Series, others: pd.Series) -> np.ndarray:

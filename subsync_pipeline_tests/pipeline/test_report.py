@@ -115,7 +115,12 @@ def test_report_sections_masking_and_csv(reported: Reported) -> None:
     later = (reports / "2026-11-20" / "report.html").read_text()
     # The third-party unsubscribe is newer than the status; the table names the form as blocker.
     newer = later[later.index('id="newer-requests"') : later.index('id="written"')]
-    assert re.search(r"000100\|0.*?NEWSLETTER.*?subscribed.*?>form<", newer, re.S)
+    assert re.search(r"000100.*?NEWSLETTER.*?subscribed.*?>form<", newer, re.S)
+    # The member links to a static page explaining the blocked request.
+    assert 'href="explain/000100_0.html"' not in newer and 'href="explain/000100.html"' in newer
+    page = (reports / "2026-11-20" / "explain" / "000100.html").read_text()
+    assert "blocked_by_precedence" in page and "cannot override it" in page
+    assert not unmasked_emails(page)
 
     index = (reports / "index.html").read_text()
     assert "2026-11-19/report.html" in index and "2026-11-20/report.html" in index
@@ -174,6 +179,20 @@ def test_report_in_a_real_browser(reported: Reported, browser: Browser) -> None:
 
     assert watch.console_errors == [] and watch.page_errors == []
     assert all(url.startswith("file://") for url in watch.requests), watch.requests
+
+    # The next day's blocked request links to the member's explanation, a page of its own.
+    page.goto((reports / "2026-11-20" / "report.html").as_uri())
+    page.locator("#newer-requests").get_by_role("link", name="000100").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("2026-11-20/explain/000100.html")
+    body = page.inner_text("body")
+    assert "blocked_by_precedence" in body and "by form (rank 3)" in body
+    assert not unmasked_emails(body)
+    screenshot(page, "explanation-000100")
+    page.get_by_role("link", name="Back to the report").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("2026-11-20/report.html")
+    assert watch.console_errors == [] and watch.page_errors == []
     page.close()
 
 

@@ -79,6 +79,17 @@ def _no_ids() -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What a write would do to one table, read without writing: the rows it would insert and
+    delete (by column), and per updated row each column's old and new value (`<column> (old)`,
+    `<column> (new)`)."""
+
+    inserted: pd.DataFrame
+    updated: pd.DataFrame
+    deleted: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class ActivityWrite:
     """A CUS_ACTIVITY reconcile: its counts, and the rows it inserted and deleted by event_id
     (event_id, activity_id), which the state database's record must follow once it commits."""
@@ -326,6 +337,52 @@ class PersonifyWriter:
             duplicated.scalar_subquery().label("duplicated"),
         )
 
+    def opt_in_changes(self, stage: sa.Table) -> tuple[sa.Select[Any], sa.Select[Any]]:
+        """The staged rows `merge_opt_in` would insert, and those it would update with the
+        target's values beside them."""
+        target = self.opt_in.table
+        key, data = self.opt_in_key, self.opt_in_data
+        new = sa.select(*stage.c).where(~sa.exists().where(_same(stage, target, key)))
+        changed = (
+            sa.select(
+                *(stage.c[name] for name in key),
+                *(target.c[name].label(f"{name} (old)") for name in data),
+                *(stage.c[name].label(f"{name} (new)") for name in data),
+            )
+            .select_from(stage.join(target, _same(stage, target, key)))
+            .where(_differs(stage, target, data))
+        )
+        return new, changed
+
+    def activity_changes(
+        self, records: sa.Table, stage: sa.Table
+    ) -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+        """The rows `reconcile_activity` would insert, update (with the target's values beside
+        them) and delete: the same conditions as its statements, as queries."""
+        target = self.activity.table
+        identity = self.activity.column("id")
+        data = self.activity_data
+        ours = records.join(target, identity == records.c.activity_id)
+        new = sa.select(*stage.c).where(self.activity_missing(records, stage))
+        changed = (
+            sa.select(
+                records.c.event_id,
+                identity.label("activity_id"),
+                *(target.c[name].label(f"{name} (old)") for name in data),
+                *(stage.c[name].label(f"{name} (new)") for name in data),
+            )
+            .select_from(ours.join(stage, records.c.event_id == stage.c.event_id))
+            .where(records.c.stale == _ZERO, _differs(target, stage, data))
+        )
+        gone = (
+            sa.select(
+                records.c.event_id, identity.label("activity_id"), *(target.c[n] for n in data)
+            )
+            .select_from(ours)
+            .where(records.c.stale == _ONE)
+        )
+        return new, changed, gone
+
     def existing_ids(self, ids: sa.Table) -> sa.Select[Any]:
         identity = self.activity.column("id")
         return sa.select(ids.c.activity_id).join(self.activity.table, identity == ids.c.activity_id)
@@ -363,6 +420,18 @@ class PersonifyWriter:
             mismatched=int(mismatched),
         )
 
+    def preview_opt_in(self, conn: Connection, rows: pd.DataFrame) -> Changes:
+        """What `upsert_opt_in(rows)` would change, read without writing."""
+        stage = self.stage(conn, "opt_in", self.opt_in.physical(rows, [*OPT_IN_KEY, *OPT_IN_DATA]))
+        new, changed = self.opt_in_changes(stage)
+        changes = Changes(
+            inserted=read_frame(conn, new),
+            updated=read_frame(conn, changed),
+            deleted=pd.DataFrame(columns=list(stage.c.keys())),
+        )
+        stage.drop(conn)
+        return changes
+
     def activity_exists(self, conn: Connection, ids: pd.Series) -> pd.Series:
         """Which of `ids` are rows of CUS_ACTIVITY now."""
         stage = self.stage(conn, "ids", pd.DataFrame({"activity_id": ids.drop_duplicates()}))
@@ -378,20 +447,7 @@ class PersonifyWriter:
         event_id): stale ones deleted, changed ones updated, missing ones inserted.
         """
         rows = rows.drop_duplicates("event_id")
-        records = records.assign(stale=records["stale"].astype("int16"))
-        staged = self.stage(conn, "records", records)
-        wanted = pd.concat(
-            [rows[["event_id"]], self.activity.physical(rows, ACTIVITY_DATA)], axis=1
-        )
-        stage = self.stage(conn, "activity", wanted)
-        if self.activity.has("external_id"):
-            foreign = conn.execute(self.foreign_activity(stage, staged)).scalars().all()
-            if foreign:
-                raise PersonifyWriteError(
-                    f"{self.activity.table.fullname} already holds rows another system wrote "
-                    f"with {self.activity.columns['external_id']} "
-                    f"{', '.join(map(str, foreign))}; subsync will not overwrite them"
-                )
+        staged, stage = self._stage_activity(conn, records, rows)
         deleted = conn.execute(self.activity_delete(staged)).rowcount
         updated = conn.execute(self.activity_update(staged, stage, now)).rowcount
         present = read_frame(conn, self.present_records(staged))["event_id"]
@@ -421,6 +477,41 @@ class PersonifyWriter:
             inserted=inserted,
             deleted=stale.reset_index(drop=True),
         )
+
+    def preview_activity(
+        self, conn: Connection, records: pd.DataFrame, rows: pd.DataFrame
+    ) -> Changes:
+        """What `reconcile_activity(records, rows)` would change, read without writing."""
+        staged, stage = self._stage_activity(conn, records, rows.drop_duplicates("event_id"))
+        new, changed, gone = self.activity_changes(staged, stage)
+        changes = Changes(
+            inserted=read_frame(conn, new),
+            updated=read_frame(conn, changed),
+            deleted=read_frame(conn, gone),
+        )
+        stage.drop(conn)
+        staged.drop(conn)
+        return changes
+
+    def _stage_activity(
+        self, conn: Connection, records: pd.DataFrame, rows: pd.DataFrame
+    ) -> tuple[sa.Table, sa.Table]:
+        """Stage the records and the wanted rows; refuse to go on when a row another system
+        wrote carries an external id subsync would write."""
+        staged = self.stage(conn, "records", records.assign(stale=records["stale"].astype("int16")))
+        wanted = pd.concat(
+            [rows[["event_id"]], self.activity.physical(rows, ACTIVITY_DATA)], axis=1
+        )
+        stage = self.stage(conn, "activity", wanted)
+        if self.activity.has("external_id"):
+            foreign = conn.execute(self.foreign_activity(stage, staged)).scalars().all()
+            if foreign:
+                raise PersonifyWriteError(
+                    f"{self.activity.table.fullname} already holds rows another system wrote "
+                    f"with {self.activity.columns['external_id']} "
+                    f"{', '.join(map(str, foreign))}; subsync will not overwrite them"
+                )
+        return staged, stage
 
 
 class UpsertWriter(PersonifyWriter):

@@ -1,0 +1,197 @@
+"""A dry run: everything a sync of some days would do, except write Personify.
+
+The state steps run as they always do, each in a savepoint of one state transaction that is
+rolled back at the end, so the state database ends as if the preview never ran and the real run
+afterwards starts from the very state the preview started from. Personify is only read: the
+writers stage the rows they would write in temporary tables and query what would change, by the
+same conditions as their statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from subsync_pipeline.core import state, sync
+from subsync_pipeline.core.config import SubsyncConfig
+from subsync_pipeline.core.personify.tables import check_tables, personify_tables
+from subsync_pipeline.core.personify.writers import Changes, writer_for
+
+INSERT, UPDATE, DELETE = "insert", "update", "delete"
+CHANGE_COLUMNS = ["table", "action", "row", "column", "old", "new"]
+
+
+class _OneTransaction:
+    """Stands in for the state engine: every `begin()` is a savepoint of one connection's
+    transaction, every `connect()` that connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.conn.begin_nested():
+            yield self.conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        yield self.conn
+
+
+@contextmanager
+def rolled_back(url: str) -> Iterator[Engine]:
+    """An engine-like view of the state database whose every change is undone on exit.
+
+    SQLite through pysqlite needs its transactions begun by SQLAlchemy for savepoints to work
+    (SQLAlchemy's documented recipe); the transaction is begun IMMEDIATE, so it holds the
+    write lock a run's own transactions take.
+    """
+    engine = state.create_state_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_connection: object, _record: object) -> None:
+            dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        # The connection that made the schema was opened before these listeners.
+        engine.dispose()
+    try:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            if not sqlite:
+                state.lock(conn)
+            try:
+                yield _OneTransaction(conn)  # type: ignore[misc]
+            finally:
+                transaction.rollback()
+                sync.forget_kept()
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a sync of `days` would change in Personify, and the figures of its steps."""
+
+    days: tuple[str, ...]
+    validated: sync.Validated
+    resolved: sync.Resolved
+    opt_in: Changes
+    activity: Changes
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            table: {
+                INSERT: len(changes.inserted),
+                UPDATE: len(changes.updated),
+                DELETE: len(changes.deleted),
+            }
+            for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
+        }
+
+    def changes(self) -> pd.DataFrame:
+        """Every change, one row per column changed (an insert or delete: one per column),
+        with the row it belongs to named by its key."""
+        parts = [
+            _long(table, changes)
+            for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
+        ]
+        return pd.concat(parts, ignore_index=True)
+
+    def write_csv(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.changes().to_csv(path, index=False)
+        return path
+
+
+def _long(table: str, changes: Changes) -> pd.DataFrame:
+    """One table's changes in the long form of CHANGE_COLUMNS."""
+    frames = []
+    key = _key_columns(changes)
+    for action, frame in ((INSERT, changes.inserted), (DELETE, changes.deleted)):
+        if frame.empty:
+            continue
+        rows = frame[key].astype(str).agg("|".join, axis=1)
+        for column in frame.columns.difference(key, sort=False):
+            value = frame[column].astype(object).where(frame[column].notna(), None)
+            old, new = (None, value) if action == INSERT else (value, None)
+            frames.append(_frame(table, action, rows, column, old, new))
+    updated = changes.updated
+    if not updated.empty:
+        rows = updated[key].astype(str).agg("|".join, axis=1)
+        for column in [c.removesuffix(" (old)") for c in updated.columns if c.endswith(" (old)")]:
+            old = updated[f"{column} (old)"].astype(object)
+            new = updated[f"{column} (new)"].astype(object)
+            same = (old == new) | (old.isna() & new.isna())
+            keep = ~same.to_numpy(bool)
+            frames.append(_frame(table, UPDATE, rows[keep], column, old[keep], new[keep]))
+    if not frames:
+        return pd.DataFrame(columns=CHANGE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _key_columns(changes: Changes) -> list[str]:
+    """What names a changed row: its event, for an activity row (whose id a new row only gets
+    when written); the key columns, for an opt-in row (those neither old nor new)."""
+    if "event_id" in changes.updated.columns:
+        return ["event_id"]
+    return [c for c in changes.updated.columns if not c.endswith((" (old)", " (new)"))]
+
+
+def _frame(
+    table: str, action: str, rows: pd.Series, column: str, old: object, new: object
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "table": table,
+            "action": action,
+            "row": rows.to_numpy(),
+            "column": column,
+            "old": old.to_numpy() if isinstance(old, pd.Series) else old,
+            "new": new.to_numpy() if isinstance(new, pd.Series) else new,
+        }
+    )
+
+
+def preview(
+    state_url: str,
+    personify_engine: Engine,
+    landing_dir: Path,
+    config: SubsyncConfig,
+    days: list[str],
+    run_id: str,
+) -> Preview:
+    """Run the days' sync up to Personify, list what the writes would change, undo the rest."""
+    tables = personify_tables(config.personify)
+    with rolled_back(state_url) as state_engine:
+        raw = sync.ingest(state_engine, landing_dir, config, days)
+        validated = sync.validate_days(state_engine, personify_engine, config, raw, run_id)
+        resolved = sync.resolve_queued(state_engine, config, raw.days, run_id)
+        with personify_engine.connect() as conn:
+            writer = writer_for(conn, tables, config.personify.operator)
+            written = [
+                shape.table
+                for shape, enabled in (
+                    (tables.opt_in, config.personify.write_opt_in),
+                    (tables.activity, config.personify.write_activity),
+                )
+                if enabled
+            ]
+            check_tables(conn, written)
+            _, opt_in_rows = sync.opt_in_owed(state_engine, config)
+            _, records, activity_rows = sync.activity_owed(state_engine, config)
+            opt_in = writer.preview_opt_in(conn, opt_in_rows)
+            activity = writer.preview_activity(conn, records, activity_rows)
+            conn.rollback()
+    return Preview(raw.days, validated, resolved, opt_in, activity)
