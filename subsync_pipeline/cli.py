@@ -30,6 +30,7 @@ from subsync_pipeline.core.personify.connection import (
 )
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.preview import preview
+from subsync_pipeline.core.report import write_preview
 from subsync_pipeline.core.sandbox import (
     MIN_DEMO_CUSTOMERS,
     SandboxOutdatedError,
@@ -191,8 +192,7 @@ def run_preview(days: list[str], since: date | None) -> int:
         )
     finally:
         personify.dispose()
-    label = found.days[0] if len(found.days) == 1 else f"{found.days[0]}_to_{found.days[-1]}"
-    csv = found.write_csv(Path(setting("SUBSYNC_REPORTS_DIR")) / label / "preview.csv")
+    files = write_preview(Path(setting("SUBSYNC_REPORTS_DIR")), found)
     seconds = time.perf_counter() - started
     print(
         f"Preview of {len(found.days)} day(s), {found.validated.figures.rows} rows read, "
@@ -203,7 +203,8 @@ def run_preview(days: list[str], since: date | None) -> int:
             f"  {table}: {counts['insert']} to insert, {counts['update']} to update, "
             f"{counts['delete']} to delete"
         )
-    print(f"Every change (row, column, old, new): {csv.resolve()}")
+    print(f"Every change (row, column, old, new): {files.changes_csv.resolve()}")
+    print(f"The preview page:                     {files.html.resolve()}")
     return 0
 
 

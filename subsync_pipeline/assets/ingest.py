@@ -3,19 +3,40 @@
 from collections.abc import Iterator
 
 import dagster as dg
+from pydantic import Field
 
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.checks import FILES_READABLE, raw_checks, zero
 from subsync_pipeline.core import sync
+from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.ingest import RawFiles
+from subsync_pipeline.core.preview import preview
 from subsync_pipeline.core.redact import mask_email
+from subsync_pipeline.core.report import write_preview
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
     LandingFolderResource,
+    PersonifyDatabaseResource,
+    ReportsFolderResource,
     StateDatabaseResource,
     SubsyncConfigResource,
 )
+
+# The assets a dry run reports on (as observations: nothing is materialised), by table.
+PERSONIFY_ASSETS = {"CUS_OPT_IN": "personify_cus_opt_in", "CUS_ACTIVITY": "personify_cus_activity"}
+
+
+class SyncRunConfig(dg.Config):
+    """The daily job's run config, given to its first step:
+    `ops: {raw_tracking_log: {config: {dry_run: true}}}`."""
+
+    dry_run: bool = Field(
+        default=False,
+        description="Preview: do everything except write Personify, and leave subsync's state "
+        "database as it was. The changes go to SUBSYNC_REPORTS_DIR/<day>/preview.csv and "
+        "preview.html and onto the Personify assets as observations; no asset is materialised.",
+    )
 
 
 @dg.asset(
@@ -33,16 +54,24 @@ from subsync_pipeline.resources import (
         "with file and line; exact repeats dropped. The metadata lists each file read and any "
         "that could not be read (check files_readable)."
     ),
+    # A dry run yields no output, so every later step is skipped.
+    output_required=False,
 )
 def raw_tracking_log(
     context: dg.AssetExecutionContext,
+    config: SyncRunConfig,
     subsync_config: SubsyncConfigResource,
     landing: LandingFolderResource,
     state_db: StateDatabaseResource,
+    personify_db: PersonifyDatabaseResource,
+    reports: ReportsFolderResource,
 ) -> Iterator[dg.Output[RawFiles] | dg.AssetCheckResult]:
-    config = subsync_config.load()
+    settings = subsync_config.load()
     days = partition_days(context)
-    raw = sync.ingest(state_db.engine, landing.folder, config, days)
+    if config.dry_run:
+        yield from _dry_run(context, settings, days, landing, state_db, personify_db, reports)
+        return
+    raw = sync.ingest(state_db.engine, landing.folder, settings, days)
     files = raw.files
     for row in raw.failed_files.itertuples():
         context.log.warning(mask_email(f"{row.path}: {row.status}: {row.error}"))
@@ -88,3 +117,49 @@ def raw_tracking_log(
         },
     )
     yield zero(FILES_READABLE, "raw_tracking_log", failed, "files_failed")
+
+
+def _dry_run(
+    context: dg.AssetExecutionContext,
+    settings: SubsyncConfig,
+    days: list[str],
+    landing: LandingFolderResource,
+    state_db: StateDatabaseResource,
+    personify_db: PersonifyDatabaseResource,
+    reports: ReportsFolderResource,
+) -> Iterator[dg.AssetCheckResult]:
+    found = preview(
+        state_db.url, personify_db.engine, landing.folder, settings, days, context.run.run_id
+    )
+    files = write_preview(reports.folder, found)
+    changes = found.changes()
+    partition = days[0] if len(days) == 1 else None
+    for table, counts in found.counts().items():
+        sample = changes.loc[changes["table"].eq(table)].head(20)
+        lines = "\n".join(
+            f"| {r.action} | {r.row} | {r.column} | {r.old} | {r.new} |"
+            for r in sample.astype(object).where(sample.notna(), "").itertuples()
+        )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=PERSONIFY_ASSETS[table],
+                partition=partition,
+                metadata={
+                    "dry_run": True,
+                    **{f"would_{action}": dg.MetadataValue.int(n) for action, n in counts.items()},
+                    "sample": dg.MetadataValue.md(
+                        "| action | row | column | old | new |\n|---|---|---|---|---|\n" + lines
+                        if lines
+                        else "Nothing would change."
+                    ),
+                    "preview": dg.MetadataValue.url(files.html.resolve().as_uri()),
+                    "preview_csv": dg.MetadataValue.path(str(files.changes_csv.resolve())),
+                },
+            )
+        )
+        context.log.info(
+            f"dry run, {table}: {counts['insert']} to insert, {counts['update']} to update, "
+            f"{counts['delete']} to delete (nothing written)"
+        )
+    context.log.info(f"preview: {files.html.resolve()}")
+    yield zero(FILES_READABLE, "raw_tracking_log", found.files_failed, "files_failed")

@@ -85,6 +85,7 @@ class Preview:
     """What a sync of `days` would change in Personify, and the figures of its steps."""
 
     days: tuple[str, ...]
+    files_failed: int
     validated: sync.Validated
     resolved: sync.Resolved
     opt_in: Changes
@@ -109,10 +110,10 @@ class Preview:
         ]
         return pd.concat(parts, ignore_index=True)
 
-    def write_csv(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.changes().to_csv(path, index=False)
-        return path
+    @property
+    def label(self) -> str:
+        """The report folder's name for these days."""
+        return self.days[0] if len(self.days) == 1 else f"{self.days[0]}_to_{self.days[-1]}"
 
 
 def _long(table: str, changes: Changes) -> pd.DataFrame:
@@ -194,4 +195,5 @@ def preview(
             opt_in = writer.preview_opt_in(conn, opt_in_rows)
             activity = writer.preview_activity(conn, records, activity_rows)
             conn.rollback()
-    return Preview(raw.days, validated, resolved, opt_in, activity)
+    failed = len(raw.failed_files) + len(raw.recorded_failures)
+    return Preview(raw.days, failed, validated, resolved, opt_in, activity)

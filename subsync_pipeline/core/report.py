@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
 from subsync_pipeline.core.explain import Explanation, member_label
+from subsync_pipeline.core.preview import CHANGE_COLUMNS, DELETE, INSERT, UPDATE, Preview
 from subsync_pipeline.core.redact import mask_email
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -155,6 +156,45 @@ def _sample(rejected: pd.DataFrame, size: int = 20) -> list[dict[str, str]]:
             }
         )
     return sample
+
+
+@dataclass(frozen=True)
+class PreviewFiles:
+    html: Path
+    changes_csv: Path
+
+
+# How many changed values the preview page shows; the CSV beside it has them all.
+PREVIEW_SAMPLE = 100
+
+
+def write_preview(folder: Path, preview: Preview) -> PreviewFiles:
+    """Write <label>/preview.csv (every change) and <label>/preview.html (the counts and the
+    first changes, a "Preview" section); a later preview of the same days overwrites them."""
+    target = folder / preview.label
+    target.mkdir(parents=True, exist_ok=True)
+    changes = preview.changes()
+    csv = target / "preview.csv"
+    neutralise_formulas(changes).to_csv(csv, index=False)
+    figures = preview.validated.figures
+    page = _templates.get_template("preview.html.j2").render(
+        label=preview.label,
+        days=preview.days,
+        rows_read=figures.rows,
+        rows_rejected=figures.rejected,
+        files_failed=preview.files_failed,
+        actions=[INSERT, UPDATE, DELETE],
+        counts=list(preview.counts().items()),
+        changes=len(changes),
+        columns=CHANGE_COLUMNS,
+        sample=changes.head(PREVIEW_SAMPLE)
+        .astype(object)
+        .where(changes.notna(), "")
+        .to_dict("records"),
+    )
+    html = target / "preview.html"
+    html.write_text(page, encoding="utf-8")
+    return PreviewFiles(html=html, changes_csv=csv)
 
 
 def explanation_page(member: str) -> str:

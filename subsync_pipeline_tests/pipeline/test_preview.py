@@ -7,16 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import Browser
 
+from subsync_pipeline.assets import sync_assets
 from subsync_pipeline.core import state
 from subsync_pipeline.core.config import parse_config
 from subsync_pipeline.core.personify.tables import ACTIVITY_DATA, OPT_IN_DATA, personify_tables
 from subsync_pipeline.core.preview import Preview, preview
 from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline_tests.browser import new_page, screenshot
 from subsync_pipeline_tests.harness import Deployment, deploy, event
+from subsync_pipeline_tests.pipeline.test_report import unmasked_emails
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
 T1, T2 = "2026-11-19T09:00:00", "2026-11-20T09:00:00"
@@ -215,3 +220,54 @@ def test_cli_preview_writes_the_changes_csv(
     assert set(written["action"]) == {"insert"}
     assert state_rows(deployment) == before
     assert deployment.opt_in().empty, "a preview wrote to Personify"
+
+
+def test_dry_run_of_the_daily_job_writes_nothing_and_reports_the_preview(
+    fresh: Callable[[], Deployment], browser: Browser
+) -> None:
+    deployment = fresh()
+    deployment.land("day1.csv", DAY1_ROWS)
+    deployment.materialize(DAY1)
+    deployment.land("day2.csv", [event("A2", M1, "unsubscribe", "api", T2)])
+    before_state, before = state_rows(deployment), personify_rows(deployment)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            sync_assets,
+            partition_key=DAY2,
+            resources=deployment.resources(),
+            instance=instance,
+            run_config={"ops": {"raw_tracking_log": {"config": {"dry_run": True}}}},
+        )
+        assert result.success
+        assert result.get_asset_materialization_events() == []
+        observed = {
+            event.asset_key.to_user_string(): event.asset_observation_data.asset_observation
+            for event in result.all_events
+            if event.event_type_value == "ASSET_OBSERVATION"
+        }
+    assert state_rows(deployment) == before_state
+    assert all(frame.equals(before[t]) for t, frame in personify_rows(deployment).items())
+    counts = previewed(deployment, [DAY2]).counts()
+    assert counts["CUS_OPT_IN"]["update"] == 1 and counts["CUS_ACTIVITY"]["insert"] == 1
+    for table, asset in (
+        ("CUS_OPT_IN", "personify_cus_opt_in"),
+        ("CUS_ACTIVITY", "personify_cus_activity"),
+    ):
+        metadata = observed[asset].metadata
+        assert observed[asset].partition == DAY2
+        assert {a: metadata[f"would_{a}"].value for a in counts[table]} == counts[table]
+    page, watch = new_page(browser)
+    page.goto((deployment.reports / DAY2 / "preview.html").as_uri())
+    box = page.locator("#preview").bounding_box()
+    assert box and box["height"] > 40
+    body = page.inner_text("body")
+    assert "OPT_IN_FLAG" in body and "Nothing was written" in body
+    assert not unmasked_emails(body)
+    screenshot(page, "preview-2026-11-20")
+    assert watch.console_errors == [] and watch.page_errors == []
+    page.close()
+    # The real run afterwards: the change the dry run listed is made.
+    deployment.materialize(DAY2)
+    assert personify_rows(deployment)["CUS_OPT_IN"].loc[
+        lambda f: f["MASTER_CUSTOMER_ID"].eq(M1), "OPT_IN_FLAG"
+    ].tolist() == ["N"]
