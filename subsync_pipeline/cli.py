@@ -195,7 +195,7 @@ def run_preview(days: list[str], since: date | None) -> int:
     files = write_preview(Path(setting("SUBSYNC_REPORTS_DIR")), found)
     seconds = time.perf_counter() - started
     print(
-        f"Preview of {len(found.days)} day(s), {found.validated.figures.rows} rows read, "
+        f"Preview of {len(found.days)} day(s), {found.rows_read} rows read, "
         f"in {seconds:.1f} s; nothing was written."
     )
     for table, counts in found.counts().items():

@@ -85,9 +85,9 @@ class Preview:
     """What a sync of `days` would change in Personify, and the figures of its steps."""
 
     days: tuple[str, ...]
+    rows_read: int
+    rows_rejected: int
     files_failed: int
-    validated: sync.Validated
-    resolved: sync.Resolved
     opt_in: Changes
     activity: Changes
 
@@ -173,12 +173,21 @@ def preview(
     days: list[str],
     run_id: str,
 ) -> Preview:
-    """Run the days' sync up to Personify, list what the writes would change, undo the rest."""
+    """Run the days' sync up to Personify, list what the writes would change, undo the rest.
+
+    Day by day, as a backfill runs them: memory stays that of one day, however many days (the
+    work queues carry what each day leaves to the writes at the end).
+    """
     tables = personify_tables(config.personify)
+    rows = rejected = failed = 0
     with rolled_back(state_url) as state_engine:
-        raw = sync.ingest(state_engine, landing_dir, config, days)
-        validated = sync.validate_days(state_engine, personify_engine, config, raw, run_id)
-        resolved = sync.resolve_queued(state_engine, config, raw.days, run_id)
+        for day in sorted(days):
+            raw = sync.ingest(state_engine, landing_dir, config, [day])
+            validated = sync.validate_days(state_engine, personify_engine, config, raw, run_id)
+            sync.resolve_queued(state_engine, config, raw.days, run_id)
+            rows += validated.figures.rows
+            rejected += validated.figures.rejected
+            failed += len(raw.failed_files) + len(raw.recorded_failures)
         with personify_engine.connect() as conn:
             writer = writer_for(conn, tables, config.personify.operator)
             written = [
@@ -195,5 +204,4 @@ def preview(
             opt_in = writer.preview_opt_in(conn, opt_in_rows)
             activity = writer.preview_activity(conn, records, activity_rows)
             conn.rollback()
-    failed = len(raw.failed_files) + len(raw.recorded_failures)
-    return Preview(raw.days, failed, validated, resolved, opt_in, activity)
+    return Preview(tuple(sorted(days)), rows, rejected, failed, opt_in, activity)

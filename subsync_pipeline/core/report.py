@@ -176,12 +176,11 @@ def write_preview(folder: Path, preview: Preview) -> PreviewFiles:
     changes = preview.changes()
     csv = target / "preview.csv"
     neutralise_formulas(changes).to_csv(csv, index=False)
-    figures = preview.validated.figures
     page = _templates.get_template("preview.html.j2").render(
         label=preview.label,
         days=preview.days,
-        rows_read=figures.rows,
-        rows_rejected=figures.rejected,
+        rows_read=preview.rows_read,
+        rows_rejected=preview.rows_rejected,
         files_failed=preview.files_failed,
         actions=[INSERT, UPDATE, DELETE],
         counts=list(preview.counts().items()),
