@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from subsync_pipeline.core.config import ConfigError, load_config
+from subsync_pipeline.core.config import ConfigError, SubsyncConfig, load_config
 from subsync_pipeline.core.doctor import checklist_json, checklist_text, doctor, exit_code
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
 from subsync_pipeline.core.explain import UnknownMemberError, explain
@@ -139,14 +139,21 @@ def run_doctor(as_json: bool) -> int:
     return exit_code(findings)
 
 
+def _config_and_personify(command: str) -> tuple[SubsyncConfig, sa.Engine] | None:
+    """The config and a connected Personify engine; None (the error printed) if either fails."""
+    try:
+        return load_config(config_path()), create_personify_engine(setting("PERSONIFY_DB_URL"))
+    except (ConfigError, PersonifyConnectionError) as error:
+        print(f"subsync {command}: {error}", file=sys.stderr)
+        return None
+
+
 def run_explain(member: str, area: str | None, as_json: bool, show_emails: bool) -> int:
     """Print why MEMBER's status is what it is, from the state database and Personify."""
-    try:
-        config = load_config(config_path())
-        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
-    except (ConfigError, PersonifyConnectionError) as error:
-        print(f"subsync explain: {error}", file=sys.stderr)
+    opened = _config_and_personify("explain")
+    if opened is None:
         return 1
+    config, personify = opened
     state_engine = create_state_engine(setting("SUBSYNC_DB_URL"))
     tables = personify_tables(config.personify)
     try:
@@ -174,12 +181,10 @@ def run_preview(days: list[str], since: date | None) -> int:
             "subsync preview: give one or more days (YYYY-MM-DD) or --since DATE", file=sys.stderr
         )
         return EXIT_REFUSED
-    try:
-        config = load_config(config_path())
-        personify = create_personify_engine(setting("PERSONIFY_DB_URL"))
-    except (ConfigError, PersonifyConnectionError) as error:
-        print(f"subsync preview: {error}", file=sys.stderr)
+    opened = _config_and_personify("preview")
+    if opened is None:
         return 1
+    config, personify = opened
     started = time.perf_counter()
     try:
         found = preview(
