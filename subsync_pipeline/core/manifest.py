@@ -8,6 +8,7 @@ event id against every file ever recorded, in recording order, whatever order da
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,8 +123,12 @@ def _entry(row: dict[str, Any]) -> ManifestEntry:
     )
 
 
-def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResult:
-    """Record new and changed files in the manifest (in the caller's transaction)."""
+def scan(
+    conn: Connection, landing_dir: Path, config: SubsyncConfig, days: Collection[str] = ()
+) -> ScanResult:
+    """Record new and changed files in the manifest (in the caller's transaction), keeping the
+    rows of those that cover `days`: a first backfill lands a year of files at once, and the
+    first day's scan held every one of them (1.3 GB for 30 days of 100,000 events)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     known = {row["path"]: row for row in _load_entries(conn)}
     result = ScanResult(entries=[])
@@ -146,18 +151,21 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
             )
             continue
         read = read_tracking_file(path, config.columns, config.max_file_mb)
-        result.parsed[key] = read
         default_day = fallback_day(config, now)
         if read.status == FILE_OK and not read.rows.empty:
-            days, occurred = assign_days(read.rows, config, default_day, latest_day(config, now))
-            covered = sorted(days.unique().tolist())
+            row_days, occurred = assign_days(
+                read.rows, config, default_day, latest_day(config, now)
+            )
+            covered = sorted(row_days.unique().tolist())
             # Kept with the rows, so reading the day does not parse and hash them again.
-            read.rows[DAY] = days
+            read.rows[DAY] = row_days
             read.rows[OCCURRED_UTC] = occurred
             read.rows[FINGERPRINT] = row_fingerprints(read.rows)
         else:
-            days = pd.Series(dtype=str)
+            row_days = pd.Series(dtype=str)
             covered = [default_day]
+        if read.status != FILE_OK or not set(days).isdisjoint(covered):
+            result.parsed[key] = read
         values = {
             "size": stat.st_size,
             "mtime": stat.st_mtime,
@@ -190,7 +198,7 @@ def scan(conn: Connection, landing_dir: Path, config: SubsyncConfig) -> ScanResu
                     "line_number": read.rows[LINE],
                     "event_id": read.rows["event_id"].str.strip(),
                     "fingerprint": read.rows[FINGERPRINT],
-                    "day": days,
+                    "day": row_days,
                 }
             )
             # An id too long for CUS_ACTIVITY.EXTERNAL_ID is rejected anyway (invalid_event_id)

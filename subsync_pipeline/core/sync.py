@@ -112,7 +112,7 @@ def ingest(
     """Record new and changed files in the manifest, then read the rows of `days`."""
     with state_engine.begin() as conn:
         state.lock(conn)
-        scan = manifest.scan(conn, landing_dir, config)
+        scan = manifest.scan(conn, landing_dir, config, days)
     raw = read_days(scan, days, config)
     _raw_kept.clear()
     _raw_kept[_raw_key(scan, days)] = raw
