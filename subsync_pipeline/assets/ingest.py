@@ -132,10 +132,9 @@ def _dry_run(
         state_db.url, personify_db.engine, landing.folder, settings, days, context.run.run_id
     )
     files = write_preview(reports.folder, found)
-    changes = found.changes()
     partition = days[0] if len(days) == 1 else None
     for table, counts in found.counts().items():
-        sample = changes.loc[changes["table"].eq(table)].head(20)
+        sample = found.sample(20, table)
         lines = "\n".join(
             f"| {r.action} | {r.row} | {r.column} | {r.old} | {r.new} |"
             for r in sample.astype(object).where(sample.notna(), "").itertuples()

@@ -101,14 +101,28 @@ class Preview:
             for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
         }
 
+    def change_parts(self) -> Iterator[pd.DataFrame]:
+        """Every change, one row per column changed (an insert or delete: one per column), with
+        the row it belongs to named by its key; in parts of one table, action and column, so a
+        first backfill's millions of cells never sit in memory at once."""
+        for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity)):
+            yield from _long(table, changes)
+
     def changes(self) -> pd.DataFrame:
-        """Every change, one row per column changed (an insert or delete: one per column),
-        with the row it belongs to named by its key."""
-        parts = [
-            _long(table, changes)
-            for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
-        ]
-        return pd.concat(parts, ignore_index=True)
+        """Every change in one frame (see `change_parts`)."""
+        return _joined(list(self.change_parts()))
+
+    def sample(self, size: int, table: str | None = None) -> pd.DataFrame:
+        """The first `size` changes (of `table`), built from no more parts than they need."""
+        parts: list[pd.DataFrame] = []
+        taken = 0
+        for part in self.change_parts():
+            if taken >= size:
+                break
+            if table is None or part["table"].iat[0] == table:
+                parts.append(part.head(size - taken))
+                taken += len(parts[-1])
+        return _joined(parts)
 
     @property
     def label(self) -> str:
@@ -116,9 +130,12 @@ class Preview:
         return self.days[0] if len(self.days) == 1 else f"{self.days[0]}_to_{self.days[-1]}"
 
 
-def _long(table: str, changes: Changes) -> pd.DataFrame:
-    """One table's changes in the long form of CHANGE_COLUMNS."""
-    frames = []
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CHANGE_COLUMNS)
+
+
+def _long(table: str, changes: Changes) -> Iterator[pd.DataFrame]:
+    """One table's changes in the long form of CHANGE_COLUMNS, a part per action and column."""
     key = _key_columns(changes)
     for action, frame in ((INSERT, changes.inserted), (DELETE, changes.deleted)):
         if frame.empty:
@@ -127,19 +144,18 @@ def _long(table: str, changes: Changes) -> pd.DataFrame:
         for column in frame.columns.difference(key, sort=False):
             value = frame[column].astype(object).where(frame[column].notna(), None)
             old, new = (None, value) if action == INSERT else (value, None)
-            frames.append(_frame(table, action, rows, column, old, new))
+            yield _frame(table, action, rows, column, old, new)
     updated = changes.updated
-    if not updated.empty:
-        rows = _row_names(updated, key)
-        for column in [c.removesuffix(" (old)") for c in updated.columns if c.endswith(" (old)")]:
-            old = updated[f"{column} (old)"].astype(object)
-            new = updated[f"{column} (new)"].astype(object)
-            same = (old == new) | (old.isna() & new.isna())
-            keep = ~same.to_numpy(bool)
-            frames.append(_frame(table, UPDATE, rows[keep], column, old[keep], new[keep]))
-    if not frames:
-        return pd.DataFrame(columns=CHANGE_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
+    if updated.empty:
+        return
+    rows = _row_names(updated, key)
+    for column in [c.removesuffix(" (old)") for c in updated.columns if c.endswith(" (old)")]:
+        old = updated[f"{column} (old)"].astype(object)
+        new = updated[f"{column} (new)"].astype(object)
+        same = (old == new) | (old.isna() & new.isna())
+        keep = ~same.to_numpy(bool)
+        if keep.any():
+            yield _frame(table, UPDATE, rows[keep], column, old[keep], new[keep])
 
 
 def _row_names(frame: pd.DataFrame, key: list[str]) -> pd.Series:

@@ -170,12 +170,20 @@ PREVIEW_SAMPLE = 100
 
 def write_preview(folder: Path, preview: Preview) -> PreviewFiles:
     """Write <label>/preview.csv (every change) and <label>/preview.html (the counts and the
-    first changes, a "Preview" section); a later preview of the same days overwrites them."""
+    first changes, a "Preview" section); a later preview of the same days overwrites them.
+
+    The CSV is written a part at a time: a first backfill's long form held whole took 7.4 GB
+    (bench/RESULTS.md item 18)."""
     target = folder / preview.label
     target.mkdir(parents=True, exist_ok=True)
-    changes = preview.changes()
     csv = target / "preview.csv"
-    neutralise_formulas(changes).to_csv(csv, index=False)
+    total = 0
+    with csv.open("w", newline="", encoding="utf-8") as out:
+        pd.DataFrame(columns=CHANGE_COLUMNS).to_csv(out, index=False)
+        for part in preview.change_parts():
+            neutralise_formulas(part).to_csv(out, index=False, header=False)
+            total += len(part)
+    sample = preview.sample(PREVIEW_SAMPLE).astype(object)
     page = _templates.get_template("preview.html.j2").render(
         label=preview.label,
         days=preview.days,
@@ -184,12 +192,9 @@ def write_preview(folder: Path, preview: Preview) -> PreviewFiles:
         files_failed=preview.files_failed,
         actions=[INSERT, UPDATE, DELETE],
         counts=list(preview.counts().items()),
-        changes=len(changes),
+        changes=total,
         columns=CHANGE_COLUMNS,
-        sample=changes.head(PREVIEW_SAMPLE)
-        .astype(object)
-        .where(changes.notna(), "")
-        .to_dict("records"),
+        sample=sample.where(sample.notna(), "").to_dict("records"),
     )
     html = target / "preview.html"
     html.write_text(page, encoding="utf-8")
