@@ -26,13 +26,19 @@ from subsync_pipeline_tests.pg_server import PostgresServer
 ROOT = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
 MEMBERS = [f"{n:06d}" for n in range(100, 110)]
-# Holds the first run inside its CUS_OPT_IN write (day 1's subscribes only), so the second run
-# reaches the Personify pool while the first holds it.
+# Holds the first run inside its CUS_OPT_IN write (day 1's subscribes only) until the test has
+# seen the second run wait at the Personify pool (a row in release_slow), however slowly the
+# second run starts on a busy machine; two minutes at most.
 SLOW_OPT_IN = """
+CREATE TABLE release_slow (released int);
 CREATE FUNCTION slow_opt_in() RETURNS trigger AS $$
+DECLARE
+    until timestamptz := clock_timestamp() + interval '120 seconds';
 BEGIN
     IF NEW."MASTER_CUSTOMER_ID" = '000100' AND NEW."OPT_IN_FLAG" = 'Y' THEN
-        PERFORM pg_sleep(6);
+        WHILE NOT EXISTS (SELECT 1 FROM release_slow) AND clock_timestamp() < until LOOP
+            PERFORM pg_sleep(0.1);
+        END LOOP;
     END IF;
     RETURN NEW;
 END $$ LANGUAGE plpgsql;
@@ -86,6 +92,27 @@ def wait_for_sleep(port: int, database: str, process: subprocess.Popen[str]) -> 
     pytest.fail(f"the first run never reached its Personify write\n{out[-2000:]}\n{err[-3000:]}")
 
 
+def blocked_steps(instance: dg.DagsterInstance, run_id: str) -> list[str | None]:
+    return [
+        entry.dagster_event.step_key
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event is not None
+        and entry.dagster_event.is_engine_event
+        and f"blocked by limit for pool {PERSONIFY_POOL}" in (entry.message or "")
+    ]
+
+
+def wait_until_blocked(home: Path, process: subprocess.Popen[str]) -> None:
+    """Until the run of DAY2 says a step waits at the Personify pool (or its process ends)."""
+    deadline = time.monotonic() + 120
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while time.monotonic() < deadline and process.poll() is None:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": DAY2}))
+            if runs and blocked_steps(instance, runs[0].run_id):
+                return
+            time.sleep(0.2)
+
+
 @pytest.mark.postgres
 def test_a_ui_style_run_waits_for_the_job_at_the_personify_pool(
     tmp_path: Path, postgres_server: PostgresServer
@@ -125,6 +152,11 @@ def test_a_ui_style_run_waits_for_the_job_at_the_personify_pool(
     selection = launch(
         deployment, home, ["asset", "materialize", "--select", "*", "--partition", DAY2]
     )
+    wait_until_blocked(home, selection)
+    engine = deployment.engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO release_slow VALUES (1)")
+    engine.dispose()
     for process in (job, selection):
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
@@ -134,13 +166,7 @@ def test_a_ui_style_run_waits_for_the_job_at_the_personify_pool(
         assert set(runs) == {DAY1, DAY2}
         assert runs[DAY1].job_name == "daily_sync_job"
         assert runs[DAY2].job_name == "__ASSET_JOB"
-        blocked = [
-            entry.dagster_event.step_key
-            for entry in instance.all_logs(runs[DAY2].run_id)
-            if entry.dagster_event is not None
-            and entry.dagster_event.is_engine_event
-            and f"blocked by limit for pool {PERSONIFY_POOL}" in (entry.message or "")
-        ]
+        blocked = blocked_steps(instance, runs[DAY2].run_id)
         # The second run's Personify steps waited for the first run's to finish.
         assert blocked and set(blocked) <= {"personify_cus_opt_in", "personify_cus_activity"}
         assert instance.get_run_by_id(runs[DAY2].run_id).is_success  # type: ignore[union-attr]
