@@ -360,6 +360,34 @@ def storage_floor(server: Any, psql: list[str], work: Path, urls: dict[str, str]
     }
 
 
+def _diagnostics(args: argparse.Namespace) -> dict[str, str]:
+    """The server settings that make it log what `--slow-statements` / `--explain-slow` ask for,
+    for new sessions only (a reload, no restart): the run's own connections open after."""
+    settings = {}
+    if args.slow_statements is not None:
+        settings["log_min_duration_statement"] = str(args.slow_statements)
+    if args.explain_slow is not None:
+        settings |= {
+            "session_preload_libraries": "'auto_explain'",
+            "auto_explain.log_min_duration": str(args.explain_slow),
+            "auto_explain.log_analyze": "on",
+            "auto_explain.log_buffers": "on",
+            "track_io_timing": "on",
+        }
+    return settings
+
+
+def print_plans(log: Path, start: int) -> None:
+    """The plans auto_explain logged from byte `start` of the server's log, as logged."""
+    with log.open("rb") as handle:
+        handle.seek(start)
+        text = handle.read().decode(errors="replace")
+    plans = re.findall(r"LOG:  duration: [0-9.]+ ms  plan:.*?(?=\n\S|\Z)", text, re.S)
+    print(f"plans logged: {len(plans)}")
+    for plan in plans:
+        print(plan[:4000])
+
+
 def print_slow_statements(log: Path, start: int) -> None:
     """The statements the server logged (log_min_duration_statement) from byte `start` of its
     log, slowest first, each cut to 300 characters."""
@@ -531,6 +559,18 @@ def main() -> None:
         metavar="MS",
         help="print the measured run's SQL statements that took MS ms or more (server log)",
     )
+    parser.add_argument(
+        "--explain-slow",
+        type=int,
+        metavar="MS",
+        help="print the plans (auto_explain, with buffers and I/O timing) of the measured run's "
+        "statements that took MS ms or more",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the operating system's page cache before the measured run (root only)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state-url", help=argparse.SUPPRESS)
@@ -611,16 +651,23 @@ def main() -> None:
         copy_s = time.perf_counter() - started
 
         print("running daily_sync_job in a child process ...", flush=True)
-        if args.slow_statements is not None:
-            _admin(server, f"ALTER SYSTEM SET log_min_duration_statement = {args.slow_statements}")
-            _admin(server, "SELECT pg_reload_conf()")
-            logged_from = server.log.stat().st_size
+        diagnostics = _diagnostics(args)
+        for name, value in diagnostics.items():
+            _admin(server, f"ALTER SYSTEM SET {name} = {value}")
+        _admin(server, "SELECT pg_reload_conf()")
+        logged_from = server.log.stat().st_size
+        if args.cold:
+            subprocess.run(["sync"], check=True)
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
         job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
+        for name in diagnostics:
+            _admin(server, f"ALTER SYSTEM RESET {name}")
+        _admin(server, "SELECT pg_reload_conf()")
         if args.slow_statements is not None:
-            _admin(server, "ALTER SYSTEM RESET log_min_duration_statement")
-            _admin(server, "SELECT pg_reload_conf()")
             print_slow_statements(server.log, logged_from)
+        if args.explain_slow is not None:
+            print_plans(server.log, logged_from)
         # With a history the tables hold far more than the day stored: no floor then.
         floor = (
             None
