@@ -56,21 +56,18 @@ SCOPE = "scope"
 CUSTOMER_SAMPLE = 1000
 EXAMPLES = 5
 
-TEXT, FLAG, INTEGER, DATETIME, BOOLEAN, NUMBER = (
-    "text",
-    "Y/N flag (text)",
-    "integer",
-    "datetime",
-    "boolean",
-    "number",
-)
+# The type families of what subsync writes, and of a column.
+TEXT, FLAG, INTEGER, NUMBER = "text", "Y/N flag (text)", "integer", "number"
+DATETIME, BOOLEAN = "datetime", "boolean"
 FLAG_FIELDS = frozenset({"flag", "forced"})
 # Mapped fields subsync leaves NULL on some inserts: a NOT NULL column without a default under
 # one of them makes such an insert fail.
+_UPDATE_ONLY = {
+    field: "set on update only, so NULL on insert" for field in ("mod_oper", "mod_date")
+}
 NULL_ON_INSERT: dict[str, dict[str, str]] = {
     "opt_in": {
-        "mod_oper": "set on update only, so NULL on insert",
-        "mod_date": "set on update only, so NULL on insert",
+        **_UPDATE_ONLY,
         "opt_in_date": "NULL for a member whose first change is an unsubscribe",
         "opt_out_date": "NULL while subscribed",
         "opt_out_reason": "NULL while subscribed (always, when personify.opt_out_reason is null)",
@@ -79,11 +76,7 @@ NULL_ON_INSERT: dict[str, dict[str, str]] = {
         "last_subscribe_request_date": "NULL until a subscribe request",
         "last_unsubscribe_request_date": "NULL until an unsubscribe request",
     },
-    "activity": {
-        "mod_oper": "set on update only, so NULL on insert",
-        "mod_date": "set on update only, so NULL on insert",
-        "activity_subcode": "NULL for a scope no interest area maps",
-    },
+    "activity": {**_UPDATE_ONLY, "activity_subcode": "NULL for a scope no interest area maps"},
 }
 # The privileges subsync uses, per table (PersonifyTables attribute).
 NEEDED_PRIVILEGES: dict[str, tuple[str, ...]] = {
@@ -375,29 +368,18 @@ def _table_check(
                     "null if the site has none (constants: correct personify.constants)",
                 )
             )
-            continue
-        found = _type_problem(column, actual[column.upper()], wanted)
-        if found:
-            severity, problem = found
+        elif found := _type_problem(column, actual[column.upper()], wanted):
             problems.append(
                 Finding(
-                    severity,
+                    found[0],
                     TABLE,
-                    f"{table.fullname}: {problem}",
+                    f"{table.fullname}: {found[1]}",
                     f"map {wanted.what} to a column of a compatible type in "
                     f"personify.columns.{role}, or ask the DBA to widen the column",
                 )
             )
-    if problems:
-        return problems
-    return [
-        Finding(
-            OK,
-            TABLE,
-            f"{role} table {table.fullname} has the {len(expected)} columns subsync uses, of "
-            "compatible types",
-        )
-    ]
+    uses = f"has the {len(expected)} columns subsync uses, of compatible types"
+    return problems or [Finding(OK, TABLE, f"{role} table {table.fullname} {uses}")]
 
 
 def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) -> list[Finding]:
@@ -432,12 +414,8 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
 
 def _written(config: SubsyncConfig, tables: PersonifyTables) -> list[tuple[str, TableShape]]:
     """The tables subsync writes under this config, by role."""
-    written = []
-    if config.personify.write_opt_in:
-        written.append(("opt_in", tables.opt_in))
-    if config.personify.write_activity:
-        written.append(("activity", tables.activity))
-    return written
+    writes = {"opt_in": config.personify.write_opt_in, "activity": config.personify.write_activity}
+    return [(role, getattr(tables, role)) for role, on in writes.items() if on]
 
 
 def _check_tables(
@@ -473,49 +451,38 @@ def _check_not_null(
         primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
         field_of = {column.upper(): field for field, column in shape.columns.items()}
         constants = {column.upper() for column in shape.constants}
-        problems = []
-        required = 0
-        for name, column in actual.items():
-            if (
+        required = [
+            column
+            for column in actual.values()
+            if not (
                 column["nullable"]
                 or column.get("default") is not None
                 or column.get("computed")
                 or _generated(conn.dialect.name, column, primary_key["constrained_columns"])
-            ):
-                continue
-            required += 1
-            field = field_of.get(name)
-            if field in NULL_ON_INSERT[role]:
-                problems.append(
-                    Finding(
-                        FAIL,
-                        NOT_NULL,
-                        f"{table.fullname}.{column['name']} is NOT NULL without a default, but "
-                        f"field {field} mapped to it is {NULL_ON_INSERT[role][field]}",
-                        f"ask the DBA for a default or NULL on the column, or map {field} to "
-                        f"null in personify.columns.{role} and fill the column from "
-                        f"personify.constants.{role}",
-                    )
-                )
-            elif field is None and name not in constants:
-                problems.append(
-                    Finding(
-                        FAIL,
-                        NOT_NULL,
-                        f"{table.fullname}.{column['name']} is NOT NULL without a default and "
-                        "subsync writes nothing into it",
-                        f"add it to personify.constants.{role} ({column['name']}: <value>), or "
-                        f"map a field to it in personify.columns.{role}",
-                    )
-                )
-        findings += problems or [
-            Finding(
-                OK,
-                NOT_NULL,
-                f"{table.fullname}: all {required} NOT NULL columns without a default are filled "
-                "on insert",
             )
         ]
+        problems = []
+        for column in required:
+            name = column["name"]
+            field = field_of.get(name.upper())
+            if field in NULL_ON_INSERT[role]:
+                problem = f", but field {field} mapped to it is {NULL_ON_INSERT[role][field]}"
+                fix = (
+                    f"ask the DBA for a default or NULL on the column, or map {field} to null in "
+                    f"personify.columns.{role} and fill the column from personify.constants.{role}"
+                )
+            elif field is None and name.upper() not in constants:
+                problem = " and subsync writes nothing into it"
+                fix = (
+                    f"add it to personify.constants.{role} ({name}: <value>), or map a field to "
+                    f"it in personify.columns.{role}"
+                )
+            else:
+                continue
+            message = f"{table.fullname}.{name} is NOT NULL without a default{problem}"
+            problems.append(Finding(FAIL, NOT_NULL, message, fix))
+        filled = f"all {len(required)} NOT NULL columns without a default are filled on insert"
+        findings += problems or [Finding(OK, NOT_NULL, f"{table.fullname}: {filled}")]
     return findings
 
 
@@ -525,9 +492,9 @@ def _check_not_null(
 def _check_grants(
     conn: Connection, config: SubsyncConfig, tables: PersonifyTables
 ) -> list[Finding]:
-    queries = GRANT_QUERIES.get(conn.dialect.name)
     if conn.dialect.name == "sqlite":
         return [Finding(OK, GRANT, "SQLite has no grants: any process that opens the file writes")]
+    queries = GRANT_QUERIES.get(conn.dialect.name)
     if queries is None:
         return [
             Finding(
@@ -549,26 +516,19 @@ def _check_grants(
         if not inspector.has_table(table.name, schema=table.schema):
             continue  # reported by the table (or code) check
         name = conn.dialect.identifier_preparer.format_table(table)
+        held = sa.text(queries.table)
         missing = [
             privilege
             for privilege in privileges
-            if not conn.execute(
-                sa.text(queries.table), {"table": name, "privilege": privilege}
-            ).scalar()
+            if not conn.execute(held, {"table": name, "privilege": privilege}).scalar()
         ]
         if missing:
-            findings.append(
-                Finding(
-                    FAIL,
-                    GRANT,
-                    f"login {user!r} lacks {', '.join(missing)} on {table.fullname}",
-                    f"GRANT {', '.join(missing)} ON {name} TO {user}",
-                )
-            )
+            lacks = f"{', '.join(missing)} on {table.fullname}"
+            fix = f"GRANT {', '.join(missing)} ON {name} TO {user}"
+            findings.append(Finding(FAIL, GRANT, f"login {user!r} lacks {lacks}", fix))
         else:
-            findings.append(
-                Finding(OK, GRANT, f"login {user!r} holds {', '.join(privileges)} on {name}")
-            )
+            holds = f"{', '.join(privileges)} on {name}"
+            findings.append(Finding(OK, GRANT, f"login {user!r} holds {holds}"))
     if queries.database and not conn.execute(sa.text(queries.database)).scalar():
         findings.append(
             Finding(
