@@ -207,14 +207,9 @@ def check_personify(config: SubsyncConfig, engine: Engine) -> list[Finding]:
                 findings += check(conn, config, tables)
             except DBAPIError as error:
                 message = scrubbed(str(error.orig), engine.url)[:300]
-                findings.append(
-                    Finding(
-                        FAIL,
-                        kind,
-                        f"the {kind} check could not read Personify: {message}",
-                        "see the [FAIL] grant lines, or ask the DBA about this error",
-                    )
-                )
+                failed = f"the {kind} check could not read Personify: {message}"
+                fix = "see the [FAIL] grant lines, or ask the DBA about this error"
+                findings.append(Finding(FAIL, kind, failed, fix))
     return findings
 
 
@@ -369,15 +364,12 @@ def _table_check(
                 )
             )
         elif found := _type_problem(column, actual[column.upper()], wanted):
-            problems.append(
-                Finding(
-                    found[0],
-                    TABLE,
-                    f"{table.fullname}: {found[1]}",
-                    f"map {wanted.what} to a column of a compatible type in "
-                    f"personify.columns.{role}, or ask the DBA to widen the column",
-                )
+            severity, problem = found
+            fix = (
+                f"map {wanted.what} to a column of a compatible type in personify.columns.{role}, "
+                "or ask the DBA to widen the column"
             )
+            problems.append(Finding(severity, TABLE, f"{table.fullname}: {problem}", fix))
     uses = f"has the {len(expected)} columns subsync uses, of compatible types"
     return problems or [Finding(OK, TABLE, f"{role} table {table.fullname} {uses}")]
 
@@ -391,14 +383,9 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
     primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
     generated = _generated(dialect, actual[column.upper()], primary_key["constrained_columns"])
     if generated is None:
-        return [
-            Finding(
-                WARN,
-                TABLE,
-                f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity",
-                "make sure the database generates it: subsync reads it, never writes it",
-            )
-        ]
+        unknown = f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity"
+        fix = "make sure the database generates it: subsync reads it, never writes it"
+        return [Finding(WARN, TABLE, unknown, fix)]
     if not generated:
         return [
             Finding(
@@ -530,15 +517,10 @@ def _check_grants(
             holds = f"{', '.join(privileges)} on {name}"
             findings.append(Finding(OK, GRANT, f"login {user!r} holds {holds}"))
     if queries.database and not conn.execute(sa.text(queries.database)).scalar():
-        findings.append(
-            Finding(
-                FAIL,
-                GRANT,
-                f"login {user!r} lacks {queries.database_privilege} on the database: the "
-                "writer stages each day's rows in temporary tables",
-                f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}",
-            )
-        )
+        lacks = f"lacks {queries.database_privilege} on the database"
+        why = "the writer stages each day's rows in temporary tables"
+        fix = f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}"
+        findings.append(Finding(FAIL, GRANT, f"login {user!r} {lacks}: {why}", fix))
     return findings
 
 
@@ -599,14 +581,9 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         if inspector.has_table(table.name, schema=table.schema):
             present.add(table.name)
             continue
-        findings.append(
-            Finding(
-                WARN,
-                CODE,
-                f"{table.fullname} not found: the codes it should define are not checked",
-                "correct personify.tables.app_code / app_subcode if the site names them otherwise",
-            )
-        )
+        unchecked = f"{table.fullname} not found: the codes it should define are not checked"
+        fix = "correct personify.tables.app_code / app_subcode if the site names them otherwise"
+        findings.append(Finding(WARN, CODE, unchecked, fix))
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
     for code in _wanted_codes(config):
         table = tables.app_code if len(code.key) == 1 else tables.app_subcode
@@ -652,23 +629,13 @@ def _check_member_ids(
     ids = pd.Series([str(row[0]) for row in conn.execute(query)], dtype="str")
     pattern = config.member_id_pattern
     if ids.empty:
-        return [
-            Finding(
-                WARN,
-                MEMBER_ID,
-                f"{customer.fullname} is empty: every event would be rejected as unknown_member",
-                "point PERSONIFY_DB_URL at the Personify database that holds the members",
-            )
-        ]
+        empty = f"{customer.fullname} is empty: every event would be rejected as unknown_member"
+        fix = "point PERSONIFY_DB_URL at the Personify database that holds the members"
+        return [Finding(WARN, MEMBER_ID, empty, fix)]
     bad = ids[~split_member_ids(ids, pattern)["well_formed"]]
     if bad.empty:
-        return [
-            Finding(
-                OK,
-                MEMBER_ID,
-                f"all {len(ids)} sampled {customer.fullname} ids match member_id_pattern {pattern}",
-            )
-        ]
+        match = f"all {len(ids)} sampled {customer.fullname} ids match member_id_pattern {pattern}"
+        return [Finding(OK, MEMBER_ID, match)]
     examples = ", ".join(repr(value) for value in bad.head(EXAMPLES))
     return [
         Finding(
@@ -697,14 +664,9 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
     for path in files:
         read = read_tracking_file(path, config.columns, config.max_file_mb)
         if read.status != FILE_OK:
-            findings.append(
-                Finding(
-                    WARN,
-                    SCOPE,
-                    f"{path.name} cannot be read ({read.status}): {read.error}",
-                    "the daily sync rejects it as a whole; replace it with a good export",
-                )
-            )
+            unreadable = f"{path.name} cannot be read ({read.status}): {read.error}"
+            fix = "the daily sync rejects it as a whole; replace it with a good export"
+            findings.append(Finding(WARN, SCOPE, unreadable, fix))
             continue
         rows = read.rows
         scope = [rows["scope_type"].str.strip().str.lower(), rows["scope_id"].str.strip()]
@@ -712,8 +674,8 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
             key = (str(scope_type), str(scope_id))
             events[key] += len(named)
             named = named[named.ne("")]
-            if key not in names and not named.empty:
-                names[key] = str(named.iloc[0])
+            if not named.empty:
+                names.setdefault(key, str(named.iloc[0]))
     mapped = config.area_map()
     unmapped = [
         key
@@ -734,12 +696,6 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
             )
         )
     if not unmapped:
-        findings.append(
-            Finding(
-                OK,
-                SCOPE,
-                f"every Real Magnet scope in the {len(files)} file(s) in {landing} maps to an "
-                "interest area",
-            )
-        )
+        scopes = f"every Real Magnet scope in the {len(files)} file(s) in {landing}"
+        findings.append(Finding(OK, SCOPE, f"{scopes} maps to an interest area"))
     return findings
