@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import state
 from subsync_pipeline.core.ledger import since_join, stage_since
-from subsync_pipeline.core.sql import insert_frame, read_frame, stage_distinct
+from subsync_pipeline.core.sql import in_stage, insert_frame, read_frame, stage_distinct
 
 INSERT = "insert"
 DELETE = "delete"
@@ -110,10 +110,9 @@ def recover(
         # finalized meanwhile took its entries already, and applying the same entries is a no-op.
         if len(rolled_back):
             log = state.activity_write_log
-            stage = _stage(conn, rolled_back, ["write_id", *_PAIR])
-            key = sa.tuple_(log.c.write_id, log.c.event_id, log.c.activity_id)
-            chosen = sa.select(stage.c.write_id, stage.c.event_id, stage.c.activity_id)
-            conn.execute(log.delete().where(key.in_(chosen)))
+            entry = ["write_id", *_PAIR]
+            stage = _stage(conn, rolled_back, entry)
+            conn.execute(log.delete().where(in_stage(log, stage, entry)))
             stage.drop(conn)
         _apply(conn, sorted(set(entries["write_id"])), now)
     return int(committed.sum())

@@ -56,21 +56,18 @@ SCOPE = "scope"
 CUSTOMER_SAMPLE = 1000
 EXAMPLES = 5
 
-TEXT, FLAG, INTEGER, DATETIME, BOOLEAN, NUMBER = (
-    "text",
-    "Y/N flag (text)",
-    "integer",
-    "datetime",
-    "boolean",
-    "number",
-)
+# The type families of what subsync writes, and of a column.
+TEXT, FLAG, INTEGER, NUMBER = "text", "Y/N flag (text)", "integer", "number"
+DATETIME, BOOLEAN = "datetime", "boolean"
 FLAG_FIELDS = frozenset({"flag", "forced"})
 # Mapped fields subsync leaves NULL on some inserts: a NOT NULL column without a default under
 # one of them makes such an insert fail.
+_UPDATE_ONLY = {
+    field: "set on update only, so NULL on insert" for field in ("mod_oper", "mod_date")
+}
 NULL_ON_INSERT: dict[str, dict[str, str]] = {
     "opt_in": {
-        "mod_oper": "set on update only, so NULL on insert",
-        "mod_date": "set on update only, so NULL on insert",
+        **_UPDATE_ONLY,
         "opt_in_date": "NULL for a member whose first change is an unsubscribe",
         "opt_out_date": "NULL while subscribed",
         "opt_out_reason": "NULL while subscribed (always, when personify.opt_out_reason is null)",
@@ -79,11 +76,7 @@ NULL_ON_INSERT: dict[str, dict[str, str]] = {
         "last_subscribe_request_date": "NULL until a subscribe request",
         "last_unsubscribe_request_date": "NULL until an unsubscribe request",
     },
-    "activity": {
-        "mod_oper": "set on update only, so NULL on insert",
-        "mod_date": "set on update only, so NULL on insert",
-        "activity_subcode": "NULL for a scope no interest area maps",
-    },
+    "activity": {**_UPDATE_ONLY, "activity_subcode": "NULL for a scope no interest area maps"},
 }
 # The privileges subsync uses, per table (PersonifyTables attribute).
 NEEDED_PRIVILEGES: dict[str, tuple[str, ...]] = {
@@ -214,14 +207,9 @@ def check_personify(config: SubsyncConfig, engine: Engine) -> list[Finding]:
                 findings += check(conn, config, tables)
             except DBAPIError as error:
                 message = scrubbed(str(error.orig), engine.url)[:300]
-                findings.append(
-                    Finding(
-                        FAIL,
-                        kind,
-                        f"the {kind} check could not read Personify: {message}",
-                        "see the [FAIL] grant lines, or ask the DBA about this error",
-                    )
-                )
+                failed = f"the {kind} check could not read Personify: {message}"
+                fix = "see the [FAIL] grant lines, or ask the DBA about this error"
+                findings.append(Finding(FAIL, kind, failed, fix))
     return findings
 
 
@@ -354,50 +342,29 @@ def _table_check(
 ) -> list[Finding]:
     actual = reflected_columns(inspector, table)
     if actual is None:
-        return [
-            Finding(
-                FAIL,
-                TABLE,
-                f"{role} table {table.fullname} does not exist",
-                f"correct personify.tables.{role} in the config (SCHEMA.NAME if not in the "
-                "login's default schema), or grant the login access to it",
-            )
-        ]
+        fix = (
+            f"correct personify.tables.{role} in the config (SCHEMA.NAME if not in the login's "
+            "default schema), or grant the login access to it"
+        )
+        return [Finding(FAIL, TABLE, f"{role} table {table.fullname} does not exist", fix)]
     problems = []
     for column, wanted in expected.items():
         if column.upper() not in actual:
-            problems.append(
-                Finding(
-                    FAIL,
-                    TABLE,
-                    f"{table.fullname} has no column {column} (for {wanted.what})",
-                    f"map the field to the site's column in personify.columns.{role}, or to "
-                    "null if the site has none (constants: correct personify.constants)",
-                )
+            absent = f"{table.fullname} has no column {column} (for {wanted.what})"
+            fix = (
+                f"map the field to the site's column in personify.columns.{role}, or to null if "
+                "the site has none (constants: correct personify.constants)"
             )
-            continue
-        found = _type_problem(column, actual[column.upper()], wanted)
-        if found:
+            problems.append(Finding(FAIL, TABLE, absent, fix))
+        elif found := _type_problem(column, actual[column.upper()], wanted):
             severity, problem = found
-            problems.append(
-                Finding(
-                    severity,
-                    TABLE,
-                    f"{table.fullname}: {problem}",
-                    f"map {wanted.what} to a column of a compatible type in "
-                    f"personify.columns.{role}, or ask the DBA to widen the column",
-                )
+            fix = (
+                f"map {wanted.what} to a column of a compatible type in personify.columns.{role}, "
+                "or ask the DBA to widen the column"
             )
-    if problems:
-        return problems
-    return [
-        Finding(
-            OK,
-            TABLE,
-            f"{role} table {table.fullname} has the {len(expected)} columns subsync uses, of "
-            "compatible types",
-        )
-    ]
+            problems.append(Finding(severity, TABLE, f"{table.fullname}: {problem}", fix))
+    uses = f"has the {len(expected)} columns subsync uses, of compatible types"
+    return problems or [Finding(OK, TABLE, f"{role} table {table.fullname} {uses}")]
 
 
 def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) -> list[Finding]:
@@ -409,35 +376,21 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
     primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
     generated = _generated(dialect, actual[column.upper()], primary_key["constrained_columns"])
     if generated is None:
-        return [
-            Finding(
-                WARN,
-                TABLE,
-                f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity",
-                "make sure the database generates it: subsync reads it, never writes it",
-            )
-        ]
+        unknown = f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity"
+        fix = "make sure the database generates it: subsync reads it, never writes it"
+        return [Finding(WARN, TABLE, unknown, fix)]
     if not generated:
-        return [
-            Finding(
-                FAIL,
-                TABLE,
-                f"{table.fullname}.{column} (field id) is not an identity / autoincrement "
-                "column: subsync inserts activity rows without it and reads the generated id",
-                "map the field id (personify.columns.activity) to the table's identity column",
-            )
-        ]
+        why = "subsync inserts activity rows without it and reads the generated id"
+        not_identity = f"{table.fullname}.{column} (field id) is not an identity / autoincrement"
+        fix = "map the field id (personify.columns.activity) to the table's identity column"
+        return [Finding(FAIL, TABLE, f"{not_identity} column: {why}", fix)]
     return [Finding(OK, TABLE, f"{table.fullname}.{column} is generated by the database")]
 
 
 def _written(config: SubsyncConfig, tables: PersonifyTables) -> list[tuple[str, TableShape]]:
     """The tables subsync writes under this config, by role."""
-    written = []
-    if config.personify.write_opt_in:
-        written.append(("opt_in", tables.opt_in))
-    if config.personify.write_activity:
-        written.append(("activity", tables.activity))
-    return written
+    writes = {"opt_in": config.personify.write_opt_in, "activity": config.personify.write_activity}
+    return [(role, getattr(tables, role)) for role, on in writes.items() if on]
 
 
 def _check_tables(
@@ -473,49 +426,38 @@ def _check_not_null(
         primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
         field_of = {column.upper(): field for field, column in shape.columns.items()}
         constants = {column.upper() for column in shape.constants}
-        problems = []
-        required = 0
-        for name, column in actual.items():
-            if (
+        required = [
+            column
+            for column in actual.values()
+            if not (
                 column["nullable"]
                 or column.get("default") is not None
                 or column.get("computed")
                 or _generated(conn.dialect.name, column, primary_key["constrained_columns"])
-            ):
-                continue
-            required += 1
-            field = field_of.get(name)
-            if field in NULL_ON_INSERT[role]:
-                problems.append(
-                    Finding(
-                        FAIL,
-                        NOT_NULL,
-                        f"{table.fullname}.{column['name']} is NOT NULL without a default, but "
-                        f"field {field} mapped to it is {NULL_ON_INSERT[role][field]}",
-                        f"ask the DBA for a default or NULL on the column, or map {field} to "
-                        f"null in personify.columns.{role} and fill the column from "
-                        f"personify.constants.{role}",
-                    )
-                )
-            elif field is None and name not in constants:
-                problems.append(
-                    Finding(
-                        FAIL,
-                        NOT_NULL,
-                        f"{table.fullname}.{column['name']} is NOT NULL without a default and "
-                        "subsync writes nothing into it",
-                        f"add it to personify.constants.{role} ({column['name']}: <value>), or "
-                        f"map a field to it in personify.columns.{role}",
-                    )
-                )
-        findings += problems or [
-            Finding(
-                OK,
-                NOT_NULL,
-                f"{table.fullname}: all {required} NOT NULL columns without a default are filled "
-                "on insert",
             )
         ]
+        problems = []
+        for column in required:
+            name = column["name"]
+            field = field_of.get(name.upper())
+            if field in NULL_ON_INSERT[role]:
+                problem = f", but field {field} mapped to it is {NULL_ON_INSERT[role][field]}"
+                fix = (
+                    f"ask the DBA for a default or NULL on the column, or map {field} to null in "
+                    f"personify.columns.{role} and fill the column from personify.constants.{role}"
+                )
+            elif field is None and name.upper() not in constants:
+                problem = " and subsync writes nothing into it"
+                fix = (
+                    f"add it to personify.constants.{role} ({name}: <value>), or map a field to "
+                    f"it in personify.columns.{role}"
+                )
+            else:
+                continue
+            message = f"{table.fullname}.{name} is NOT NULL without a default{problem}"
+            problems.append(Finding(FAIL, NOT_NULL, message, fix))
+        filled = f"all {len(required)} NOT NULL columns without a default are filled on insert"
+        findings += problems or [Finding(OK, NOT_NULL, f"{table.fullname}: {filled}")]
     return findings
 
 
@@ -525,19 +467,13 @@ def _check_not_null(
 def _check_grants(
     conn: Connection, config: SubsyncConfig, tables: PersonifyTables
 ) -> list[Finding]:
-    queries = GRANT_QUERIES.get(conn.dialect.name)
     if conn.dialect.name == "sqlite":
         return [Finding(OK, GRANT, "SQLite has no grants: any process that opens the file writes")]
+    queries = GRANT_QUERIES.get(conn.dialect.name)
     if queries is None:
-        return [
-            Finding(
-                WARN,
-                GRANT,
-                f"cannot check grants on {conn.dialect.name}",
-                "make sure the login holds: "
-                + "; ".join(f"{p} on {t}" for t, p in NEEDED_PRIVILEGES.items()),
-            )
-        ]
+        needed = "; ".join(f"{p} on {t}" for t, p in NEEDED_PRIVILEGES.items())
+        fix = f"make sure the login holds: {needed}"
+        return [Finding(WARN, GRANT, f"cannot check grants on {conn.dialect.name}", fix)]
     user = str(conn.execute(sa.text(queries.user)).scalar())
     inspector = sa.inspect(conn)
     written = {role for role, _ in _written(config, tables)}
@@ -549,36 +485,24 @@ def _check_grants(
         if not inspector.has_table(table.name, schema=table.schema):
             continue  # reported by the table (or code) check
         name = conn.dialect.identifier_preparer.format_table(table)
+        held = sa.text(queries.table)
         missing = [
             privilege
             for privilege in privileges
-            if not conn.execute(
-                sa.text(queries.table), {"table": name, "privilege": privilege}
-            ).scalar()
+            if not conn.execute(held, {"table": name, "privilege": privilege}).scalar()
         ]
         if missing:
-            findings.append(
-                Finding(
-                    FAIL,
-                    GRANT,
-                    f"login {user!r} lacks {', '.join(missing)} on {table.fullname}",
-                    f"GRANT {', '.join(missing)} ON {name} TO {user}",
-                )
-            )
+            lacks = f"{', '.join(missing)} on {table.fullname}"
+            fix = f"GRANT {', '.join(missing)} ON {name} TO {user}"
+            findings.append(Finding(FAIL, GRANT, f"login {user!r} lacks {lacks}", fix))
         else:
-            findings.append(
-                Finding(OK, GRANT, f"login {user!r} holds {', '.join(privileges)} on {name}")
-            )
+            holds = f"{', '.join(privileges)} on {name}"
+            findings.append(Finding(OK, GRANT, f"login {user!r} holds {holds}"))
     if queries.database and not conn.execute(sa.text(queries.database)).scalar():
-        findings.append(
-            Finding(
-                FAIL,
-                GRANT,
-                f"login {user!r} lacks {queries.database_privilege} on the database: the "
-                "writer stages each day's rows in temporary tables",
-                f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}",
-            )
-        )
+        lacks = f"lacks {queries.database_privilege} on the database"
+        why = "the writer stages each day's rows in temporary tables"
+        fix = f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}"
+        findings.append(Finding(FAIL, GRANT, f"login {user!r} {lacks}: {why}", fix))
     return findings
 
 
@@ -639,14 +563,9 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         if inspector.has_table(table.name, schema=table.schema):
             present.add(table.name)
             continue
-        findings.append(
-            Finding(
-                WARN,
-                CODE,
-                f"{table.fullname} not found: the codes it should define are not checked",
-                "correct personify.tables.app_code / app_subcode if the site names them otherwise",
-            )
-        )
+        unchecked = f"{table.fullname} not found: the codes it should define are not checked"
+        fix = "correct personify.tables.app_code / app_subcode if the site names them otherwise"
+        findings.append(Finding(WARN, CODE, unchecked, fix))
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
     for code in _wanted_codes(config):
         table = tables.app_code if len(code.key) == 1 else tables.app_subcode
@@ -656,23 +575,11 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         if which not in known:
             known[which] = _known_codes(conn, table, code.code_type)
         if code.key not in known[which]:
-            findings.append(
-                Finding(
-                    WARN,
-                    CODE,
-                    f"{code.what} is not in {table.fullname} "
-                    f"(SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')",
-                    _CODE_FIXES[code.code_type],
-                )
-            )
-    return findings or [
-        Finding(
-            OK,
-            CODE,
-            f"the codes and subcodes of the {len(config.interest_areas)} interest areas and the "
-            "activity codes exist in Personify",
-        )
-    ]
+            where = f"{table.fullname} (SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')"
+            fix = _CODE_FIXES[code.code_type]
+            findings.append(Finding(WARN, CODE, f"{code.what} is not in {where}", fix))
+    areas = f"the codes and subcodes of the {len(config.interest_areas)} interest areas"
+    return findings or [Finding(OK, CODE, f"{areas} and the activity codes exist in Personify")]
 
 
 def _scope_of(scope_type: str, scope_id: str) -> str:
@@ -692,34 +599,20 @@ def _check_member_ids(
     ids = pd.Series([str(row[0]) for row in conn.execute(query)], dtype="str")
     pattern = config.member_id_pattern
     if ids.empty:
-        return [
-            Finding(
-                WARN,
-                MEMBER_ID,
-                f"{customer.fullname} is empty: every event would be rejected as unknown_member",
-                "point PERSONIFY_DB_URL at the Personify database that holds the members",
-            )
-        ]
+        empty = f"{customer.fullname} is empty: every event would be rejected as unknown_member"
+        fix = "point PERSONIFY_DB_URL at the Personify database that holds the members"
+        return [Finding(WARN, MEMBER_ID, empty, fix)]
     bad = ids[~split_member_ids(ids, pattern)["well_formed"]]
     if bad.empty:
-        return [
-            Finding(
-                OK,
-                MEMBER_ID,
-                f"all {len(ids)} sampled {customer.fullname} ids match member_id_pattern {pattern}",
-            )
-        ]
+        match = f"all {len(ids)} sampled {customer.fullname} ids match member_id_pattern {pattern}"
+        return [Finding(OK, MEMBER_ID, match)]
     examples = ", ".join(repr(value) for value in bad.head(EXAMPLES))
-    return [
-        Finding(
-            WARN,
-            MEMBER_ID,
-            f"{len(bad)} of {len(ids)} sampled {customer.fullname} ids do not match "
-            f"member_id_pattern {pattern} (e.g. {examples}): their events would be rejected as "
-            "invalid_member_id",
-            "widen member_id_pattern in the config to the site's MASTER_CUSTOMER_ID format",
-        )
-    ]
+    mismatch = (
+        f"{len(bad)} of {len(ids)} sampled {customer.fullname} ids do not match member_id_pattern "
+        f"{pattern} (e.g. {examples}): their events would be rejected as invalid_member_id"
+    )
+    fix = "widen member_id_pattern in the config to the site's MASTER_CUSTOMER_ID format"
+    return [Finding(WARN, MEMBER_ID, mismatch, fix)]
 
 
 # --- 6. Real Magnet scopes in the landing folder ------------------------------------------------
@@ -737,14 +630,9 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
     for path in files:
         read = read_tracking_file(path, config.columns, config.max_file_mb)
         if read.status != FILE_OK:
-            findings.append(
-                Finding(
-                    WARN,
-                    SCOPE,
-                    f"{path.name} cannot be read ({read.status}): {read.error}",
-                    "the daily sync rejects it as a whole; replace it with a good export",
-                )
-            )
+            unreadable = f"{path.name} cannot be read ({read.status}): {read.error}"
+            fix = "the daily sync rejects it as a whole; replace it with a good export"
+            findings.append(Finding(WARN, SCOPE, unreadable, fix))
             continue
         rows = read.rows
         scope = [rows["scope_type"].str.strip().str.lower(), rows["scope_id"].str.strip()]
@@ -752,8 +640,8 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
             key = (str(scope_type), str(scope_id))
             events[key] += len(named)
             named = named[named.ne("")]
-            if key not in names and not named.empty:
-                names[key] = str(named.iloc[0])
+            if not named.empty:
+                names.setdefault(key, str(named.iloc[0]))
     mapped = config.area_map()
     unmapped = [
         key
@@ -774,12 +662,6 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
             )
         )
     if not unmapped:
-        findings.append(
-            Finding(
-                OK,
-                SCOPE,
-                f"every Real Magnet scope in the {len(files)} file(s) in {landing} maps to an "
-                "interest area",
-            )
-        )
+        scopes = f"every Real Magnet scope in the {len(files)} file(s) in {landing}"
+        findings.append(Finding(OK, SCOPE, f"{scopes} maps to an interest area"))
     return findings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from subsync_pipeline.core.config import SubsyncConfig
-from subsync_pipeline.core.manifest import ScanResult, assign_days
+from subsync_pipeline.core.manifest import ManifestEntry, ScanResult, assign_days
 from subsync_pipeline.core.tracking_log import (
     ALL_COLUMNS,
     DAY,
@@ -82,15 +82,11 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
         read = scan.parsed.get(entry.path)
         if read is None:
             if not Path(entry.path).exists():
-                files.append(
-                    _file_row(
-                        entry.file_id, entry.path, first_day, FILE_UNREADABLE, "the file is gone"
-                    )
-                )
+                files.append(_file_row(entry, first_day, FILE_UNREADABLE, "the file is gone"))
                 continue
             read = read_tracking_file(Path(entry.path), config.columns, config.max_file_mb)
         if read.status != FILE_OK:
-            files.append(_file_row(entry.file_id, entry.path, first_day, read.status, read.error))
+            files.append(_file_row(entry, first_day, read.status, read.error))
             continue
         rows = read.rows
         if DAY not in rows:
@@ -107,9 +103,7 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
         rows[FILE_ID] = entry.file_id
         rows[SOURCE_FILE] = entry.path
         frames.append(rows)
-        files.append(
-            _file_row(entry.file_id, entry.path, first_day, FILE_OK, None, rows_read=len(rows))
-        )
+        files.append(_file_row(entry, first_day, FILE_OK, None, rows_read=len(rows)))
 
     if frames:
         rows = pd.concat(frames, ignore_index=True)
@@ -139,18 +133,16 @@ def _failed_elsewhere(scan: ScanResult, wanted: set[str]) -> pd.DataFrame:
         read = scan.parsed.get(entry.path)
         if read is None or read.status == FILE_OK or wanted.intersection(entry.days):
             continue
-        failures.append(
-            _file_row(entry.file_id, entry.path, entry.days[0], read.status, read.error)
-        )
+        failures.append(_file_row(entry, entry.days[0], read.status, read.error))
     return pd.DataFrame(failures, columns=FILE_COLUMNS)
 
 
 def _file_row(
-    file_id: int, path: str, day: str, status: str, error: str | None, rows_read: int = 0
+    entry: ManifestEntry, day: str, status: str, error: str | None, rows_read: int = 0
 ) -> dict[str, object]:
     return {
-        "file_id": file_id,
-        "path": path,
+        "file_id": entry.file_id,
+        "path": entry.path,
         "day": day,
         "status": status,
         "error": error,

@@ -26,6 +26,7 @@ from subsync_pipeline.core.resolution import (
 from subsync_pipeline.core.sql import (
     analyze,
     code_point,
+    in_stage,
     insert_frame,
     read_frame,
     stage_distinct,
@@ -41,15 +42,8 @@ def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
     return stage_distinct(conn, prefix, state.key_states, frame, names)
 
 
-def _member_stage(conn: Connection, members: pd.DataFrame) -> sa.Table:
-    return _stage(conn, members, MEMBER)
-
-
 def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
-    # A semi-join the planners drive from the (small) member list through the member index.
-    return sa.tuple_(table.c.master_customer_id, table.c.sub_customer_id).in_(
-        sa.select(members.c.master_customer_id, members.c.sub_customer_id)
-    )
+    return in_stage(table, members, MEMBER)
 
 
 # What resolution reads of an event: a change to any of these changes a decision or a CUS_ACTIVITY
@@ -137,12 +131,9 @@ def _forget_changed(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
         stage.c.event_id == old.c.event_id,
         *(stage.c[name].is_not_distinct_from(old.c[name]) for name in _CONTENT),
     )
-    removed = sa.select(
-        old.c.master_customer_id, old.c.sub_customer_id, old.c.occurred_at, old.c.event_id
-    ).where(~sa.exists().where(same))
-    added = sa.select(
-        stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.occurred_at, stage.c.event_id
-    ).where(~sa.exists().where(same))
+    changes = [*MEMBER, "occurred_at", "event_id"]
+    removed = sa.select(*(old.c[name] for name in changes)).where(~sa.exists().where(same))
+    added = sa.select(*(stage.c[name] for name in changes)).where(~sa.exists().where(same))
     conn.execute(
         state.decisions.delete().where(
             state.decisions.c.event_id.in_(removed.with_only_columns(old.c.event_id))
@@ -199,18 +190,19 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     found = _stage(conn, pd.DataFrame(columns=MEMBER), MEMBER)
     if conn.execute(found.insert().from_select(MEMBER, stale.distinct())).rowcount:
         analyze(conn, found)
-        conn.execute(
-            states.delete().where(
-                sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(
-                    sa.select(found.c.master_customer_id, found.c.sub_customer_id)
-                )
-            )
-        )
+        conn.execute(states.delete().where(_of_members(states, found)))
     found.drop(conn)
 
 
 _BOOLEAN = ("force_optin", "mapped", "status_change", "forced", "subscribe_applied")
 _INTEGER = ("sub_customer_id", "min_rank")
+
+
+def _read_staged(conn: Connection, query: sa.Select[Any], stage: sa.Table) -> pd.DataFrame:
+    """`query`'s rows in the resolution's types, then the stage it joins dropped."""
+    frame = read_frame(conn, query)
+    stage.drop(conn)
+    return _typed(frame)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -246,11 +238,9 @@ def member_history(
     holds that slice in memory already (it has just stored it).
     """
     ledger = state.event_ledger
-    stage = _member_stage(conn, members)
+    stage = _stage(conn, members, MEMBER)
     query = sa.select(ledger).where(_of_members(ledger, stage), *_besides(ledger, besides))
-    history = read_frame(conn, query)
-    stage.drop(conn)
-    return _typed(history)
+    return _read_staged(conn, query, stage)
 
 
 def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
@@ -274,23 +264,17 @@ def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
             > sa.tuple_(stage.c.through_at, code_point(conn, stage.c.through_event_id))
         )
     )
-    history = read_frame(conn, query)
-    stage.drop(conn)
-    return _typed(history)
+    return _read_staged(conn, query, stage)
 
 
 def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.DataFrame:
     """The checkpoints of `members` made under this config (others are as good as none)."""
     states = state.key_states
-    stage = _member_stage(conn, members)
-    frame = read_frame(
-        conn,
-        sa.select(*(c for c in states.c if c.name != "config_hash")).where(
-            _of_members(states, stage), states.c.config_hash == config_hash
-        ),
+    stage = _stage(conn, members, MEMBER)
+    query = sa.select(*(c for c in states.c if c.name != "config_hash")).where(
+        _of_members(states, stage), states.c.config_hash == config_hash
     )
-    stage.drop(conn)
-    return _typed(frame)
+    return _read_staged(conn, query, stage)
 
 
 def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
@@ -303,9 +287,7 @@ def current_states(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     states = state.key_states
     stage = stage_since(conn, members)
     query = sa.select(states).join(stage, since_join(states, states.c.through_at, stage))
-    frame = read_frame(conn, query)
-    stage.drop(conn)
-    return _typed(frame)
+    return _read_staged(conn, query, stage)
 
 
 def stage_since(conn: Connection, members: pd.DataFrame, prefix: str = "subsync_since") -> sa.Table:
@@ -342,7 +324,7 @@ def store_resolution(
     decided now (STATE_COLUMNS, `mapped`, `through_at`, `through_event_id`).
     """
     decisions, ledger = state.decisions, state.event_ledger
-    stage = _member_stage(conn, replayed)
+    stage = _stage(conn, replayed, MEMBER)
     # Through the ledger's member index: decisions of events that left the ledger went with them
     # (`store_validation`).
     conn.execute(
@@ -368,14 +350,7 @@ def store_resolution(
     changed = states.loc[~is_member_of(states, replayed), KEY]
     if len(changed):
         stage = _stage(conn, changed, KEY)
-        keys = state.key_states.c
-        conn.execute(
-            state.key_states.delete().where(
-                sa.tuple_(keys.master_customer_id, keys.sub_customer_id, keys.area).in_(
-                    sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.area)
-                )
-            )
-        )
+        conn.execute(state.key_states.delete().where(in_stage(state.key_states, stage, KEY)))
         stage.drop(conn)
     insert_frame(conn, state.key_states, states.assign(config_hash=config_hash))
 
@@ -405,9 +380,7 @@ def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
         .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
         .where(decisions.c.status_change)
     )
-    history = read_frame(conn, query)
-    stage.drop(conn)
-    history = _typed(history)
+    history = _read_staged(conn, query, stage)
     history["opt_in_code"] = history["area"].where(history["mapped"])
     return history
 

@@ -66,15 +66,12 @@ def list_landed_files(landing_dir: Path) -> list[Path]:
             f"landing folder {landing_dir} does not exist; set SUBSYNC_LANDING_DIR or create it"
         )
     root = landing_dir.resolve()
-    files = []
-    for path in sorted(landing_dir.iterdir()):
-        if not is_tracking_file(path) or not path.is_file():
-            continue
-        # A link that leads out of the landing folder is not a landed file.
-        if not path.resolve().is_relative_to(root):
-            continue
-        files.append(path)
-    return files
+    # A link that leads out of the landing folder is not a landed file.
+    return [
+        path
+        for path in sorted(landing_dir.iterdir())
+        if is_tracking_file(path) and path.is_file() and path.resolve().is_relative_to(root)
+    ]
 
 
 def assign_days(
@@ -244,7 +241,5 @@ def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({"event_id": [], "winner_fingerprint": []})
     frame = frame.sort_values(["event_id", "file_id", "line_number"], kind="mergesort")
-    winners = frame.drop_duplicates("event_id", keep="first")
-    return winners.rename(columns={"fingerprint": "winner_fingerprint"})[
-        ["event_id", "winner_fingerprint"]
-    ].reset_index(drop=True)
+    winners = frame.drop_duplicates("event_id", keep="first")[["event_id", "fingerprint"]]
+    return winners.rename(columns={"fingerprint": "winner_fingerprint"}).reset_index(drop=True)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import read_frame, stage_distinct
+from subsync_pipeline.core.sql import in_stage, read_frame, stage_distinct
 
 RESOLVE = "resolve"
 OPT_IN = "opt_in"
@@ -121,11 +121,6 @@ def dequeue(conn: Connection, step: str, taken: pd.DataFrame) -> None:
     queue = state.work_queue
     stage = _stage(conn, taken, [*MEMBER, "ticket"])
     conn.execute(
-        queue.delete().where(
-            queue.c.step == step,
-            sa.tuple_(queue.c.master_customer_id, queue.c.sub_customer_id, queue.c.ticket).in_(
-                sa.select(stage.c.master_customer_id, stage.c.sub_customer_id, stage.c.ticket)
-            ),
-        )
+        queue.delete().where(queue.c.step == step, in_stage(queue, stage, [*MEMBER, "ticket"]))
     )
     stage.drop(conn)

@@ -69,6 +69,8 @@ STATE_COLUMNS: list[str] = [*STATUS_COLUMNS, "min_rank", "subscribe_applied"]
 # The status columns a key's later events may leave unset (its date and source, and the four
 # dates), which then keep their earlier value.
 _CARRIED: list[str] = [c for c in STATUS_COLUMNS if c not in (*KEY, "status", "forced")]
+# What a key's checkpoint says of its state before its first given event (`_Seed`).
+_SEEDED_BY = [*KEY, "status", "forced", "min_rank", "subscribe_applied", "first_unsubscribed_date"]
 
 # The rules work on small integer codes, one array per rule, and turn them into labels once at the
 # end: object arrays of a million strings would cost more than the rules.
@@ -237,20 +239,7 @@ class _Seed:
             none = np.zeros(count, dtype=bool)
             return cls(none, none, none, np.full(count, _NO_RANK, dtype="int64"), none, none)
         # A left merge keeps the left frame's order: one row per group, in group order.
-        seed = group_keys.reset_index(drop=True).merge(
-            initial[
-                [
-                    *KEY,
-                    "status",
-                    "forced",
-                    "min_rank",
-                    "subscribe_applied",
-                    "first_unsubscribed_date",
-                ]
-            ],
-            on=KEY,
-            how="left",
-        )
+        seed = group_keys.reset_index(drop=True).merge(initial[_SEEDED_BY], on=KEY, how="left")
         return cls(
             has_status=seed["status"].notna().to_numpy(bool),
             subscribed=seed["status"].eq(SUBSCRIBED).to_numpy(bool),
@@ -536,10 +525,8 @@ def _after(initial: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
     # A value the later events did not set is the earlier one (every later date is newer).
     for column in _CARRIED:
         merged[column] = merged[column].where(merged[column].notna(), before[column].to_numpy())
-    merged["forced"] = merged["forced"] | before["forced"].fillna(False).to_numpy(bool)
-    merged["subscribe_applied"] = merged["subscribe_applied"] | before["subscribe_applied"].fillna(
-        False
-    ).to_numpy(bool)
+    for column in ("forced", "subscribe_applied"):
+        merged[column] = merged[column] | before[column].fillna(False).to_numpy(bool)
     rank = merged["min_rank"].to_numpy("int64")
     earlier_rank = before["min_rank"]
     merged["min_rank"] = np.where(

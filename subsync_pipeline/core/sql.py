@@ -110,6 +110,12 @@ def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]])
     return table
 
 
+def in_stage(table: sa.Table, stage: sa.Table, names: list[str]) -> sa.ColumnElement[bool]:
+    """Rows of `table` whose `names` equal those of a row of `stage`: a semi-join the planners
+    drive from the (small) stage through `table`'s index on `names`."""
+    return sa.tuple_(*(table.c[n] for n in names)).in_(sa.select(*(stage.c[n] for n in names)))
+
+
 def stage_distinct(
     conn: Connection,
     prefix: str,

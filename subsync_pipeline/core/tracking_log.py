@@ -69,11 +69,7 @@ _TOO_LARGE_FIX = (
     "max_file_mb in the config if the machine running subsync has the memory (reading takes "
     "several times the file's size)"
 )
-_OTHER_SEPARATORS: tuple[tuple[str, str], ...] = (
-    (";", "semicolons"),
-    ("\t", "tabs"),
-    ("|", "vertical bars"),
-)
+_OTHER_SEPARATORS: dict[str, str] = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 # datetime64[ns] spans the years 1677-2262. A time outside (9999-12-31, 0001-01-01) is no real
 # tracking time, and converting it would raise and stop the run for every file: it is unreadable.
@@ -205,17 +201,15 @@ def _separator_hint(headers: list[str]) -> str:
     """Why one header can hold every column name: the export used another separator."""
     if len(headers) != 1:
         return ""
-    for separator, name in _OTHER_SEPARATORS:
+    for separator, name in _OTHER_SEPARATORS.items():
         if separator in headers[0]:
             return f"; the header looks separated by {name}, not commas: export as comma-separated"
     return ""
 
 
 def _normalise_headers(headers: list[str], renames: dict[str, str]) -> tuple[list[str], str | None]:
-    normalised = []
-    for header in headers:
-        key = str(header).strip().lstrip("\ufeff").strip().lower()
-        normalised.append(renames.get(key, key))
+    keys = [str(header).strip().lstrip("\ufeff").strip().lower() for header in headers]
+    normalised = [renames.get(key, key) for key in keys]
     counts = Counter(normalised)
     dupes = sorted(h for h in ALL_COLUMNS if counts[h] > 1)
     if dupes:

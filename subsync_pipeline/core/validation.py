@@ -154,14 +154,10 @@ def _unless_unchanged(original: pd.Series, changed: pd.Series) -> pd.Series:
     return original if bool(changed.eq(original).all()) else changed
 
 
-def _start_utc(config: SubsyncConfig) -> pd.Timestamp:
-    start = datetime.combine(config.start_date, time(0), tzinfo=config.tz)
-    return pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
-
-
 def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
     """The Pandera model for normalised rows under `config`; each check is named by reason code."""
-    start_utc = _start_utc(config)
+    start = datetime.combine(config.start_date, time(0), tzinfo=config.tz)
+    start_utc = pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
 
     class TrackingRecord(pa.DataFrameModel):
         event_id: Series[str]
@@ -262,30 +258,27 @@ def validate(
     """
     reasons = schema_reasons(frame, config)
 
-    extra: list[pd.Series] = []
-    disabled_types = [
-        event_type
-        for event_type, enabled in (
-            ("subscribe", config.tracking.subscribe_enabled),
-            ("unsubscribe", config.tracking.unsubscribe_enabled),
-        )
-        if not enabled
-    ]
-    disabled = frame["event_type"].isin(disabled_types)
-    extra.append(pd.Series(TRACKING_DISABLED, index=frame.index[disabled.to_numpy()]))
+    tracking = config.tracking
+    enabled = {"subscribe": tracking.subscribe_enabled, "unsubscribe": tracking.unsubscribe_enabled}
+    disabled = frame["event_type"].isin([kind for kind, on in enabled.items() if not on])
 
     known = known_members.assign(_known=True)
     looked_up = frame[["master_customer_id", "sub_customer_id"]].merge(
         known, how="left", on=["master_customer_id", "sub_customer_id"]
     )
     unknown = frame["member_id_ok"].to_numpy() & looked_up["_known"].isna().to_numpy()
-    extra.append(pd.Series(UNKNOWN_MEMBER, index=frame.index[unknown]))
 
     winner = frame["event_id"].map(winners.set_index("event_id")["winner_fingerprint"])
     duplicate = winner.notna() & winner.ne(rows[FINGERPRINT])
-    extra.append(pd.Series(DUPLICATE_EVENT, index=frame.index[duplicate.to_numpy()]))
 
-    all_reasons = pd.concat([reasons, *extra])
+    all_reasons = pd.concat(
+        [
+            reasons,
+            pd.Series(TRACKING_DISABLED, index=frame.index[disabled.to_numpy()]),
+            pd.Series(UNKNOWN_MEMBER, index=frame.index[unknown]),
+            pd.Series(DUPLICATE_EVENT, index=frame.index[duplicate.to_numpy()]),
+        ]
+    )
     order = {code: i for i, code in enumerate(REASON_CODES)}
     by_row = (
         pd.DataFrame({"row": all_reasons.index, "reason": all_reasons.to_numpy()})

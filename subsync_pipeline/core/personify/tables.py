@@ -75,13 +75,7 @@ ACTIVITY_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
 # Personify's standard fields, stamped on insert and update but never compared.
 _AUDIT = ("add_oper", "add_date", "mod_oper", "mod_date", "concurrency_id")
 # The fields that name a CUS_OPT_IN row, and those compared to tell whether it must change.
-OPT_IN_KEY: list[str] = [
-    "master_customer_id",
-    "sub_customer_id",
-    "option_type",
-    "code",
-    "subcode",
-]
+OPT_IN_KEY: list[str] = ["master_customer_id", "sub_customer_id", "option_type", "code", "subcode"]
 OPT_IN_DATA: list[str] = [name for name in OPT_IN_TYPES if name not in (*OPT_IN_KEY, *_AUDIT)]
 # What subsync writes into a CUS_ACTIVITY row (all compared); the row is found by its id.
 ACTIVITY_DATA: list[str] = [name for name in ACTIVITY_TYPES if name not in ("id", *_AUDIT)]
@@ -130,8 +124,7 @@ class TableShape:
 
     def physical(self, frame: pd.DataFrame, fields: Iterable[str]) -> pd.DataFrame:
         """The mapped ones of `fields` of a frame keyed by field, renamed to their columns."""
-        chosen = self.mapped(fields)
-        return frame[chosen].rename(columns=self.columns)
+        return frame[self.mapped(fields)].rename(columns=self.columns)
 
     def constant_values(self) -> dict[str, sa.ColumnElement[Any]]:
         return {

@@ -129,10 +129,8 @@ class PersonifyWriter:
         self.activity_data = self.activity.names(ACTIVITY_DATA)
 
     def lock(self, conn: Connection) -> None:
-        """Serialise subsync's writers on this database until the transaction ends.
-
-        Holds across processes, so two runs can never interleave their writes.
-        """
+        """Serialise subsync's writers on this database, across processes, until the transaction
+        ends: two runs never interleave their writes."""
         raise NotImplementedError
 
     def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
@@ -267,14 +265,16 @@ class PersonifyWriter:
         joined = self.activity.table.join(stage, self.code_point(external) == stage.c.event_id)
         return sa.select(external).select_from(joined).where(~ours).limit(5)
 
+    def _held(self, records: sa.Table) -> sa.Join:
+        """`records` (or staged ids) joined to the rows of ours CUS_ACTIVITY still holds."""
+        return records.join(
+            self.activity.table, self.activity.column("id") == records.c.activity_id
+        )
+
     def present_records(self, records: sa.Table) -> sa.Select[Any]:
         """The event ids whose recorded row of ours still exists and is still wanted."""
-        identity = self.activity.column("id")
-        return (
-            sa.select(records.c.event_id)
-            .join(self.activity.table, identity == records.c.activity_id)
-            .where(records.c.stale == _ZERO)
-        )
+        held = sa.select(records.c.event_id).select_from(self._held(records))
+        return held.where(records.c.stale == _ZERO)
 
     def activity_delete(self, records: sa.Table) -> sa.Delete:
         """Our rows whose events no longer want one (rejected, gone, no longer a change)."""
@@ -299,16 +299,10 @@ class PersonifyWriter:
 
     def activity_missing(self, records: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
         """A staged row without a row of ours in the table."""
-        held = (
-            sa.select(_ONE)
-            .select_from(
-                records.join(
-                    self.activity.table, self.activity.column("id") == records.c.activity_id
-                )
-            )
-            .where(records.c.event_id == stage.c.event_id, records.c.stale == _ZERO)
+        held = sa.select(_ONE).select_from(self._held(records))
+        return ~sa.exists(
+            held.where(records.c.event_id == stage.c.event_id, records.c.stale == _ZERO)
         )
-        return ~sa.exists(held)
 
     def activity_verify(self, records: sa.Table, stage: sa.Table) -> sa.Select[Any]:
         """Our rows against the staged ones, counted by the database once the write is done
@@ -324,7 +318,7 @@ class PersonifyWriter:
             ~_differs(target, stage, data),
         )
         missing = sa.select(sa.func.count()).select_from(stage).where(~identical)
-        held = records.join(target, identity == records.c.activity_id)
+        held = self._held(records)
         extra = sa.select(sa.func.count()).select_from(held).where(records.c.stale == _ONE)
         duplicated = (
             sa.select(sa.func.count() - sa.func.count(sa.distinct(records.c.event_id)))
@@ -362,7 +356,7 @@ class PersonifyWriter:
         target = self.activity.table
         identity = self.activity.column("id")
         data = self.activity_data
-        ours = records.join(target, identity == records.c.activity_id)
+        ours = self._held(records)
         new = sa.select(*stage.c).where(self.activity_missing(records, stage))
         changed = (
             sa.select(
@@ -384,8 +378,7 @@ class PersonifyWriter:
         return new, changed, gone
 
     def existing_ids(self, ids: sa.Table) -> sa.Select[Any]:
-        identity = self.activity.column("id")
-        return sa.select(ids.c.activity_id).join(self.activity.table, identity == ids.c.activity_id)
+        return sa.select(ids.c.activity_id).select_from(self._held(ids))
 
     # --- steps --------------------------------------------------------------------------
 
