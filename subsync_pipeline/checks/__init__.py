@@ -76,3 +76,23 @@ def zero(name: str, asset: str, count: int, what: str) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={what: count},
     )
+
+
+# Whether fetching from Real Magnet's FTPS server keeps up (subsync_pipeline/fetching.py):
+# reported by tracking_download_sensor and fetch_tracking_logs, not by the daily runs.
+FETCHED_RECENTLY = "tracking_logs_fetched_recently"
+FETCHED_BEFORE_ARCHIVE = "tracking_logs_fetched_before_archive"
+fetch_checks = [
+    dg.AssetCheckSpec(
+        FETCHED_RECENTLY,
+        asset="raw_tracking_log",
+        description="The newest tracking log fetched from Real Magnet's FTPS server is at most "
+        "config.quality.max_fetch_age_hours old (default 36): else fetching has stopped.",
+    ),
+    dg.AssetCheckSpec(
+        FETCHED_BEFORE_ARCHIVE,
+        asset="raw_tracking_log",
+        description="No file on Real Magnet's FTPS server is within 5 days of its 30-day "
+        "archive without having been fetched (WARN): after that its events are lost.",
+    ),
+]

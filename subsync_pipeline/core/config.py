@@ -250,6 +250,9 @@ class PersonifyConfig(_Strict):
 class QualityConfig(_Strict):
     min_member_match_rate: float = Field(default=0.95, ge=0, le=1)
     max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    # The tracking_logs_fetched_recently check fails when the newest file fetched from Real
+    # Magnet's FTPS server is older than this (Real Magnet delivers daily).
+    max_fetch_age_hours: float = Field(default=36, gt=0)
 
 
 class SubsyncConfig(_Strict):

@@ -1,9 +1,9 @@
 """Watching the landing folder for complete new or changed files, with a cursor that stays small.
 
-A file is complete once its size and mtime are the same on two consecutive polls (Real Magnet
-and SFTP clients write in place). Files whose ctime is at or below the watermark were handled
-before; ctime moves on every write, rename or copy, so nothing new hides below it. Only files
-still being written are remembered by name.
+A file is complete once its size and mtime are the same on two consecutive polls (copies and
+upload clients write in place; the FTPS fetch renames a finished file in). Files whose ctime is
+at or below the watermark were handled before; ctime moves on every write, rename or copy, so
+nothing new hides below it. Only files still being written are remembered by name.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """subsync's own state database (SUBSYNC_DB_URL): file manifest, event versions, event ledger,
-decisions and rejects. subsync owns this schema and creates it on first use.
+decisions, rejects and the files fetched from Real Magnet. subsync owns this schema and creates
+it on first use.
 """
 
 from __future__ import annotations
@@ -191,6 +192,21 @@ quality_history = sa.Table(
     sa.Column("label", sa.String(32), primary_key=True),
     sa.Column("figures", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Every version of a file fetched from Real Magnet's FTPS server (name, size and modification
+# time as listed) and the name it was given in the landing folder: a version is fetched once, and
+# a file changed on the server is fetched again under a new name (`core/fetch.py`).
+fetched_files = sa.Table(
+    "fetched_files",
+    metadata,
+    sa.Column("fetch_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("remote_name", sa.String(1024), nullable=False, index=True),
+    sa.Column("remote_size", sa.BigInteger, nullable=False),
+    sa.Column("remote_modified", sa.DateTime),
+    sa.Column("local_name", sa.String(1024), nullable=False, unique=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("fetched_at", sa.DateTime, nullable=False),
 )
 
 REJECT_COLUMNS: list[str] = [

@@ -1,4 +1,5 @@
-"""Dagster resources: the I/O subsync does (config file, landing folder, databases, reports)."""
+"""Dagster resources: the I/O subsync does (config file, landing folder, databases, reports,
+Real Magnet's FTPS server)."""
 
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from subsync_pipeline.core.config import SubsyncConfig, load_config
 from subsync_pipeline.core.environment import DEFAULTS, config_path
 from subsync_pipeline.core.personify.connection import create_personify_engine
 from subsync_pipeline.core.state import create_state_engine
+from subsync_pipeline.resources.real_magnet import ftps_from_environment
 
 
 class SubsyncConfigResource(dg.ConfigurableResource):
@@ -97,4 +99,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "state_db": StateDatabaseResource(url=_from_env("SUBSYNC_DB_URL")),
         "personify_db": PersonifyDatabaseResource(url=_from_env("PERSONIFY_DB_URL")),
         "reports": ReportsFolderResource(path=_from_env("SUBSYNC_REPORTS_DIR")),
+        "real_magnet_ftps": ftps_from_environment(),
     }
