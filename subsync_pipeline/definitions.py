@@ -5,6 +5,7 @@ import dagster as dg
 from subsync_pipeline.assets import sync_assets
 from subsync_pipeline.explanation import explain_member_job
 from subsync_pipeline.jobs import daily_sync_job
+from subsync_pipeline.notifications import notification_sensor, run_failure_notice_sensor
 from subsync_pipeline.preflight import personify_preflight_job
 from subsync_pipeline.resources import default_resources
 from subsync_pipeline.schedules import daily_sync_schedule
@@ -16,7 +17,7 @@ defs = dg.Definitions(
     assets=dg.with_source_code_references(sync_assets),
     jobs=[daily_sync_job, personify_preflight_job, explain_member_job],
     schedules=[daily_sync_schedule],
-    sensors=[tracking_upload_sensor],
+    sensors=[tracking_upload_sensor, run_failure_notice_sensor, notification_sensor],
     resources=default_resources(),
     # A day's steps form a chain: running them in one process saves re-importing pandas and
     # Dagster for every step, and a step retry still re-runs just that step.
