@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,20 @@ class Mail:
     tls: bool
 
     @property
+    def message(self) -> EmailMessage:
+        message = message_from_bytes(self.raw, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    @property
     def subject(self) -> str:
-        return str(message_from_bytes(self.raw, policy=policy.default)["subject"])
+        return str(self.message["subject"])
 
     @property
     def text(self) -> str:
         """The plain-text body, decoded from its transfer encoding."""
-        message = message_from_bytes(self.raw, policy=policy.default)
-        part = message.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+        part = self.message.get_body(preferencelist=("plain",))
+        assert isinstance(part, EmailMessage)
         return str(part.get_content())
 
 

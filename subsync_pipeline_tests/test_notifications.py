@@ -72,7 +72,7 @@ def drop_opt_in(deployment: Deployment) -> None:
 
 def outbox(deployment: Deployment) -> list[dict[str, Any]]:
     frame = deployment.state("SELECT notice_key, channel, status, last_error FROM notices")
-    return frame.to_dict("records")  # type: ignore[return-value]
+    return [dict(row) for row in frame.to_dict("records")]
 
 
 def test_a_run_failed_on_a_missing_table_is_emailed_once(tmp_path: Path) -> None:
