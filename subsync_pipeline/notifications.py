@@ -106,7 +106,7 @@ def run_failure_notice_sensor(
 def _channels(
     config: SubsyncConfig,
     notify: NotifyResource,
-    wants: Callable[[NotifyChannel], bool] = lambda channel: True,
+    wants: Callable[[NotifyChannel], bool],
 ) -> list[str]:
     """The configured channels that have a URL in SUBSYNC_NOTIFY_URLS and want this notice."""
     named = {target.channel for target in notify.targets()}
