@@ -1,11 +1,12 @@
 """`subsync`: set up a sandbox and run the demo, for a first look without any real system; check
 a real Personify before the first sync (`subsync doctor`); say why a member's status is what it
-is (`subsync explain`)."""
+is (`subsync explain`); try the notification channels (`subsync notify-test`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 import uuid
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from subsync_pipeline.core.channels import ChannelError, parse_targets, send
 from subsync_pipeline.core.config import ConfigError, SubsyncConfig, load_config
 from subsync_pipeline.core.doctor import checklist_json, checklist_text, doctor, exit_code
 from subsync_pipeline.core.environment import DATA_DIR, DEFAULTS, config_path, setting
@@ -137,6 +139,46 @@ def run_doctor(as_json: bool) -> int:
     findings = doctor(config, setting("PERSONIFY_DB_URL"), Path(setting("SUBSYNC_LANDING_DIR")))
     print(checklist_json(findings) if as_json else checklist_text(findings))
     return exit_code(findings)
+
+
+def run_notify_test() -> int:
+    """Send a test message to every URL of SUBSYNC_NOTIFY_URLS and say which worked; 1 unless
+    all did."""
+    try:
+        config = load_config(config_path())
+        targets = parse_targets(setting("SUBSYNC_NOTIFY_URLS"))
+    except (ConfigError, ChannelError) as error:
+        print(f"subsync notify-test: {error}", file=sys.stderr)
+        return 1
+    if not targets:
+        print("subsync notify-test: SUBSYNC_NOTIFY_URLS is not set: no notices are sent")
+        return 1
+    channels = config.notify.channels
+    for name in sorted(set(channels) - {target.channel for target in targets}):
+        print(f"[warn] channel {name} (notify.channels) has no URL in SUBSYNC_NOTIFY_URLS")
+    failed = 0
+    for target in targets:
+        channel = channels.get(target.channel)
+        if channel is None:
+            gets = "nothing: it is not in notify.channels"
+        else:
+            digest = (
+                "off"
+                if channel.digest == "off"
+                else (f"{channel.digest}, {' and '.join(channel.digest_parts)}")
+            )
+            gets = f"failure notices: {'yes' if channel.failures else 'no'}; digest: {digest}"
+        outcome = send(
+            target,
+            "subsync: test notice",
+            f"A test from `subsync notify-test` on {socket.gethostname()}.\n"
+            f"Channel {target.channel} gets {gets}.",
+        )
+        failed += not outcome.ok
+        status = "[ok]  " if outcome.ok else "[FAIL]"
+        reason = "" if outcome.ok else f"\n       {outcome.error}"
+        print(f"{status} {target.channel}: {target.shown} ({gets}){reason}")
+    return 1 if failed else 0
 
 
 def _config_and_personify(command: str) -> tuple[SubsyncConfig, sa.Engine] | None:
@@ -292,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command.add_argument(
         "--since", type=date.fromisoformat, help="every day from this one to today (a backfill)"
     )
+    text = "send a test message to every channel of SUBSYNC_NOTIFY_URLS; say which worked"
+    commands.add_parser("notify-test", help=text, description=text)
     args = parser.parse_args(argv)
+    if args.command == "notify-test":
+        return run_notify_test()
     if args.command == "preview":
         return run_preview(args.days, args.since)
     if args.command == "doctor":

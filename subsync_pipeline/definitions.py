@@ -10,6 +10,7 @@ from subsync_pipeline.fetching import (
     tracking_download_sensor,
 )
 from subsync_pipeline.jobs import daily_sync_job
+from subsync_pipeline.notifications import notification_sensor, run_failure_notice_sensor
 from subsync_pipeline.preflight import personify_preflight_job
 from subsync_pipeline.resources import default_resources
 from subsync_pipeline.schedules import daily_sync_schedule
@@ -22,7 +23,12 @@ defs = dg.Definitions(
     asset_checks=[real_magnet_fetch_checks],
     jobs=[daily_sync_job, personify_preflight_job, explain_member_job, fetch_tracking_logs],
     schedules=[daily_sync_schedule],
-    sensors=[tracking_upload_sensor, tracking_download_sensor],
+    sensors=[
+        tracking_upload_sensor,
+        tracking_download_sensor,
+        run_failure_notice_sensor,
+        notification_sensor,
+    ],
     resources=default_resources(),
     # A day's steps form a chain: running them in one process saves re-importing pandas and
     # Dagster for every step, and a step retry still re-runs just that step.

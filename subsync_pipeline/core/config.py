@@ -255,6 +255,67 @@ class QualityConfig(_Strict):
     max_fetch_age_hours: float = Field(default=36, gt=0)
 
 
+# A channel name ties a `notify.channels` entry to its URLs in SUBSYNC_NOTIFY_URLS (`name=URL`).
+CHANNEL_NAME = r"^[a-z0-9_-]{1,40}$"
+DIGEST_PARTS: tuple[str, ...] = ("rejects", "failures")
+
+
+class NotifyChannel(_Strict):
+    """What one channel is sent: failure notices, and which parts of the daily digest when."""
+
+    failures: bool = True
+    # needed: only when something in the channel's parts needs attention; always; off.
+    digest: Literal["needed", "always", "off"] = "needed"
+    digest_parts: tuple[Literal["rejects", "failures"], ...] = DIGEST_PARTS  # type: ignore[assignment]
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false.
+        return "off" if value is False else value
+
+    @field_validator("digest_parts")
+    @classmethod
+    def _some_part(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError(f"name at least one of {list(DIGEST_PARTS)}, or set digest: off")
+        return value
+
+
+class NotifyConfig(_Strict):
+    # Local time (config.timezone) after which yesterday's digest goes out.
+    digest_time: time = time(7, 0)
+    # A run still STARTED after this many times its job's median successful run, and at least
+    # overdue_minimum_minutes, gets a notice.
+    overdue_factor: float = Field(default=3.0, ge=1)
+    overdue_minimum_minutes: float = Field(default=60, ge=0)
+    # No tracking file landed for this long: the digest's failures part says so.
+    stale_after_hours: float = Field(default=36, gt=0)
+    # Where SUBSYNC_REPORTS_DIR is served over HTTP, for links in the digest; empty: file paths.
+    reports_base_url: str = ""
+    channels: dict[str, NotifyChannel] = Field(default_factory=lambda: {"default": NotifyChannel()})
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: dict[str, NotifyChannel]) -> dict[str, NotifyChannel]:
+        bad = [name for name in value if not re.match(CHANNEL_NAME, name)]
+        if bad:
+            raise ValueError(f"channel names {bad} must be lower-case letters, digits, _ or -")
+        return value
+
+    @field_validator("reports_base_url")
+    @classmethod
+    def _reports_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _http_url(value: str) -> str:
+    """An http(s) base URL without its trailing slash, or empty."""
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 class SubsyncConfig(_Strict):
     timezone: str = "America/New_York"
     start_date: date = date(2026, 1, 1)
@@ -268,6 +329,14 @@ class SubsyncConfig(_Strict):
     max_file_mb: int = Field(default=512, ge=1)
     personify: PersonifyConfig = PersonifyConfig()
     quality: QualityConfig = QualityConfig()
+    # The Dagster UI as its users reach it, for links to runs in notices; empty: no links.
+    ui_base_url: str = ""
+    notify: NotifyConfig = NotifyConfig()
+
+    @field_validator("ui_base_url")
+    @classmethod
+    def _ui_url(cls, value: str) -> str:
+        return _http_url(value)
 
     @field_validator("timezone")
     @classmethod

@@ -13,6 +13,8 @@ DEFAULTS: dict[str, str] = {
     "PERSONIFY_DB_URL": f"sqlite:///{DATA_DIR / 'personify_sandbox.db'}",
     "SUBSYNC_DB_URL": f"sqlite:///{DATA_DIR / 'subsync_state.db'}",
     "SUBSYNC_REPORTS_DIR": str(DATA_DIR / "reports"),
+    # Notification URLs (docs/notifications.md); none: no notices.
+    "SUBSYNC_NOTIFY_URLS": "",
 }
 
 

@@ -108,6 +108,15 @@ def history(conn: Connection) -> list[dict[str, Any]]:
     return [{"label": label, **json.loads(figures)} for label, figures in rows]
 
 
+def figures_of(conn: Connection, label: str) -> dict[str, Any] | None:
+    """One report's figures (a day's, by its label), None when it has not been written."""
+    table = state.quality_history
+    figures = conn.execute(
+        sa.select(table.c.figures).where(table.c.label == label)
+    ).scalar_one_or_none()
+    return None if figures is None else dict(json.loads(figures))
+
+
 def trend_svg(days: list[dict[str, Any]]) -> str:
     """Match rate, rejects by reason and status changes over the days, as inline SVG."""
     figure = Figure(figsize=(10, 5.5), layout="constrained")

@@ -209,6 +209,24 @@ fetched_files = sa.Table(
     sa.Column("fetched_at", sa.DateTime, nullable=False),
 )
 
+# The notices outbox (core/outbox.py): one row per notice and channel, so a notice is queued once
+# however often its sensor looks, and a channel that was down is tried again on the next tick.
+notices = sa.Table(
+    "notices",
+    metadata,
+    sa.Column("notice_key", sa.String(128), primary_key=True),
+    sa.Column("channel", sa.String(40), primary_key=True),
+    sa.Column("subject", sa.String(512), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    # Digests of the URLs already sent to: a retry skips them.
+    sa.Column("delivered", sa.Text, nullable=False, default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("queued_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
 REJECT_COLUMNS: list[str] = [
     c.name for c in rejected_records.columns if c.name not in ("reject_id",)
 ]

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
+from subsync_pipeline.core.channels import Target, parse_targets
 from subsync_pipeline.core.config import SubsyncConfig, load_config
 from subsync_pipeline.core.environment import DEFAULTS, config_path
 from subsync_pipeline.core.personify.connection import create_personify_engine
@@ -81,6 +82,16 @@ class PersonifyDatabaseResource(_DatabaseResource):
         return create_personify_engine(self.url)
 
 
+class NotifyResource(dg.ConfigurableResource):
+    """Where notices go (SUBSYNC_NOTIFY_URLS): a secret, as it holds SMTP passwords and webhook
+    tokens; empty means no notices."""
+
+    urls: str = ""
+
+    def targets(self) -> list[Target]:
+        return parse_targets(self.urls)
+
+
 def _from_env(name: str) -> str | dg.EnvVar:
     """EnvVar (resolved at run time, hidden in the UI) when set; else the local ./data default."""
     return dg.EnvVar(name) if os.environ.get(name) else DEFAULTS[name]
@@ -100,4 +111,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "personify_db": PersonifyDatabaseResource(url=_from_env("PERSONIFY_DB_URL")),
         "reports": ReportsFolderResource(path=_from_env("SUBSYNC_REPORTS_DIR")),
         "real_magnet_ftps": ftps_from_environment(),
+        "notify": NotifyResource(urls=_from_env("SUBSYNC_NOTIFY_URLS")),
     }
