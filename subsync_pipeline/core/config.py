@@ -6,6 +6,7 @@ import re
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -265,6 +266,9 @@ class SubsyncConfig(_Strict):
     max_file_mb: int = Field(default=512, ge=1)
     personify: PersonifyConfig = PersonifyConfig()
     quality: QualityConfig = QualityConfig()
+    # Where a web server publishes SUBSYNC_REPORTS_DIR to stewards (docs/access.md); report
+    # links then point there instead of file://.
+    reports_base_url: str | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -283,6 +287,24 @@ class SubsyncConfig(_Strict):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
+
+    @field_validator("reports_base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"{value!r} is not an http(s) address of a folder, "
+                "e.g. https://subsync.example.org/steward/reports"
+            )
+        return value.rstrip("/")
 
     @field_validator("source_ranks")
     @classmethod
