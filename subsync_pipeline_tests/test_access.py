@@ -94,17 +94,14 @@ def change(name: str, day: str) -> str:
 
 @dataclass
 class Faces:
-    root: Path
+    """The two webservers on the demo's instance, and where nginx is to publish its reports."""
+
     reports: Path
     days: list[str]
     steward_port: int
     engineer_port: int
     https_port: int
-    services: Services
-
-    @property
-    def reports_base_url(self) -> str:
-        return f"https://127.0.0.1:{self.https_port}/steward/reports"
+    reports_base_url: str
 
 
 def _require(tool: str) -> str:
@@ -149,11 +146,12 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faces]:
         DAGSTER_HOME=str(home),
     )
     https_port = free_port()
+    reports_base_url = f"https://127.0.0.1:{https_port}/steward/reports"
     # The sandbox writes the demo config; the demo keeps it and runs the days with the link set.
     _cli(env, root, "sandbox")
     config = root / "data" / "subsync.yaml"
     with config.open("a", encoding="utf-8") as handle:
-        handle.write(f"reports_base_url: https://127.0.0.1:{https_port}/steward/reports\n")
+        handle.write(f"reports_base_url: {reports_base_url}\n")
     demo = _cli(env, root, "demo")
     days = re.findall(r"daily_sync_job (\d{4}-\d{2}-\d{2}): success", demo)
     assert len(days) == DEMO_RUNS, demo
@@ -161,7 +159,7 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faces]:
 
     services = Services(env, root / "logs")
     steward_port, engineer_port = free_port(), free_port()
-    faces = Faces(root, root / "reports", days, steward_port, engineer_port, https_port, services)
+    faces = Faces(root / "reports", days, steward_port, engineer_port, https_port, reports_base_url)
     webserver = [str(BIN / "dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1"]
     try:
         services.start(
