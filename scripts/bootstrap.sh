@@ -21,6 +21,9 @@ for tool in initdb pg_ctl; do
   fi
 done
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The access tests start nginx from deploy/nginx with a certificate and passwords made by openssl.
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || [ -x .venv/bin/python ] || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

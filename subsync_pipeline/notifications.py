@@ -33,6 +33,7 @@ from subsync_pipeline.core.notify import (
     usual_seconds,
 )
 from subsync_pipeline.core.report import figures_of
+from subsync_pipeline.core.report_links import report_link
 from subsync_pipeline.core.tracking_log import is_tracking_file
 from subsync_pipeline.resources import (
     LandingFolderResource,
@@ -201,11 +202,10 @@ def _newest_file_age(folder: Path, now: datetime) -> timedelta | None:
 def _link(config: SubsyncConfig, reports: Path, day: str, name: str) -> str:
     """Where a reader finds a report file: over HTTP when the reports are served, else its path
     (which only readers with access to the server can open)."""
-    base = config.notify.reports_base_url
     path = reports / day / name
-    if base:
-        return f"{base}/{day}/{name}"
-    return str(path.resolve()) if path.exists() else ""
+    if config.reports_base_url is None and not path.exists():
+        return ""
+    return report_link(path, reports, config.reports_base_url)
 
 
 def day_figures(

@@ -13,14 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKSPACE = str(ROOT / "workspace.yaml")
 STOP_SECONDS = 30
+# The machine is slow and shared: loading the code location takes tens of seconds.
+STARTUP_SECONDS = 180
+LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 class Services:
@@ -85,11 +92,33 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def graphql(port: int, query: str) -> dict[str, Any]:
+def graphql(port: int, query: str, path_prefix: str = "") -> dict[str, Any]:
+    """POST `query` to a webserver on loopback (started with `--path-prefix path_prefix`)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
+        f"http://127.0.0.1:{port}{path_prefix}/graphql",
         data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def wait_until_loaded(port: int, services: Services, path_prefix: str = "") -> None:
+    """Until the webserver answers and the subsync code location has loaded."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in services.processes):
+            pytest.fail(f"a Dagster service exited:\n{services.log_tail()}", pytrace=False)
+        try:
+            data = graphql(port, LOCATION_QUERY, path_prefix)
+            entries = data["data"]["workspaceOrError"]["locationEntries"]
+        except (OSError, urllib.error.URLError, KeyError, TypeError):
+            entries = []
+        for entry in entries:
+            loaded = entry["locationOrLoadError"]
+            if loaded and loaded["__typename"] == "PythonError":
+                pytest.fail(f"the code location failed to load: {loaded['message']}")
+            if entry["loadStatus"] == "LOADED" and loaded:
+                return
+        time.sleep(1)
+    pytest.fail(f"webserver not ready in {STARTUP_SECONDS}s:\n{services.log_tail()}")

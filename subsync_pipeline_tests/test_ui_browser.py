@@ -13,8 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from subsync_pipeline_tests.dagster_services import (
     Services,
     graphql,
     group_alive,
+    wait_until_loaded,
 )
 from subsync_pipeline_tests.pg_server import free_port
 
@@ -44,12 +43,8 @@ GROUPS = {
     "personify_cus_activity": "personify",
     "data_quality_report": "quality",
 }
-# The machine is slow and shared: loading the code location and a run take tens of seconds.
-STARTUP_SECONDS = 180
 RUN_SECONDS = 240
 UI_TIMEOUT_MS = 60_000
-LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 @dataclass
@@ -58,26 +53,6 @@ class DagsterDev:
     root: Path
     day: str
     services: Services
-
-
-def _wait_until_loaded(port: int, services: Services) -> None:
-    """Until the webserver answers and the subsync code location has loaded."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in services.processes):
-            pytest.fail(f"dagster dev exited:\n{services.log_tail()}", pytrace=False)
-        try:
-            entries = graphql(port, LOCATION_QUERY)["data"]["workspaceOrError"]["locationEntries"]
-        except (OSError, urllib.error.URLError, KeyError, TypeError):
-            entries = []
-        for entry in entries:
-            loaded = entry["locationOrLoadError"]
-            if loaded and loaded["__typename"] == "PythonError":
-                pytest.fail(f"the code location failed to load: {loaded['message']}")
-            if entry["loadStatus"] == "LOADED" and loaded:
-                return
-        time.sleep(1)
-    pytest.fail(f"dagster dev not ready in {STARTUP_SECONDS}s:\n{services.log_tail()}")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +98,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             "-w",
             WORKSPACE,
         )
-        _wait_until_loaded(port, services)
+        wait_until_loaded(port, services)
         # A fresh DAGSTER_HOME greets its first visitor, at some moment, with a newsletter dialog
         # that would close any menu open then; answer it up front, as its Skip button does.
         graphql(port, "mutation { setNuxSeen }")

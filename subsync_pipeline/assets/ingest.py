@@ -13,6 +13,7 @@ from subsync_pipeline.core.ingest import RawFiles
 from subsync_pipeline.core.preview import preview
 from subsync_pipeline.core.redact import mask_email
 from subsync_pipeline.core.report import write_preview
+from subsync_pipeline.core.report_links import report_link
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def, partition_days
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
@@ -151,7 +152,9 @@ def _dry_run(
                         if lines
                         else "Nothing would change."
                     ),
-                    "preview": dg.MetadataValue.url(files.html.resolve().as_uri()),
+                    "preview": dg.MetadataValue.url(
+                        report_link(files.html, reports.folder, settings.reports_base_url)
+                    ),
                     "preview_csv": dg.MetadataValue.path(str(files.changes_csv.resolve())),
                 },
             )

@@ -13,6 +13,7 @@ from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.personify.writers import WriteCounts
 from subsync_pipeline.core.quality import ValidationFigures
 from subsync_pipeline.core.report import history, store_figures, write_report
+from subsync_pipeline.core.report_links import report_link
 from subsync_pipeline.partitions import daily_backfill_policy, daily_partitions_def
 from subsync_pipeline.pools import STATE_POOL
 from subsync_pipeline.resources import (
@@ -102,6 +103,7 @@ def data_quality_report(
         explanations,
     )
     context.log.info(f"data-quality report: {files.html.resolve()}")
+    base_url = config.reports_base_url
     summary = "\n".join(
         ["| figure | value |", "|---|---|"]
         + [
@@ -112,10 +114,10 @@ def data_quality_report(
     )
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.url(files.html.resolve().as_uri()),
+            "report": dg.MetadataValue.url(report_link(files.html, reports.folder, base_url)),
             "report_path": dg.MetadataValue.path(str(files.html.resolve())),
             "rejects_csv": dg.MetadataValue.path(str(files.rejects_csv.resolve())),
-            "index": dg.MetadataValue.path(str(files.index.resolve())),
+            "index": dg.MetadataValue.url(report_link(files.index, reports.folder, base_url)),
             "summary": dg.MetadataValue.md(summary),
             "rows_read": dg.MetadataValue.int(validation.rows),
             "rows_rejected": dg.MetadataValue.int(validation.rejected),

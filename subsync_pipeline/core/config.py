@@ -6,6 +6,7 @@ import re
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -291,8 +292,6 @@ class NotifyConfig(_Strict):
     overdue_minimum_minutes: float = Field(default=60, ge=0)
     # No tracking file landed for this long: the digest's failures part says so.
     stale_after_hours: float = Field(default=36, gt=0)
-    # Where SUBSYNC_REPORTS_DIR is served over HTTP, for links in the digest; empty: file paths.
-    reports_base_url: str = ""
     channels: dict[str, NotifyChannel] = Field(default_factory=lambda: {"default": NotifyChannel()})
 
     @field_validator("channels")
@@ -302,11 +301,6 @@ class NotifyConfig(_Strict):
         if bad:
             raise ValueError(f"channel names {bad} must be lower-case letters, digits, _ or -")
         return value
-
-    @field_validator("reports_base_url")
-    @classmethod
-    def _reports_url(cls, value: str) -> str:
-        return _http_url(value)
 
 
 def _http_url(value: str) -> str:
@@ -329,6 +323,9 @@ class SubsyncConfig(_Strict):
     max_file_mb: int = Field(default=512, ge=1)
     personify: PersonifyConfig = PersonifyConfig()
     quality: QualityConfig = QualityConfig()
+    # Where a web server publishes SUBSYNC_REPORTS_DIR to stewards (docs/access.md); report
+    # links then point there instead of file://.
+    reports_base_url: str | None = None
     # The Dagster UI as its users reach it, for links to runs in notices; empty: no links.
     ui_base_url: str = ""
     notify: NotifyConfig = NotifyConfig()
@@ -355,6 +352,24 @@ class SubsyncConfig(_Strict):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
+
+    @field_validator("reports_base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"{value!r} is not an http(s) address of a folder, "
+                "e.g. https://subsync.example.org/steward/reports"
+            )
+        return value.rstrip("/")
 
     @field_validator("source_ranks")
     @classmethod

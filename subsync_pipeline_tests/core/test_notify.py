@@ -40,7 +40,6 @@ def test_notify_config_defaults_and_channels() -> None:
         ({"channels": {"x": {"digest": "sometimes"}}}, "notify.channels.x.digest"),
         ({"channels": {"x": {"digest_parts": []}}}, "notify.channels.x.digest_parts"),
         ({"channels": {"x": {"digest_parts": ["figures"]}}}, "notify.channels.x.digest_parts"),
-        ({"reports_base_url": "file:///srv/reports"}, "notify.reports_base_url"),
         ({"digest_time": "25:00"}, "notify.digest_time"),
         ({"mail_to": "ops@example.org"}, "notify.mail_to"),
     ],
