@@ -219,8 +219,9 @@ def test_the_digest_comes_once_for_a_day_with_rejects_and_not_for_a_clean_day(
         "rows read: 2, rejected: 1 (50.0%)",
         "member match rate: 50.0%",
         "unknown_member: 1 — The id is not in Personify",
-        f"report: {report}",
-        f"rejected rows (CSV, whole emails: personal data): {report.parent}/rejected_rows.csv",
+        f"report: {report.as_uri()}",
+        "rejected rows (CSV, whole emails: personal data): "
+        f"{(report.parent / 'rejected_rows.csv').as_uri()}",
     ):
         assert line in stewards["message"]
     assert "Runs, checks and landing" not in stewards["message"]
