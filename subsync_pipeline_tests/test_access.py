@@ -36,21 +36,13 @@ from subsync_pipeline_tests.dagster_services import (
     wait_until_loaded,
 )
 from subsync_pipeline_tests.pg_server import free_port
+from subsync_pipeline_tests.test_defs import SPEC_ASSETS
 
 pytestmark = pytest.mark.slow
 
 NGINX_CONF = ROOT / "deploy" / "nginx"
 STEWARD = ("steward", "Steward-pass-4417")
 ENGINEER = ("engineer", "Engineer-pass-9023")
-ASSETS = {
-    "raw_tracking_log",
-    "validated_tracking_records",
-    "rejected_tracking_records",
-    "contact_subscription_status",
-    "personify_cus_opt_in",
-    "personify_cus_activity",
-    "data_quality_report",
-}
 DEMO_RUNS = 3
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")
@@ -187,7 +179,7 @@ def test_the_read_only_face_reads_assets_and_runs_and_refuses_every_change(
         return graphql(faces.engineer_port, query, "/engineer")
 
     assets = steward(READ_ASSETS)["data"]["assetNodes"]
-    assert {"/".join(node["assetKey"]["path"]) for node in assets} == ASSETS
+    assert {"/".join(node["assetKey"]["path"]) for node in assets} == SPEC_ASSETS
     runs = steward(READ_RUNS)["data"]["runsOrError"]["results"]
     assert [run["status"] for run in runs] == ["SUCCESS"] * DEMO_RUNS
 
@@ -202,7 +194,7 @@ def test_the_read_only_face_reads_assets_and_runs_and_refuses_every_change(
     assert steward(READ_SENSOR)["data"]["sensorOrError"]["sensorState"]["status"] == "STOPPED"
     assert {
         "/".join(n["assetKey"]["path"]) for n in steward(READ_ASSETS)["data"]["assetNodes"]
-    } == ASSETS
+    } == SPEC_ASSETS
 
     # The same requests pass on the engineer face: the refusal is the read-only flag's. With no
     # daemon running, the run only waits in the queue and the sensor never ticks.

@@ -38,16 +38,15 @@ from subsync_pipeline.jobs import daily_sync_job
 from subsync_pipeline.resources import LandingFolderResource, default_resources
 from subsync_pipeline.resources.real_magnet import RealMagnetFTPSResource
 from subsync_pipeline.sensors import tracking_upload_sensor
+from subsync_pipeline_tests.certificates import Certificate, make_certificate
 from subsync_pipeline_tests.ftps_server import (
     PASSWORD,
     USER,
     WRITING_COMMANDS,
-    Certificate,
     FTPSServer,
-    make_certificate,
-    unused_port,
 )
 from subsync_pipeline_tests.harness import Deployment, console_output, deploy, event
+from subsync_pipeline_tests.pg_server import free_port
 
 
 def now() -> datetime:
@@ -308,7 +307,7 @@ def test_a_missing_folder_and_a_dead_passive_port_name_the_fix(
     fetcher.ftps = resource(server, certificate, folder="Trackings")
     with pytest.raises(RemoteFolderMissing, match=r"'Trackings' is not on 127\.0\.0\.1"):
         fetcher.tick()
-    server.faults.dead_passive_port = unused_port()
+    server.faults.dead_passive_port = free_port()
     fetcher.ftps = resource(server, certificate, attempts=2)
     with pytest.raises(PassiveConnectionFailed) as failed:
         fetcher.tick()
@@ -363,13 +362,9 @@ def test_staleness_fails_on_an_old_newest_file_and_warns_near_the_archive(
     )
 
 
-def test_fetch_tracking_logs_job_and_the_checks_from_the_ui(
-    fetcher: Fetcher, server: FTPSServer
-) -> None:
-    server.put("a.csv", day_file("2026-11-20", "000100"), now() - timedelta(hours=1))
-    server.put("b.csv", day_file("2026-11-21", "000101"), now() - timedelta(days=26))
-    server.faults.refuse.add("b.csv")
-    defs = dg.Definitions(
+def fetch_definitions(fetcher: Fetcher) -> dg.Definitions:
+    """The fetch job, and a job of the fetch checks alone: what "Execute" in the UI runs."""
+    return dg.Definitions(
         assets=sync_assets,
         asset_checks=[real_magnet_fetch_checks],
         jobs=[
@@ -380,6 +375,15 @@ def test_fetch_tracking_logs_job_and_the_checks_from_the_ui(
         ],
         resources=fetcher.resources(),
     )
+
+
+def test_fetch_tracking_logs_job_and_the_checks_from_the_ui(
+    fetcher: Fetcher, server: FTPSServer
+) -> None:
+    server.put("a.csv", day_file("2026-11-20", "000100"), now() - timedelta(hours=1))
+    server.put("b.csv", day_file("2026-11-21", "000101"), now() - timedelta(days=26))
+    server.faults.refuse.add("b.csv")
+    defs = fetch_definitions(fetcher)
     run = defs.resolve_job_def("fetch_tracking_logs").execute_in_process(instance=fetcher.instance)
     assert run.success
     assert visible(fetcher.landed()) == {"a.csv": day_file("2026-11-20", "000100")}
@@ -391,17 +395,7 @@ def test_fetch_tracking_logs_job_and_the_checks_from_the_ui(
     assert visible(fetcher.landed()) == {"a.csv": day_file("2026-11-20", "000100")}
 
     fetcher.ftps = RealMagnetFTPSResource()
-    unset = dg.Definitions(
-        assets=sync_assets,
-        asset_checks=[real_magnet_fetch_checks],
-        jobs=[
-            fetch_tracking_logs,
-            dg.define_asset_job(
-                "checks", selection=dg.AssetSelection.checks(real_magnet_fetch_checks)
-            ),
-        ],
-        resources=fetcher.resources(),
-    )
+    unset = fetch_definitions(fetcher)
     skipped = unset.resolve_job_def("checks").execute_in_process(instance=fetcher.instance)
     assert skipped.success and skipped.get_asset_check_evaluations() == []
     failed = unset.resolve_job_def("fetch_tracking_logs").execute_in_process(

@@ -24,10 +24,10 @@ from subsync_pipeline_tests.harness import Deployment, deploy, event
 from subsync_pipeline_tests.notify_servers import (
     SMTP_PASSWORD,
     Post,
-    free_port,
     smtp_server,
     webhook_server,
 )
+from subsync_pipeline_tests.pg_server import free_port
 
 DAY = "2026-11-20"
 UI = "http://dagster.example.org:3000"
