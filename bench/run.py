@@ -212,13 +212,15 @@ def history_key(history: int, members: int, day: str) -> str:
     return f"h{history}-m{members}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
-def _admin(server: Any, statement: str) -> None:
+def _admin(server: Any, *statements: str) -> None:
+    """Run `statements` in order on one connection, each in its own transaction."""
     import psycopg
 
     with psycopg.connect(
         host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", autocommit=True
     ) as conn:
-        conn.execute(statement)
+        for statement in statements:
+            conn.execute(statement)
 
 
 def _drop_run_databases(server: Any) -> None:
@@ -652,18 +654,26 @@ def main() -> None:
 
         print("running daily_sync_job in a child process ...", flush=True)
         diagnostics = _diagnostics(args)
-        for name, value in diagnostics.items():
-            _admin(server, f"ALTER SYSTEM SET {name} = {value}")
-        _admin(server, "SELECT pg_reload_conf()")
+        # ALTER SYSTEM takes auto_explain's settings only from a session that has loaded it.
+        loads = ["LOAD 'auto_explain'"] if args.explain_slow is not None else []
+        _admin(
+            server,
+            *loads,
+            *(f"ALTER SYSTEM SET {name} = {value}" for name, value in diagnostics.items()),
+            "SELECT pg_reload_conf()",
+        )
         logged_from = server.log.stat().st_size
         if args.cold:
             subprocess.run(["sync"], check=True)
             Path("/proc/sys/vm/drop_caches").write_text("3\n")
         job = run_child(args, work, state_url, personify_url, profile=args.profile)
         rss = job["peak_rss_mb"]
-        for name in diagnostics:
-            _admin(server, f"ALTER SYSTEM RESET {name}")
-        _admin(server, "SELECT pg_reload_conf()")
+        _admin(
+            server,
+            *loads,
+            *(f"ALTER SYSTEM RESET {name}" for name in diagnostics),
+            "SELECT pg_reload_conf()",
+        )
         if args.slow_statements is not None:
             print_slow_statements(server.log, logged_from)
         if args.explain_slow is not None:
