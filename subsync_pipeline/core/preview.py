@@ -98,15 +98,19 @@ class Preview:
                 UPDATE: len(changes.updated),
                 DELETE: len(changes.deleted),
             }
-            for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
+            for table, changes in self._tables()
         }
 
-    def change_parts(self) -> Iterator[pd.DataFrame]:
-        """Every change, one row per column changed (an insert or delete: one per column), with
-        the row it belongs to named by its key; in parts of one table, action and column, so a
-        first backfill's millions of cells never sit in memory at once."""
-        for table, changes in (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity)):
-            yield from _long(table, changes)
+    def _tables(self) -> tuple[tuple[str, Changes], ...]:
+        return (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
+
+    def change_parts(self, table: str | None = None) -> Iterator[pd.DataFrame]:
+        """Every change (of `table`), one row per column changed (an insert or delete: one per
+        column), with the row it belongs to named by its key; in parts of one table, action and
+        column, so a first backfill's millions of cells never sit in memory at once."""
+        for name, changes in self._tables():
+            if table in (None, name):
+                yield from _long(name, changes)
 
     def changes(self) -> pd.DataFrame:
         """Every change in one frame (see `change_parts`)."""
@@ -116,12 +120,11 @@ class Preview:
         """The first `size` changes (of `table`), built from no more parts than they need."""
         parts: list[pd.DataFrame] = []
         taken = 0
-        for part in self.change_parts():
+        for part in self.change_parts(table):
             if taken >= size:
                 break
-            if table is None or part["table"].iat[0] == table:
-                parts.append(part.head(size - taken))
-                taken += len(parts[-1])
+            parts.append(part.head(size - taken))
+            taken += len(parts[-1])
         return _joined(parts)
 
     @property
