@@ -27,6 +27,9 @@ def partition_days(context: dg.AssetExecutionContext) -> list[str]:
     return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
 
 
-# A backfill runs one day per run: each day's run is small, retried on its own and shown on its
-# own in the UI; days converge in any order, and the Personify write lock serialises the writes.
-daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+# A backfill runs its whole range in one run, which reads and validates the days in chunks of
+# config.chunk_events rows and resolves and writes once (bench/RESULTS.md item 21: a first load
+# of many days costs a fraction of one run per day). single_run, not multi_run(n): Dagster's CLI
+# runs a range without the daemon (`dagster asset materialize --partition-range A...B`) only
+# under it. Every step commits chunk by chunk, so a failed run's retry resumes from the queues.
+daily_backfill_policy = dg.BackfillPolicy.single_run()

@@ -74,6 +74,8 @@ def raw_tracking_log(
         return
     raw = sync.ingest(state_db.engine, landing.folder, settings, days)
     files = raw.files
+    repeats = int(files["repeats_dropped"].sum())
+    rows_read = int(files["rows_read"].sum())
     for row in raw.failed_files.itertuples():
         context.log.warning(mask_email(f"{row.path}: {row.status}: {row.error}"))
     elsewhere = raw.recorded_failures
@@ -102,13 +104,13 @@ def raw_tracking_log(
         )
     )
     yield dg.Output(
-        raw.summary(),
+        raw,
         metadata={
-            "rows_read": dg.MetadataValue.int(len(raw.rows) + int(files["repeats_dropped"].sum())),
-            "rows": dg.MetadataValue.int(len(raw.rows)),
+            "rows_read": dg.MetadataValue.int(rows_read),
+            "rows": dg.MetadataValue.int(rows_read - repeats),
             "files_read": dg.MetadataValue.int(len(files)),
             "files_failed": dg.MetadataValue.int(failed),
-            "repeats_dropped": dg.MetadataValue.int(int(files["repeats_dropped"].sum())),
+            "repeats_dropped": dg.MetadataValue.int(repeats),
             "files": dg.MetadataValue.md(
                 "| file | status | rows | repeats dropped |\n|---|---|---|---|\n" + table
                 if table

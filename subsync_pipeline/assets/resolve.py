@@ -36,7 +36,12 @@ def contact_subscription_status(
 ) -> dg.Output[sync.Resolved]:
     validated = validated_tracking_records
     resolved = sync.resolve_queued(
-        state_db.engine, subsync_config.load(), validated.days, context.run.run_id
+        state_db.engine,
+        subsync_config.load(),
+        validated.days,
+        context.run.run_id,
+        validated.figures.validated,
+        context.log.info,
     )
     return dg.Output(
         resolved,
@@ -45,6 +50,7 @@ def contact_subscription_status(
             "contacts_resolved": dg.MetadataValue.int(resolved.contacts_resolved),
             "contacts_replayed": dg.MetadataValue.int(resolved.contacts_replayed),
             "keys": dg.MetadataValue.int(resolved.keys_changed),
+            "batches": dg.MetadataValue.int(resolved.batches),
             **{
                 f"decision_{name}": dg.MetadataValue.int(n)
                 for name, n in resolved.decisions.items()

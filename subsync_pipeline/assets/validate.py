@@ -63,9 +63,13 @@ def validated_and_rejected_tracking_records(
     personify_db: PersonifyDatabaseResource,
 ) -> Iterator[dg.Output[sync.Validated] | dg.Output[ValidationFigures] | dg.AssetCheckResult]:
     config = subsync_config.load()
-    raw = sync.read_raw(state_db.engine, config, list(raw_tracking_log.days))
     validated = sync.validate_days(
-        state_db.engine, personify_db.engine, config, raw, context.run.run_id
+        state_db.engine,
+        personify_db.engine,
+        config,
+        list(raw_tracking_log.days),
+        context.run.run_id,
+        context.log.info,
     )
     figures = validated.figures
     by_reason = figures.rejects_by_reason
@@ -81,6 +85,7 @@ def validated_and_rejected_tracking_records(
             "validated": dg.MetadataValue.int(figures.validated),
             "member_match_rate": dg.MetadataValue.float(figures.member_match_rate),
             "contacts_touched": dg.MetadataValue.int(validated.contacts_queued),
+            "chunks": dg.MetadataValue.int(validated.chunks),
         },
     )
     yield dg.Output(

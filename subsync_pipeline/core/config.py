@@ -321,6 +321,10 @@ class SubsyncConfig(_Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     # Reading a file takes several times its size in memory; a bigger one is refused, not read.
     max_file_mb: int = Field(default=512, ge=1)
+    # A run over several days (a backfill) validates them in chunks of about this many rows and
+    # resolves their contacts in batches of about this many events: its memory stays that of
+    # one such day (about 1.3 GB a million) however long the range.
+    chunk_events: int = Field(default=1_000_000, ge=1)
     personify: PersonifyConfig = PersonifyConfig()
     quality: QualityConfig = QualityConfig()
     # Where a web server publishes SUBSYNC_REPORTS_DIR to stewards (docs/access.md); report

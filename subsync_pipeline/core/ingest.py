@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from subsync_pipeline.core import parsed
 from subsync_pipeline.core.config import SubsyncConfig
 from subsync_pipeline.core.manifest import ManifestEntry, ScanResult, assign_days
 from subsync_pipeline.core.tracking_log import (
@@ -19,6 +20,8 @@ from subsync_pipeline.core.tracking_log import (
     LINE,
     OCCURRED_UTC,
     SOURCE_FILE,
+    FileRead,
+    content_hash,
     read_tracking_file,
     row_fingerprints,
 )
@@ -56,6 +59,32 @@ class RawFiles:
     def failed_files(self) -> pd.DataFrame:
         return self.files.loc[self.files["status"].ne(FILE_OK)]
 
+    @staticmethod
+    def combined(parts: list[RawFiles]) -> RawFiles:
+        """The summary of consecutive chunks of days as one: a file read in several counts once,
+        under its first day."""
+        if len(parts) == 1:
+            return parts[0]
+        files = (
+            pd.concat([part.files for part in parts], ignore_index=True)
+            .groupby("file_id", sort=False, as_index=False)
+            .agg(
+                path=("path", "first"),
+                day=("day", "min"),
+                status=("status", "first"),
+                error=("error", "first"),
+                rows_read=("rows_read", "sum"),
+                repeats_dropped=("repeats_dropped", "sum"),
+            )
+        )
+        # A failure recorded under a day outside every chunk is "elsewhere" in each of them.
+        elsewhere = parts[0].recorded_failures
+        return RawFiles(
+            files=files[FILE_COLUMNS],
+            days=tuple(day for part in parts for day in part.days),
+            recorded_failures=elsewhere.loc[~elsewhere["file_id"].isin(files["file_id"])],
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class RawTrackingLog(RawFiles):
@@ -79,27 +108,15 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
     for entry in scan.covering(wanted):
         # A file that fails as a whole is reported under the first of its days being processed.
         first_day = min(wanted.intersection(entry.days))
-        read = scan.parsed.get(entry.path)
-        if read is None:
-            if not Path(entry.path).exists():
-                files.append(_file_row(entry, first_day, FILE_UNREADABLE, "the file is gone"))
+        failed = scan.failed.get(entry.path)
+        rows = None if failed else parsed.load(entry.content_hash)
+        if rows is None:
+            read = failed or _read(Path(entry.path), entry, config)
+            if read.status != FILE_OK:
+                files.append(_file_row(entry, first_day, read.status, read.error))
                 continue
-            read = read_tracking_file(Path(entry.path), config.columns, config.max_file_mb)
-        if read.status != FILE_OK:
-            files.append(_file_row(entry, first_day, read.status, read.error))
-            continue
-        rows = read.rows
-        if DAY not in rows:
-            # The days the scan recorded bound the file's days, so rows dated in the future when
-            # it was recorded stay on its earliest day (and are rejected there) however late it
-            # is read. A file the scan has just read carries the same days already.
-            row_days, occurred = assign_days(
-                rows, config, fallback=entry.days[0], latest=entry.days[-1]
-            )
-            rows = rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
+            rows = read.rows
         rows = rows.loc[rows[DAY].isin(wanted)].copy()
-        if FINGERPRINT not in rows:
-            rows[FINGERPRINT] = row_fingerprints(rows)
         rows[FILE_ID] = entry.file_id
         rows[SOURCE_FILE] = entry.path
         frames.append(rows)
@@ -126,12 +143,32 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
     )
 
 
+def _read(path: Path, entry: ManifestEntry, config: SubsyncConfig) -> FileRead:
+    """A recorded file read again, dated and fingerprinted as the scan did; kept for the next
+    read of this process when its content is still the one recorded."""
+    if not path.exists():
+        return FileRead(pd.DataFrame(), FILE_UNREADABLE, "the file is gone")
+    read = read_tracking_file(path, config.columns, config.max_file_mb)
+    if read.status != FILE_OK:
+        return read
+    # The days the scan recorded bound the file's days, so rows dated in the future when it was
+    # recorded stay on its earliest day (and are rejected there) however late it is read.
+    row_days, occurred = assign_days(
+        read.rows, config, fallback=entry.days[0], latest=entry.days[-1]
+    )
+    rows = read.rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
+    rows[FINGERPRINT] = row_fingerprints(rows)
+    if content_hash(path) == entry.content_hash:
+        parsed.keep(entry.content_hash, rows)
+    return FileRead(rows, FILE_OK, None)
+
+
 def _failed_elsewhere(scan: ScanResult, wanted: set[str]) -> pd.DataFrame:
     """The whole-file failures this scan recorded under days other than `wanted`."""
     failures = []
     for entry in scan.entries:
-        read = scan.parsed.get(entry.path)
-        if read is None or read.status == FILE_OK or wanted.intersection(entry.days):
+        read = scan.failed.get(entry.path)
+        if read is None or wanted.intersection(entry.days):
             continue
         failures.append(_file_row(entry, entry.days[0], read.status, read.error))
     return pd.DataFrame(failures, columns=FILE_COLUMNS)

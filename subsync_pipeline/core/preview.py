@@ -203,19 +203,15 @@ def preview(
 ) -> Preview:
     """Run the days' sync up to Personify, list what the writes would change, undo the rest.
 
-    Day by day, as a backfill runs them: memory stays that of one day, however many days (the
-    work queues carry what each day leaves to the writes at the end).
+    As a ranged run does: the days in chunks, so memory stays that of one big day however many
+    days (the work queues carry what the chunks leave to the writes at the end).
     """
     tables = personify_tables(config.personify)
-    rows = rejected = failed = 0
     with rolled_back(state_url) as state_engine:
-        for day in sorted(days):
-            raw = sync.ingest(state_engine, landing_dir, config, [day])
-            validated = sync.validate_days(state_engine, personify_engine, config, raw, run_id)
-            sync.resolve_queued(state_engine, config, raw.days, run_id)
-            rows += validated.figures.rows
-            rejected += validated.figures.rejected
-            failed += len(raw.failed_files) + len(raw.recorded_failures)
+        raw = sync.ingest(state_engine, landing_dir, config, days)
+        validated = sync.validate_days(state_engine, personify_engine, config, days, run_id)
+        figures = validated.figures
+        sync.resolve_queued(state_engine, config, raw.days, run_id, figures.validated)
         with personify_engine.connect() as conn:
             writer = writer_for(conn, tables, config.personify.operator)
             written = [
@@ -232,4 +228,5 @@ def preview(
             opt_in = writer.preview_opt_in(conn, opt_in_rows)
             activity = writer.preview_activity(conn, records, activity_rows)
             conn.rollback()
-    return Preview(tuple(sorted(days)), rows, rejected, failed, opt_in, activity)
+    failed = len(raw.failed_files) + len(raw.recorded_failures)
+    return Preview(tuple(sorted(days)), figures.rows, figures.rejected, failed, opt_in, activity)

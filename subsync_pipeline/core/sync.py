@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from subsync_pipeline.core import activity_log, ledger, manifest, queue, state
 from subsync_pipeline.core.config import SubsyncConfig
-from subsync_pipeline.core.ingest import RawTrackingLog, read_days
+from subsync_pipeline.core.ingest import RawFiles, RawTrackingLog, read_days
 from subsync_pipeline.core.ledger import MEMBER
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
 from subsync_pipeline.core.personify.tables import check_tables, personify_tables
@@ -40,6 +42,7 @@ class Validated:
     days: tuple[str, ...]
     figures: ValidationFigures
     contacts_queued: int
+    chunks: int = 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Resolved:
     first_unsubscribe: int
     blocked: int
     blocked_sample: pd.DataFrame
+    batches: int = 1
 
 
 # How many of the blocked keys a summary carries (the report lists them).
@@ -81,15 +85,11 @@ class _Kept:
 
 
 _kept: dict[str, _Kept] = {}
-# The raw step's rows, by the content they were read from (`_raw_key`): the validation that
-# follows in this process reads them from here, whatever run it belongs to.
-_raw_kept: dict[str, RawTrackingLog] = {}
 
 
 def forget_kept() -> None:
     """Drop what this process kept for later steps (a preview's state was rolled back)."""
     _kept.clear()
-    _raw_kept.clear()
 
 
 def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame]:
@@ -108,46 +108,90 @@ def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame
 
 def ingest(
     state_engine: Engine, landing_dir: Path, config: SubsyncConfig, days: list[str]
-) -> RawTrackingLog:
-    """Record new and changed files in the manifest, then read the rows of `days`."""
+) -> RawFiles:
+    """Record new and changed files in the manifest, then read the rows of `days` a chunk at a
+    time (`chunks`) for what happened to each file."""
     with state_engine.begin() as conn:
         state.lock(conn)
         scan = manifest.scan(conn, landing_dir, config, days)
-    raw = read_days(scan, days, config)
-    _raw_kept.clear()
-    _raw_kept[_raw_key(scan, days)] = raw
-    return raw
+        parts = chunks(conn, days, config.chunk_events)
+    return RawFiles.combined([read_days(scan, part, config).summary() for part in parts])
+
+
+def chunks(conn: Connection, days: list[str], limit: int) -> list[list[str]]:
+    """`days` in order, grouped so a group's recorded rows stay within `limit` (a bigger day is
+    a group alone): a backfill's range is read and validated a group at a time, so its memory
+    stays that of one big day whatever the range."""
+    rows = manifest.rows_by_day(conn, days)
+    groups: list[list[str]] = []
+    held = 0
+    for day in sorted(days):
+        if groups and held + rows.get(day, 0) <= limit:
+            groups[-1].append(day)
+            held += rows.get(day, 0)
+        else:
+            groups.append([day])
+            held = rows.get(day, 0)
+    return groups
 
 
 def read_raw(state_engine: Engine, config: SubsyncConfig, days: list[str]) -> RawTrackingLog:
     """The rows of `days` from the files the manifest records (no scan of the landing folder:
-    what the raw step recorded is what is validated). Rows this process read from the very same
-    file contents are not read again."""
+    what the raw step recorded is what is validated)."""
     with state_engine.connect() as conn:
         scan = manifest.recorded(conn)
-    kept = _raw_kept.pop(_raw_key(scan, days), None)
-    _raw_kept.clear()
-    return kept if kept is not None else read_days(scan, days, config)
-
-
-def _raw_key(scan: manifest.ScanResult, days: list[str]) -> str:
-    """The days and the content of every file covering them: equal keys, equal rows."""
-    covering = [(entry.file_id, entry.content_hash) for entry in scan.covering(set(days))]
-    return json.dumps([sorted(days), covering])
+    return read_days(scan, days, config)
 
 
 def validate_days(
     state_engine: Engine,
     personify_engine: Engine,
     config: SubsyncConfig,
+    days: list[str],
+    run_id: str,
+    progress: Callable[[str], None] = print,
+) -> Validated:
+    """Validate the rows of `days`, a chunk of days at a time (`chunks`): store each chunk's
+    events in the ledger and its rejects beside them, and queue the touched members for
+    resolution, in one transaction a chunk. `contacts_queued` counts a contact once a chunk."""
+    with state_engine.connect() as conn:
+        parts = chunks(conn, days, config.chunk_events)
+    rows = validated = queued = 0
+    rejects = []
+    for number, part in enumerate(parts, 1):
+        raw = read_raw(state_engine, config, part)
+        events, rejected, touched = _validate_chunk(
+            state_engine, personify_engine, config, raw, run_id, keep=len(parts) == 1
+        )
+        rows, validated, queued = rows + len(raw.rows), validated + events, queued + touched
+        rejects.append(rejected[["line_number", "reasons"]])
+        if len(parts) > 1:
+            progress(
+                f"validated {part[0]} to {part[-1]} (chunk {number} of {len(parts)}): "
+                f"{len(raw.rows):,} rows, {events:,} events stored"
+            )
+    return Validated(
+        days=tuple(sorted(days)),
+        figures=validation_figures(rows, validated, pd.concat(rejects, ignore_index=True)),
+        contacts_queued=queued,
+        chunks=len(parts),
+    )
+
+
+def _validate_chunk(
+    state_engine: Engine,
+    personify_engine: Engine,
+    config: SubsyncConfig,
     raw: RawTrackingLog,
     run_id: str,
-) -> Validated:
-    """Validate raw rows; store the events in the ledger and the rejects beside them, and queue
-    the touched members for resolution, in one transaction."""
+    keep: bool,
+) -> tuple[int, pd.DataFrame, int]:
+    """Validate and store one chunk's rows; its events, rejects and members queued. The events
+    are kept for the resolution when the run is one chunk (`keep`): a range's would be only
+    its last chunk's, held through the whole resolution."""
     days = list(raw.days)
     tables = personify_tables(config.personify)
-    rows = raw.rows.reset_index(drop=True)
+    rows = raw.rows
     normalised = normalise(rows, config)
     candidates = normalised.loc[
         normalised["member_id_ok"], ["master_customer_id", "sub_customer_id"]
@@ -166,12 +210,9 @@ def validate_days(
         touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
         queued = queue.enqueue_staged(conn, queue.RESOLVE, touched, batch_id, now)
         touched.drop(conn)
-    _kept[EVENTS] = _Kept(batch_id, result.events, tuple(days), tuple(read_ok))
-    return Validated(
-        days=raw.days,
-        figures=validation_figures(len(rows), len(result.events), rejected),
-        contacts_queued=queued,
-    )
+    if keep:
+        _kept[EVENTS] = _Kept(batch_id, result.events, tuple(days), tuple(read_ok))
+    return len(result.events), rejected, queued
 
 
 def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
@@ -313,10 +354,13 @@ def resolve_queued(
     config: SubsyncConfig,
     days: tuple[str, ...],
     run_id: str,
+    events: int = 0,
+    progress: Callable[[str], None] = print,
 ) -> Resolved:
     """Resolve every member queued for resolution, whichever run queued it; in the same
     transaction keep the decisions and checkpoints, dequeue the members and queue them for each
-    Personify target that is switched on."""
+    Personify target that is switched on. A range's members (about `events` events to decide)
+    go in batches of about config.chunk_events events, one transaction each."""
     targets = [
         target
         for target, enabled in (
@@ -325,31 +369,58 @@ def resolve_queued(
         )
         if enabled
     ]
-    with state_engine.begin() as conn:
-        state.lock(conn)
-        queued = queue.queued(conn, queue.RESOLVE)
-        resolution = resolve_members(conn, config, queued)
-        now = audit_now()
-        batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
-        resolution.store(conn, run_id, now)
-        since = _since(resolution.decided, resolution.replayed)
-        for target in targets:
-            queue.enqueue(conn, target, since, batch_id, now)
-        queue.dequeue(conn, queue.RESOLVE, queued)
+    with state_engine.connect() as conn:
+        waiting = queue.queued(conn, queue.RESOLVE)
+    batches = _batches(waiting, math.ceil(events / config.chunk_events))
+    if len(batches) > 1:
+        # Only the last chunk's events would be there to serve, held through every batch.
+        _kept.pop(EVENTS, None)
+    decided = replayed = keys = 0
+    for number, batch in enumerate(batches, 1):
+        with state_engine.begin() as conn:
+            state.lock(conn)
+            resolution = resolve_members(conn, config, batch)
+            now = audit_now()
+            batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
+            resolution.store(conn, run_id, now)
+            since = _since(resolution.decided, resolution.replayed)
+            for target in targets:
+                queue.enqueue(conn, target, since, batch_id, now)
+            queue.dequeue(conn, queue.RESOLVE, batch)
+        decided += len(resolution.decided)
+        replayed += len(resolution.replayed)
+        keys += len(resolution.checkpoints)
+        if len(batches) > 1:
+            progress(
+                f"resolved batch {number} of {len(batches)}: {len(batch):,} contacts, "
+                f"{len(resolution.decided):,} events"
+            )
+    if len(batches) == 1:
+        _kept[DECIDED] = _Kept(batch_id, resolution.decided)
+        _kept[STATUSES] = _Kept(batch_id, resolution.checkpoints)
+    with state_engine.connect() as conn:
         figures = ledger.day_figures(conn, list(days))
         blocked, sample = ledger.blocked_keys(conn, list(days), BLOCKED_SAMPLE)
-    _kept[DECIDED] = _Kept(batch_id, resolution.decided)
-    _kept[STATUSES] = _Kept(batch_id, resolution.checkpoints)
     return Resolved(
         days=days,
-        events_resolved=len(resolution.decided),
-        contacts_resolved=len(queued),
-        contacts_replayed=len(resolution.replayed),
-        keys_changed=len(resolution.checkpoints),
+        events_resolved=decided,
+        contacts_resolved=len(waiting),
+        contacts_replayed=replayed,
+        keys_changed=keys,
         blocked=blocked,
         blocked_sample=sample,
+        batches=len(batches),
         **figures,
     )
+
+
+def _batches(queued: pd.DataFrame, count: int) -> list[pd.DataFrame]:
+    """`queued` in `count` (at least one) groups of members in key order."""
+    if count <= 1 or queued.empty:
+        return [queued]
+    ordered = queued.sort_values(MEMBER, ignore_index=True)
+    size = math.ceil(len(ordered) / count)
+    return [ordered.iloc[start : start + size] for start in range(0, len(ordered), size)]
 
 
 def write_opt_in(

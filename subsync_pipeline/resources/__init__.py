@@ -14,6 +14,7 @@ from subsync_pipeline.core.environment import DEFAULTS, config_path
 from subsync_pipeline.core.personify.connection import create_personify_engine
 from subsync_pipeline.core.state import create_state_engine
 from subsync_pipeline.resources.real_magnet import ftps_from_environment
+from subsync_pipeline.resources.summaries import SummaryIOManager
 
 
 class SubsyncConfigResource(dg.ConfigurableResource):
@@ -97,7 +98,7 @@ def _from_env(name: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else DEFAULTS[name]
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:
     """The resources of the deployed code location, from the environment of SPEC §6."""
     path = config_path()
     return {
@@ -112,4 +113,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "reports": ReportsFolderResource(path=_from_env("SUBSYNC_REPORTS_DIR")),
         "real_magnet_ftps": ftps_from_environment(),
         "notify": NotifyResource(urls=_from_env("SUBSYNC_NOTIFY_URLS")),
+        "io_manager": SummaryIOManager(),
     }

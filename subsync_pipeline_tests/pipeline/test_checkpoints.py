@@ -55,8 +55,8 @@ def run_part_way(deployment: Deployment, day: str, *, resolve: bool) -> None:
     config = load_config(deployment.config_path)
     state_engine = create_state_engine(deployment.state_url)
     personify_engine = create_personify_engine(deployment.personify_url)
-    raw = sync.ingest(state_engine, deployment.landing, config, [day])
-    sync.validate_days(state_engine, personify_engine, config, raw, f"dead-{day}")
+    sync.ingest(state_engine, deployment.landing, config, [day])
+    sync.validate_days(state_engine, personify_engine, config, [day], f"dead-{day}")
     if resolve:
         sync.resolve_queued(state_engine, config, (day,), f"dead-{day}")
     state_engine.dispose()

@@ -139,8 +139,8 @@ def two_days(
     personify = deployment.engine()
 
     def resolve_day(day: str) -> sync.Resolved:
-        raw = sync.ingest(state, deployment.landing, config, [day])
-        sync.validate_days(state, personify, config, raw, f"run-{day}")
+        sync.ingest(state, deployment.landing, config, [day])
+        sync.validate_days(state, personify, config, [day], f"run-{day}")
         return sync.resolve_queued(state, config, (day,), f"run-{day}")
 
     def write(run_id: str) -> None:
