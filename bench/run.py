@@ -42,68 +42,22 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DAY = "2026-11-20"
-CONFIG: dict[str, Any] = {
-    "timezone": "UTC",
-    "start_date": "2025-01-01",
-    "interest_areas": [
-        {"scope_type": "group", "scope_id": "1201", "opt_in_code": "NEWSLETTER"},
-        {"scope_type": "message_category", "scope_id": "77", "opt_in_code": "EVENTS"},
-        {"scope_type": "group_category", "scope_id": "9", "opt_in_code": "ADVOCACY"},
-    ],
-}
-# A campaign day: mostly unsubscribes and re-subscribes from Real Magnet itself and the
-# preference centre, some imports, a little of everything else.
-SOURCE_MIX = {
-    "in_app": 0.40,
-    "preference_centre": 0.20,
-    "api": 0.12,
-    "csv_upload": 0.10,
-    "importer": 0.08,
-    "form": 0.06,
-    "third_party": 0.04,
-}
-SCOPES = [("group", "1201"), ("message_category", "77"), ("group_category", "9")]
+from synthetic import (  # noqa: E402
+    CONFIG,
+    DAY,
+    SCOPES,
+    SOURCE_MIX,
+    customers,
+    member_ids,
+    tracking_frame,
+)
+
 # Part of the history cache's key: bump it when load_history stores something different.
 LOADER_VERSION = 2
 HISTORY_CACHE = Path("/tmp/subsync-bench-history")
 HISTORY_TEMPLATE = "history_template"
 # The state tables load_history fills; their DDL is part of the cache key.
 HISTORY_TABLES = ("event_ledger", "event_versions", "decisions", "key_states")
-
-
-def member_ids(members: int) -> np.ndarray:
-    return np.char.zfill(np.arange(100_000, 100_000 + members).astype(str), 9)
-
-
-def tracking_frame(events: int, members: int, day: str, seed: int, prefix: str) -> pd.DataFrame:
-    """`events` rows of one day; ~1% unknown members, ~0.3% malformed ids, 1% forced."""
-    rng = np.random.default_rng(seed)
-    ids = member_ids(members)
-    member = ids[rng.integers(0, members, events)]
-    roll = rng.random(events)
-    member = np.where(roll < 0.01, "999" + member.astype(object), member)
-    member = np.where((roll >= 0.01) & (roll < 0.013), "ID-" + member.astype(object), member)
-    scope = rng.integers(0, len(SCOPES), events)
-    seconds = np.sort(rng.integers(0, 86_400, events))
-    occurred = pd.Timestamp(day) + pd.to_timedelta(seconds, unit="s")
-    subscribe = rng.random(events) < 0.45
-    frame = pd.DataFrame(
-        {
-            "event_id": [f"{prefix}{n:09d}" for n in range(events)],
-            "email": pd.Series(member).astype(str).str.lower() + "@members.example.org",
-            "custom_member_id": member,
-            "event_type": np.where(subscribe, "subscribe", "unsubscribe"),
-            "scope_type": np.array([s[0] for s in SCOPES])[scope],
-            "scope_id": np.array([s[1] for s in SCOPES])[scope],
-            "source": rng.choice(list(SOURCE_MIX), events, p=list(SOURCE_MIX.values())),
-            "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "scope_name": "Campaign list",
-            "force_optin": np.where(rng.random(events) < 0.01, "true", "false"),
-            "timestamp_subscribed": np.where(subscribe, "2024-03-01T00:00:00Z", ""),
-        }
-    )
-    return frame
 
 
 def load_history(state_url: str, history: int, members: int, day: str) -> float:
@@ -200,7 +154,7 @@ def history_key(history: int, members: int, day: str) -> str:
     from subsync_pipeline.core import state, sync
     from subsync_pipeline.core.config import parse_config
 
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     ddl = []
     for name in HISTORY_TABLES:
         table = state.metadata.tables[name]
@@ -456,11 +410,15 @@ def run_job(args: argparse.Namespace) -> None:
     ):
         total = time.perf_counter() - started
         # Each step's own peak: the highest RSS sampled between its start and its success.
-        logged = [entry for entry in instance.all_logs(result.run_id) if entry.dagster_event]
-        began = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_start}
-        ended = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_success}
+        logged = [
+            (entry.step_key, entry.timestamp, entry.dagster_event)
+            for entry in instance.all_logs(result.run_id)
+            if entry.dagster_event is not None
+        ]
+        began = {step: at for step, at, event in logged if event.is_step_start}
+        ended = {step: at for step, at, event in logged if event.is_step_success}
         steps = {
-            event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+            event.step_key: round(event.step_success_data.duration_ms / 1000, 2)
             for event in result.all_events
             if event.is_step_success
         }
@@ -610,18 +568,11 @@ def main() -> None:
         os.chmod(tracking, 0o644)
         mb = tracking.stat().st_size / 1e6
 
-        customers = pd.DataFrame(
-            {
-                "MASTER_CUSTOMER_ID": member_ids(args.members),
-                "SUB_CUSTOMER_ID": 0,
-                "CUSTOMER_STATUS_CODE": "ACTIVE",
-                "PRIMARY_EMAIL_ADDRESS": None,
-            }
-        )
+        members = customers(args.members)
 
         def databases() -> tuple[str, str]:
             personify_url = server.create_database("personify")
-            create_sandbox_personify(personify_url, customers=customers, reset=True)
+            create_sandbox_personify(personify_url, customers=members, reset=True)
             return server.create_database("state"), personify_url
 
         empty_ledger = None
