@@ -12,6 +12,13 @@ the same day on an empty ledger (fresh databases, same server), and reports the 
 the ratio of the two. Time and peak RSS per asset, events/s and the pipeline/COPY ratio are printed
 and appended to bench/RESULTS.md with the commit.
 
+The peer in the same run (issue 23; without --history, and unless --no-dlt): dlt loads the same
+file into the same server, a merge on event_id into a fresh database, once with its defaults
+(pandas chunks) and once by its fastest path (Arrow batches, COPY); see bench/dlt_peer.py. Each
+whole `pipeline.run` is timed, the rows that landed are counted, and "subsync / dlt WAY" (the
+day's time over dlt's) is printed and goes into the RESULTS.md row. dlt is a bench-only
+dependency: `.venv/bin/pip install -e '.[bench]'`.
+
 A loaded history is kept (30M events take 15 minutes to load): the server's cluster lives in
 --history-cache, under a key made of what the load depends on (H, M, the day, LOADER_VERSION and
 the DDL of the tables it fills), and each run works on a copy of the loaded database
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -42,6 +50,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dlt_peer import WAYS, described, load_with_dlt  # noqa: E402
 from synthetic import (  # noqa: E402
     CONFIG,
     DAY,
@@ -497,6 +506,16 @@ def run_child(
     return figures
 
 
+def run_peer(server: Any, tracking: Path, work: Path, events: int) -> dict[str, dict[str, Any]]:
+    """The day's file loaded by dlt each way (bench/dlt_peer.py), each into a fresh database."""
+    peer = {}
+    for way, how in WAYS.items():
+        print(f"loading the file with dlt, {way} ({how}) ...", flush=True)
+        url = server.create_database(f"dlt_{way}")
+        peer[way] = load_with_dlt(way, tracking, url, work, events)
+    return peer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -510,6 +529,9 @@ def main() -> None:
         help=f"where loaded histories are kept between runs (default {HISTORY_CACHE})",
     )
     parser.add_argument("--no-results", action="store_true", help="do not append RESULTS.md")
+    parser.add_argument(
+        "--no-dlt", action="store_true", help="do not load the file with dlt for comparison"
+    )
     parser.add_argument(
         "--profile", metavar="FILE", help="write a pyinstrument profile of the job to FILE"
     )
@@ -546,6 +568,9 @@ def main() -> None:
     if args.child:
         run_job(args)
         return
+
+    if not (args.history or args.no_dlt or importlib.util.find_spec("dlt")):
+        raise SystemExit("dlt is not installed: .venv/bin/pip install -e '.[bench]', or --no-dlt")
 
     import yaml
 
@@ -635,6 +660,8 @@ def main() -> None:
             if args.history
             else storage_floor(server, psql, work, {"state": state_url, "personify": personify_url})
         )
+        # With a history subsync's day runs over far more than dlt's empty table holds.
+        peer = {} if args.history or args.no_dlt else run_peer(server, tracking, work, args.events)
     finally:
         try:
             if args.history:
@@ -695,11 +722,24 @@ def main() -> None:
             if floor
             else {}
         ),
+        **(
+            {
+                "dlt": peer,
+                "subsync_over_dlt": {
+                    way: round(total / loaded["seconds"], 1) for way, loaded in peer.items()
+                },
+            }
+            if peer
+            else {}
+        ),
         "steps": job["steps"],
         "step_rss_mb": job["step_rss_mb"],
         "resolution": job["resolution"],
     }
     print(json.dumps(figures, indent=2))
+    for way, ratio in figures.get("subsync_over_dlt", {}).items():
+        how = described(way, peer[way]["file_format"])
+        print(f"subsync / dlt {way} = {ratio} ({total} s / {peer[way]['seconds']} s; {how})")
     if not args.no_results:
         results = ROOT / "bench" / "RESULTS.md"
         steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
@@ -714,6 +754,14 @@ def main() -> None:
                 f"; storage floor {floor['floor_s']} s = {figures['floor_ratio']}x COPY "
                 f"({floor['floor_plain_s']} s = {figures['floor_plain_ratio']}x without indexes)"
             )
+        if peer:
+            peers = "; ".join(
+                f"{way} ({described(way, peer[way]['file_format'])}) {peer[way]['seconds']} s, "
+                f"subsync / dlt {way} = "
+                f"{figures['subsync_over_dlt'][way]}"
+                for way in peer
+            )
+            steps += f"; **dlt, merge on event_id into an empty table: {peers}**"
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
             f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "
