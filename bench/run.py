@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py                      # 1,000,000 events over 200,000 members
     .venv/bin/python bench/run.py --events 100000 --history 30000000
+    .venv/bin/python bench/run.py --days 30 --events-per-day 100000    # the first load
 
 It starts a throwaway PostgreSQL 15 server (as the tests do), generates one day's tracking file,
 creates a sandbox Personify with the members and, with --history, loads H earlier events straight
@@ -24,6 +25,20 @@ A loaded history is kept (30M events take 15 minutes to load): the server's clus
 the DDL of the tables it fills), and each run works on a copy of the loaded database
 (`CREATE DATABASE ... TEMPLATE`), so every run starts from the same state. Tables added to the
 state schema since are created empty by `create_state_engine`, as on an upgraded deployment.
+
+The first load (issue 23), `--days D --events-per-day N [--members M] [--per-day-sample K]`
+(bench/first_load.py): D daily files ending at --day and a sandbox Personify with the members,
+then the backfill as an operator runs it, one command in a child process:
+`dagster asset materialize -m subsync_pipeline.definitions --select '*' --partition-range
+FIRST...LAST`, with DAGSTER_HOME a temporary directory (telemetry off) and subsync's variables
+set as for the daily job, from an empty state database and empty CUS_OPT_IN/CUS_ACTIVITY. It
+prints the total, the seconds a day, events/s and the command's peak RSS (`ru_maxrss` from
+`os.wait4`). Then, from fresh databases on the same server, one `--partition DAY` command per day
+in order, each its own process (as the backfill daemon's one run per day would launch them): the
+total and the largest peak RSS, and the ranged/per-day speed-up. `--per-day-sample K` runs only
+the first K days one run per day and scales their total by D/K, marked EXTRAPOLATED in the
+printout and in RESULTS.md. Both modes must leave as many CUS_OPT_IN and CUS_ACTIVITY rows (not
+compared when sampled). One row per mode goes to the "First loads" table under "## Runs".
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlt_peer import WAYS, described, load_with_dlt  # noqa: E402
+from results import add_rows, commit_label  # noqa: E402
 from synthetic import (  # noqa: E402
     CONFIG,
     DAY,
@@ -61,6 +77,10 @@ from synthetic import (  # noqa: E402
     tracking_frame,
 )
 
+RUNS_HEADER = (
+    "| commit | date | events | members | history | COPY s | pipeline s | ratio | events/s "
+    "| peak RSS MB | seconds per asset |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 # Part of the history cache's key: bump it when load_history stores something different.
 LOADER_VERSION = 2
 HISTORY_CACHE = Path("/tmp/subsync-bench-history")
@@ -553,6 +573,21 @@ def main() -> None:
         action="store_true",
         help="drop the operating system's page cache before the measured run (root only)",
     )
+    parser.add_argument(
+        "--days",
+        type=int,
+        metavar="D",
+        help="the first-load bench: D days ending at --day, as one ranged run and one run per day",
+    )
+    parser.add_argument(
+        "--events-per-day", type=int, default=100_000, metavar="N", help="with --days"
+    )
+    parser.add_argument(
+        "--per-day-sample",
+        type=int,
+        metavar="K",
+        help="with --days: run only the first K days one run per day, and extrapolate",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state-url", help=argparse.SUPPRESS)
@@ -561,6 +596,25 @@ def main() -> None:
         "--resolution-only", action="store_true", help="time resolve + current_status alone"
     )
     args = parser.parse_args()
+    single_day_only = {
+        "--history": args.history,
+        "--profile": args.profile,
+        "--slow-statements": args.slow_statements is not None,
+        "--explain-slow": args.explain_slow is not None,
+        "--cold": args.cold,
+        "--resolution-only": args.resolution_only,
+    }
+    if args.days is not None:
+        if args.days < 1:
+            parser.error("--days must be 1 or more")
+        if given := [name for name, value in single_day_only.items() if value]:
+            parser.error(f"{', '.join(given)}: not with --days (the first-load bench)")
+        from first_load import first_load
+
+        first_load(args)
+        return
+    if args.per_day_sample is not None:
+        parser.error("--per-day-sample: only with --days")
     if args.resolution_only:
         seconds = time_resolution(args.events, args.members)
         print(f"resolution of {args.events:,} events: {seconds:.2f} s")
@@ -671,28 +725,9 @@ def main() -> None:
             # The day's file and reports (a million events are 140 MB): nothing reads them after.
             shutil.rmtree(work, ignore_errors=True)
 
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    # The results file itself is not a change to what was measured.
-    dirty = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(ROOT),
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":!bench/RESULTS.md",
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     total = job["total_s"]
     figures = {
-        "commit": commit + ("+dirty" if dirty else ""),
+        "commit": commit_label(),
         "date": date.today().isoformat(),
         "events": args.events,
         "members": args.members,
@@ -741,7 +776,6 @@ def main() -> None:
         how = described(way, peer[way]["file_format"])
         print(f"subsync / dlt {way} = {ratio} ({total} s / {peer[way]['seconds']} s; {how})")
     if not args.no_results:
-        results = ROOT / "bench" / "RESULTS.md"
         steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
         if empty_ledger:
             empty_steps = ", ".join(f"{k} {v}s" for k, v in empty_ledger["steps"].items())
@@ -767,8 +801,7 @@ def main() -> None:
             f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "
             f"{figures['events_per_s']:,} | {rss} | {steps} |\n"
         )
-        with results.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+        add_rows("## Runs", RUNS_HEADER, [line])
 
 
 if __name__ == "__main__":
