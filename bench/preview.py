@@ -3,7 +3,7 @@
     .venv/bin/python bench/preview.py                  # 30 days of 100,000 events, 200,000 members
 
 It starts a throwaway PostgreSQL 15 server, writes one tracking file per day (the bench's
-synthetic day, `run.tracking_frame`), creates a sandbox Personify with the members, and runs
+synthetic day, `synthetic.tracking_frame`), creates a sandbox Personify with the members, and runs
 `subsync preview --since FIRST_DAY` in a child process against PostgreSQL for both Personify and
 state, from an empty state database: the question an association asks before its first backfill.
 It prints the wall time, the time per day and the child's peak RSS; nothing is appended to
@@ -23,14 +23,13 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import CONFIG, member_ids, tracking_frame  # noqa: E402
+from synthetic import CONFIG, customers, tracking_frame  # noqa: E402
 
 from subsync_pipeline.core.sandbox import create_sandbox_personify  # noqa: E402
 from subsync_pipeline_tests.pg_server import PostgresServer  # noqa: E402
@@ -57,15 +56,7 @@ def main() -> None:
             frame = tracking_frame(args.events_per_day, args.members, day, n, f"D{n:03d}E")
             frame.to_csv(landing / f"rm_tracking_{day}.csv", index=False)
         personify_url = server.create_database("personify")
-        customers = pd.DataFrame(
-            {
-                "MASTER_CUSTOMER_ID": member_ids(args.members),
-                "SUB_CUSTOMER_ID": 0,
-                "CUSTOMER_STATUS_CODE": "ACTIVE",
-                "PRIMARY_EMAIL_ADDRESS": None,
-            }
-        )
-        create_sandbox_personify(personify_url, customers=customers, reset=True)
+        create_sandbox_personify(personify_url, customers=customers(args.members), reset=True)
         env = {
             **os.environ,
             "SUBSYNC_CONFIG": str(work / "subsync.yaml"),

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py                      # 1,000,000 events over 200,000 members
     .venv/bin/python bench/run.py --events 100000 --history 30000000
+    .venv/bin/python bench/run.py --days 30 --events-per-day 100000    # the first load
 
 It starts a throwaway PostgreSQL 15 server (as the tests do), generates one day's tracking file,
 creates a sandbox Personify with the members and, with --history, loads H earlier events straight
@@ -12,17 +13,39 @@ the same day on an empty ledger (fresh databases, same server), and reports the 
 the ratio of the two. Time and peak RSS per asset, events/s and the pipeline/COPY ratio are printed
 and appended to bench/RESULTS.md with the commit.
 
+The peer in the same run (issue 23; without --history, and unless --no-dlt): dlt loads the same
+file into the same server, a merge on event_id into a fresh database, once with its defaults
+(pandas chunks) and once by its fastest path (Arrow batches, COPY); see bench/dlt_peer.py. Each
+whole `pipeline.run` is timed, the rows that landed are counted, and "subsync / dlt WAY" (the
+day's time over dlt's) is printed and goes into the RESULTS.md row. dlt is a bench-only
+dependency: `.venv/bin/pip install -e '.[bench]'`.
+
 A loaded history is kept (30M events take 15 minutes to load): the server's cluster lives in
 --history-cache, under a key made of what the load depends on (H, M, the day, LOADER_VERSION and
 the DDL of the tables it fills), and each run works on a copy of the loaded database
 (`CREATE DATABASE ... TEMPLATE`), so every run starts from the same state. Tables added to the
 state schema since are created empty by `create_state_engine`, as on an upgraded deployment.
+
+The first load (issue 23), `--days D --events-per-day N [--members M] [--per-day-sample K]`
+(bench/first_load.py): D daily files ending at --day and a sandbox Personify with the members,
+then the backfill as an operator runs it, one command in a child process:
+`dagster asset materialize -m subsync_pipeline.definitions --select '*' --partition-range
+FIRST...LAST`, with DAGSTER_HOME a temporary directory (telemetry off) and subsync's variables
+set as for the daily job, from an empty state database and empty CUS_OPT_IN/CUS_ACTIVITY. It
+prints the total, the seconds a day, events/s and the command's peak RSS (`ru_maxrss` from
+`os.wait4`). Then, from fresh databases on the same server, one `--partition DAY` command per day
+in order, each its own process (as the backfill daemon's one run per day would launch them): the
+total and the largest peak RSS, and the ranged/per-day speed-up. `--per-day-sample K` runs only
+the first K days one run per day and scales their total by D/K, marked EXTRAPOLATED in the
+printout and in RESULTS.md. Both modes must leave as many CUS_OPT_IN and CUS_ACTIVITY rows (not
+compared when sampled). One row per mode goes to the "First loads" table under "## Runs".
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -42,68 +65,28 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DAY = "2026-11-20"
-CONFIG: dict[str, Any] = {
-    "timezone": "UTC",
-    "start_date": "2025-01-01",
-    "interest_areas": [
-        {"scope_type": "group", "scope_id": "1201", "opt_in_code": "NEWSLETTER"},
-        {"scope_type": "message_category", "scope_id": "77", "opt_in_code": "EVENTS"},
-        {"scope_type": "group_category", "scope_id": "9", "opt_in_code": "ADVOCACY"},
-    ],
-}
-# A campaign day: mostly unsubscribes and re-subscribes from Real Magnet itself and the
-# preference centre, some imports, a little of everything else.
-SOURCE_MIX = {
-    "in_app": 0.40,
-    "preference_centre": 0.20,
-    "api": 0.12,
-    "csv_upload": 0.10,
-    "importer": 0.08,
-    "form": 0.06,
-    "third_party": 0.04,
-}
-SCOPES = [("group", "1201"), ("message_category", "77"), ("group_category", "9")]
+from dlt_peer import WAYS, described, load_with_dlt  # noqa: E402
+from results import add_rows, commit_label  # noqa: E402
+from synthetic import (  # noqa: E402
+    CONFIG,
+    DAY,
+    SCOPES,
+    SOURCE_MIX,
+    customers,
+    member_ids,
+    tracking_frame,
+)
+
+RUNS_HEADER = (
+    "| commit | date | events | members | history | COPY s | pipeline s | ratio | events/s "
+    "| peak RSS MB | seconds per asset |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 # Part of the history cache's key: bump it when load_history stores something different.
 LOADER_VERSION = 2
 HISTORY_CACHE = Path("/tmp/subsync-bench-history")
 HISTORY_TEMPLATE = "history_template"
 # The state tables load_history fills; their DDL is part of the cache key.
 HISTORY_TABLES = ("event_ledger", "event_versions", "decisions", "key_states")
-
-
-def member_ids(members: int) -> np.ndarray:
-    return np.char.zfill(np.arange(100_000, 100_000 + members).astype(str), 9)
-
-
-def tracking_frame(events: int, members: int, day: str, seed: int, prefix: str) -> pd.DataFrame:
-    """`events` rows of one day; ~1% unknown members, ~0.3% malformed ids, 1% forced."""
-    rng = np.random.default_rng(seed)
-    ids = member_ids(members)
-    member = ids[rng.integers(0, members, events)]
-    roll = rng.random(events)
-    member = np.where(roll < 0.01, "999" + member.astype(object), member)
-    member = np.where((roll >= 0.01) & (roll < 0.013), "ID-" + member.astype(object), member)
-    scope = rng.integers(0, len(SCOPES), events)
-    seconds = np.sort(rng.integers(0, 86_400, events))
-    occurred = pd.Timestamp(day) + pd.to_timedelta(seconds, unit="s")
-    subscribe = rng.random(events) < 0.45
-    frame = pd.DataFrame(
-        {
-            "event_id": [f"{prefix}{n:09d}" for n in range(events)],
-            "email": pd.Series(member).astype(str).str.lower() + "@members.example.org",
-            "custom_member_id": member,
-            "event_type": np.where(subscribe, "subscribe", "unsubscribe"),
-            "scope_type": np.array([s[0] for s in SCOPES])[scope],
-            "scope_id": np.array([s[1] for s in SCOPES])[scope],
-            "source": rng.choice(list(SOURCE_MIX), events, p=list(SOURCE_MIX.values())),
-            "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "scope_name": "Campaign list",
-            "force_optin": np.where(rng.random(events) < 0.01, "true", "false"),
-            "timestamp_subscribed": np.where(subscribe, "2024-03-01T00:00:00Z", ""),
-        }
-    )
-    return frame
 
 
 def load_history(state_url: str, history: int, members: int, day: str) -> float:
@@ -200,7 +183,7 @@ def history_key(history: int, members: int, day: str) -> str:
     from subsync_pipeline.core import state, sync
     from subsync_pipeline.core.config import parse_config
 
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     ddl = []
     for name in HISTORY_TABLES:
         table = state.metadata.tables[name]
@@ -456,11 +439,15 @@ def run_job(args: argparse.Namespace) -> None:
     ):
         total = time.perf_counter() - started
         # Each step's own peak: the highest RSS sampled between its start and its success.
-        logged = [entry for entry in instance.all_logs(result.run_id) if entry.dagster_event]
-        began = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_start}
-        ended = {e.step_key: e.timestamp for e in logged if e.dagster_event.is_step_success}
+        logged = [
+            (entry.step_key, entry.timestamp, entry.dagster_event)
+            for entry in instance.all_logs(result.run_id)
+            if entry.dagster_event is not None
+        ]
+        began = {step: at for step, at, event in logged if event.is_step_start}
+        ended = {step: at for step, at, event in logged if event.is_step_success}
         steps = {
-            event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+            event.step_key: round(event.step_success_data.duration_ms / 1000, 2)
             for event in result.all_events
             if event.is_step_success
         }
@@ -539,6 +526,16 @@ def run_child(
     return figures
 
 
+def run_peer(server: Any, tracking: Path, work: Path, events: int) -> dict[str, dict[str, Any]]:
+    """The day's file loaded by dlt each way (bench/dlt_peer.py), each into a fresh database."""
+    peer = {}
+    for way, how in WAYS.items():
+        print(f"loading the file with dlt, {way} ({how}) ...", flush=True)
+        url = server.create_database(f"dlt_{way}")
+        peer[way] = load_with_dlt(way, tracking, url, work, events)
+    return peer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -552,6 +549,9 @@ def main() -> None:
         help=f"where loaded histories are kept between runs (default {HISTORY_CACHE})",
     )
     parser.add_argument("--no-results", action="store_true", help="do not append RESULTS.md")
+    parser.add_argument(
+        "--no-dlt", action="store_true", help="do not load the file with dlt for comparison"
+    )
     parser.add_argument(
         "--profile", metavar="FILE", help="write a pyinstrument profile of the job to FILE"
     )
@@ -573,6 +573,21 @@ def main() -> None:
         action="store_true",
         help="drop the operating system's page cache before the measured run (root only)",
     )
+    parser.add_argument(
+        "--days",
+        type=int,
+        metavar="D",
+        help="the first-load bench: D days ending at --day, as one ranged run and one run per day",
+    )
+    parser.add_argument(
+        "--events-per-day", type=int, default=100_000, metavar="N", help="with --days"
+    )
+    parser.add_argument(
+        "--per-day-sample",
+        type=int,
+        metavar="K",
+        help="with --days: run only the first K days one run per day, and extrapolate",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state-url", help=argparse.SUPPRESS)
@@ -581,6 +596,25 @@ def main() -> None:
         "--resolution-only", action="store_true", help="time resolve + current_status alone"
     )
     args = parser.parse_args()
+    single_day_only = {
+        "--history": args.history,
+        "--profile": args.profile,
+        "--slow-statements": args.slow_statements is not None,
+        "--explain-slow": args.explain_slow is not None,
+        "--cold": args.cold,
+        "--resolution-only": args.resolution_only,
+    }
+    if args.days is not None:
+        if args.days < 1:
+            parser.error("--days must be 1 or more")
+        if given := [name for name, value in single_day_only.items() if value]:
+            parser.error(f"{', '.join(given)}: not with --days (the first-load bench)")
+        from first_load import first_load
+
+        first_load(args)
+        return
+    if args.per_day_sample is not None:
+        parser.error("--per-day-sample: only with --days")
     if args.resolution_only:
         seconds = time_resolution(args.events, args.members)
         print(f"resolution of {args.events:,} events: {seconds:.2f} s")
@@ -588,6 +622,9 @@ def main() -> None:
     if args.child:
         run_job(args)
         return
+
+    if not (args.history or args.no_dlt or importlib.util.find_spec("dlt")):
+        raise SystemExit("dlt is not installed: .venv/bin/pip install -e '.[bench]', or --no-dlt")
 
     import yaml
 
@@ -610,18 +647,11 @@ def main() -> None:
         os.chmod(tracking, 0o644)
         mb = tracking.stat().st_size / 1e6
 
-        customers = pd.DataFrame(
-            {
-                "MASTER_CUSTOMER_ID": member_ids(args.members),
-                "SUB_CUSTOMER_ID": 0,
-                "CUSTOMER_STATUS_CODE": "ACTIVE",
-                "PRIMARY_EMAIL_ADDRESS": None,
-            }
-        )
+        members = customers(args.members)
 
         def databases() -> tuple[str, str]:
             personify_url = server.create_database("personify")
-            create_sandbox_personify(personify_url, customers=customers, reset=True)
+            create_sandbox_personify(personify_url, customers=members, reset=True)
             return server.create_database("state"), personify_url
 
         empty_ledger = None
@@ -684,6 +714,8 @@ def main() -> None:
             if args.history
             else storage_floor(server, psql, work, {"state": state_url, "personify": personify_url})
         )
+        # With a history subsync's day runs over far more than dlt's empty table holds.
+        peer = {} if args.history or args.no_dlt else run_peer(server, tracking, work, args.events)
     finally:
         try:
             if args.history:
@@ -693,28 +725,9 @@ def main() -> None:
             # The day's file and reports (a million events are 140 MB): nothing reads them after.
             shutil.rmtree(work, ignore_errors=True)
 
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    # The results file itself is not a change to what was measured.
-    dirty = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(ROOT),
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":!bench/RESULTS.md",
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     total = job["total_s"]
     figures = {
-        "commit": commit + ("+dirty" if dirty else ""),
+        "commit": commit_label(),
         "date": date.today().isoformat(),
         "events": args.events,
         "members": args.members,
@@ -744,13 +757,25 @@ def main() -> None:
             if floor
             else {}
         ),
+        **(
+            {
+                "dlt": peer,
+                "subsync_over_dlt": {
+                    way: round(total / loaded["seconds"], 1) for way, loaded in peer.items()
+                },
+            }
+            if peer
+            else {}
+        ),
         "steps": job["steps"],
         "step_rss_mb": job["step_rss_mb"],
         "resolution": job["resolution"],
     }
     print(json.dumps(figures, indent=2))
+    for way, ratio in figures.get("subsync_over_dlt", {}).items():
+        how = described(way, peer[way]["file_format"])
+        print(f"subsync / dlt {way} = {ratio} ({total} s / {peer[way]['seconds']} s; {how})")
     if not args.no_results:
-        results = ROOT / "bench" / "RESULTS.md"
         steps = ", ".join(f"{k} {v}s ({job['step_rss_mb'][k]} MB)" for k, v in job["steps"].items())
         if empty_ledger:
             empty_steps = ", ".join(f"{k} {v}s" for k, v in empty_ledger["steps"].items())
@@ -763,13 +788,20 @@ def main() -> None:
                 f"; storage floor {floor['floor_s']} s = {figures['floor_ratio']}x COPY "
                 f"({floor['floor_plain_s']} s = {figures['floor_plain_ratio']}x without indexes)"
             )
+        if peer:
+            peers = "; ".join(
+                f"{way} ({described(way, peer[way]['file_format'])}) {peer[way]['seconds']} s, "
+                f"subsync / dlt {way} = "
+                f"{figures['subsync_over_dlt'][way]}"
+                for way in peer
+            )
+            steps += f"; **dlt, merge on event_id into an empty table: {peers}**"
         line = (
             f"| {figures['commit']} | {figures['date']} | {args.events:,} | {args.members:,} | "
             f"{args.history:,} | {figures['copy_s']} | {total} | {figures['ratio']} | "
             f"{figures['events_per_s']:,} | {rss} | {steps} |\n"
         )
-        with results.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+        add_rows("## Runs", RUNS_HEADER, [line])
 
 
 if __name__ == "__main__":
