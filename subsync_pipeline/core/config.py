@@ -9,6 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,6 +79,10 @@ REQUIRED_OPT_IN: frozenset[str] = frozenset(
 REQUIRED_ACTIVITY: frozenset[str] = frozenset(
     {"id", "master_customer_id", "sub_customer_id", "activity_code", "activity_date"}
 )
+_TABLE_FIELDS: dict[str, tuple[dict[str, str | None], frozenset[str]]] = {
+    "opt_in": (OPT_IN_COLUMNS, REQUIRED_OPT_IN),
+    "activity": (ACTIVITY_COLUMNS, REQUIRED_ACTIVITY),
+}
 
 
 class ConfigError(ValueError):
@@ -178,16 +183,12 @@ class PersonifyColumns(_Strict):
     opt_in: dict[str, str | None] = Field(default_factory=dict)
     activity: dict[str, str | None] = Field(default_factory=dict)
 
-    @field_validator("opt_in")
+    @field_validator("opt_in", "activity")
     @classmethod
-    def _opt_in(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        _column_map(value, OPT_IN_COLUMNS, REQUIRED_OPT_IN)
-        return value
-
-    @field_validator("activity")
-    @classmethod
-    def _activity(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        _column_map(value, ACTIVITY_COLUMNS, REQUIRED_ACTIVITY)
+    def _known_fields(
+        cls, value: dict[str, str | None], info: pydantic.ValidationInfo
+    ) -> dict[str, str | None]:
+        _column_map(value, *_TABLE_FIELDS[str(info.field_name)])
         return value
 
 
@@ -223,11 +224,8 @@ class PersonifyConfig(_Strict):
 
     @model_validator(mode="after")
     def _constants_fill_unmapped_columns(self) -> PersonifyConfig:
-        for table, mapped in (
-            ("opt_in", self.opt_in_columns()),
-            ("activity", self.activity_columns()),
-        ):
-            taken = {column.upper(): name for name, column in mapped.items() if column}
+        for table in _TABLE_FIELDS:
+            taken = {column.upper(): name for name, column in self.columns_of(table).items()}
             constants: dict[str, Constant] = getattr(self.constants, table)
             for column in constants:
                 if column.upper() in taken:
@@ -237,14 +235,10 @@ class PersonifyConfig(_Strict):
                     )
         return self
 
-    def opt_in_columns(self) -> dict[str, str]:
-        """The CUS_OPT_IN fields subsync writes, each with its column."""
-        merged = {**OPT_IN_COLUMNS, **self.columns.opt_in}
-        return {name: column for name, column in merged.items() if column is not None}
-
-    def activity_columns(self) -> dict[str, str]:
-        """The CUS_ACTIVITY fields subsync writes (or reads: `id`), each with its column."""
-        merged = {**ACTIVITY_COLUMNS, **self.columns.activity}
+    def columns_of(self, table: str) -> dict[str, str]:
+        """The fields subsync writes into CUS_OPT_IN or CUS_ACTIVITY (or reads: activity's `id`),
+        each with its column."""
+        merged = {**_TABLE_FIELDS[table][0], **getattr(self.columns, table)}
         return {name: column for name, column in merged.items() if column is not None}
 
 
@@ -303,13 +297,6 @@ class NotifyConfig(_Strict):
         return value
 
 
-def _http_url(value: str) -> str:
-    """An http(s) base URL without its trailing slash, or empty."""
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    return value.rstrip("/")
-
-
 class SubsyncConfig(_Strict):
     timezone: str = "America/New_York"
     start_date: date = date(2026, 1, 1)
@@ -333,7 +320,9 @@ class SubsyncConfig(_Strict):
     @field_validator("ui_base_url")
     @classmethod
     def _ui_url(cls, value: str) -> str:
-        return _http_url(value)
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("timezone")
     @classmethod

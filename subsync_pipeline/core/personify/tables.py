@@ -191,7 +191,7 @@ def personify_tables(config: PersonifyConfig) -> PersonifyTables:
         opt_in=_shape(
             meta,
             names.opt_in,
-            config.opt_in_columns(),
+            config.columns_of("opt_in"),
             config.constants.opt_in,
             OPT_IN_TYPES,
             OPT_IN_KEY,
@@ -199,7 +199,7 @@ def personify_tables(config: PersonifyConfig) -> PersonifyTables:
         activity=_shape(
             meta,
             names.activity,
-            config.activity_columns(),
+            config.columns_of("activity"),
             config.constants.activity,
             ACTIVITY_TYPES,
             ["id"],
