@@ -637,21 +637,18 @@ class PostgresWriter(UpsertWriter):
                 for column in columns
                 for key in (sa.func.coalesce(sa.cast(column, sa.Text), ""), column.is_(None))
             ]
-            return (
-                sa.select(
-                    first,
-                    *[key.label(f"k{n}") for n, key in enumerate(keys)],
-                    sa.func.row_number().over(partition_by=keys, order_by=order).label("nth"),
-                ),
-                len(keys),
+            return sa.select(
+                first,
+                *[key.label(f"k{n}") for n, key in enumerate(keys)],
+                sa.func.row_number().over(partition_by=keys, order_by=order).label("nth"),
             )
 
-        ours, width = numbered(stage, stage.c.event_id, stage.c.event_id)
+        ours = numbered(stage, stage.c.event_id, stage.c.event_id)
         ours = ours.where(self.activity_missing(records, stage)).subquery("ours")
-        theirs = numbered(inserted, identity, identity.label("activity_id"))[0].subquery("theirs")
+        theirs = numbered(inserted, identity, identity.label("activity_id")).subquery("theirs")
         on = sa.and_(
             ours.c.nth == theirs.c.nth,
-            *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(width)],
+            *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(2 * len(data))],
         )
         return sa.select(ours.c.event_id, theirs.c.activity_id).select_from(ours.join(theirs, on))
 
