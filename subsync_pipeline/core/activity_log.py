@@ -33,10 +33,6 @@ DELETE = "delete"
 _PAIR = ["event_id", "activity_id"]
 
 
-def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
-    return stage_distinct(conn, "subsync_activity", state.activity_write_log, frame, names)
-
-
 def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     """(event_id, activity_id, gone) of subsync's rows of `members` (MEMBER, `since_at`): those
     of their ledger events from each one's `since_at` on (NULL: all), and every record whose
@@ -111,7 +107,7 @@ def recover(
         if len(rolled_back):
             log = state.activity_write_log
             entry = ["write_id", *_PAIR]
-            stage = _stage(conn, rolled_back, entry)
+            stage = stage_distinct(conn, "subsync_activity", log, rolled_back, entry)
             conn.execute(log.delete().where(in_stage(log, stage, entry)))
             stage.drop(conn)
         _apply(conn, sorted(set(entries["write_id"])), now)
