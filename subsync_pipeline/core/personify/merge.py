@@ -41,6 +41,7 @@ def _compile_inserted(inserted: Inserted, compiler: SQLCompiler, **kw: Any) -> s
     return f"INSERTED.{compiler.preparer.quote(inserted.column.name)}"
 
 
+@dataclass(eq=False)
 class Merge(Executable, ClauseElement):
     """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
     that returns (action, rows) for 'INSERT' and 'UPDATE', or with `output` the named values of
@@ -54,21 +55,12 @@ class Merge(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(
-        self,
-        target: sa.Table,
-        alias: FromClause,
-        source: FromClause,
-        on: sa.ColumnElement[bool],
-        whens: Sequence[When],
-        output: Mapping[str, sa.ColumnElement[Any] | Inserted] | None = None,
-    ) -> None:
-        self.target = target
-        self.alias = alias
-        self.source = source
-        self.on = on
-        self.whens = list(whens)
-        self.output = dict(output or {})
+    target: sa.Table
+    alias: FromClause
+    source: FromClause
+    on: sa.ColumnElement[bool]
+    whens: Sequence[When]
+    output: Mapping[str, sa.ColumnElement[Any] | Inserted] = field(default_factory=dict)
 
 
 @compiles(Merge, "mssql")
