@@ -81,11 +81,7 @@ def finalize(state_engine: Engine, write_id: str, now: datetime) -> None:
         _apply(conn, [write_id], now)
 
 
-def recover(
-    state_engine: Engine,
-    exists: Callable[[pd.Series], pd.Series],
-    now: datetime,
-) -> int:
+def recover(state_engine: Engine, exists: Callable[[pd.Series], pd.Series], now: datetime) -> int:
     """Settle the logs of writes that died between their log and their finalize (step 1).
 
     `exists` tells which activity ids Personify holds, read under the Personify write lock.

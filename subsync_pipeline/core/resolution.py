@@ -397,9 +397,7 @@ def _undecided(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve(
-    events: pd.DataFrame,
-    source_ranks: Mapping[str, int],
-    initial: pd.DataFrame | None = None,
+    events: pd.DataFrame, source_ranks: Mapping[str, int], initial: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Decide every event: returns the events in key and time order with the decision columns.
 

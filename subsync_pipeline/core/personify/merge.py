@@ -104,9 +104,5 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
             values = ", ".join(compiler.process(value, **kw) for value in when.values.values())
             action = f"INSERT ({names}) VALUES ({values})"  # noqa: S608
         lines.append(f"{head} THEN {action}")
-    lines += [
-        f"OUTPUT {outputs} INTO {into};",
-        result,
-        "SET NOCOUNT OFF;",
-    ]
+    lines += [f"OUTPUT {outputs} INTO {into};", result, "SET NOCOUNT OFF;"]
     return "\n".join(lines)

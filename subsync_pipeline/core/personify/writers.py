@@ -731,10 +731,7 @@ class MSSQLWriter(PersonifyWriter):
             source,
             on=_ONE == _ZERO,
             whens=[When("not_matched", values=self._inserted(self.activity, source, data, now))],
-            output={
-                "event_id": source.c.event_id,
-                "activity_id": Inserted(self.identity),
-            },
+            output={"event_id": source.c.event_id, "activity_id": Inserted(self.identity)},
         )
 
     def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
