@@ -377,7 +377,6 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
 
 
 def _written(config: SubsyncConfig, tables: PersonifyTables) -> list[tuple[str, TableShape]]:
-    """The tables subsync writes under this config, by role."""
     writes = {"opt_in": config.personify.write_opt_in, "activity": config.personify.write_activity}
     return [(role, getattr(tables, role)) for role, on in writes.items() if on]
 

@@ -115,7 +115,6 @@ class _Refused(Exception):
 
 
 def _open(path: Path) -> BinaryIO | gzip.GzipFile:
-    """The file's bytes, unpacked when it is gzip."""
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rb")
     return path.open("rb")

@@ -116,7 +116,6 @@ class TableShape:
         return [self.columns[field] for field in fields if field in self.columns]
 
     def mapped(self, fields: Iterable[str]) -> list[str]:
-        """Those of `fields` that are mapped, in order."""
         return [field for field in fields if field in self.columns]
 
     def physical(self, frame: pd.DataFrame, fields: Iterable[str]) -> pd.DataFrame:

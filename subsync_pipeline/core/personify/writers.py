@@ -379,7 +379,6 @@ class PersonifyWriter:
     # --- steps --------------------------------------------------------------------------
 
     def stage(self, conn: Connection, kind: StageKind, frame: pd.DataFrame) -> sa.Table:
-        """A temporary table holding `frame`, loaded in bulk."""
         columns = self.stage_columns(kind)
         table = self.stage_table(f"subsync_{kind}_{next(_stage_ids)}", columns)
         table.create(conn)
