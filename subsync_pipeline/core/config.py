@@ -153,30 +153,6 @@ class PersonifyTables(_Strict):
         return value
 
 
-def _column_map(
-    value: dict[str, str | None], defaults: dict[str, str | None], required: frozenset[str]
-) -> dict[str, str | None]:
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; fields are {list(defaults)}")
-    merged = {**defaults, **value}
-    off = sorted(name for name in required if merged[name] is None)
-    if off:
-        raise ValueError(f"field(s) {off} cannot be switched off (null): subsync needs them")
-    seen: dict[str, str] = {}
-    for name, column in merged.items():
-        if column is None:
-            continue
-        if not _IDENTIFIER.match(column):
-            raise ValueError(f"{name}: {column!r} is not a column name")
-        if column.upper() in seen:
-            raise ValueError(
-                f"fields {seen[column.upper()]} and {name} both map to column {column}"
-            )
-        seen[column.upper()] = name
-    return merged
-
-
 class PersonifyColumns(_Strict):
     """Field -> physical column (or null: not written), over the defaults of SPEC §5."""
 
@@ -188,7 +164,25 @@ class PersonifyColumns(_Strict):
     def _known_fields(
         cls, value: dict[str, str | None], info: pydantic.ValidationInfo
     ) -> dict[str, str | None]:
-        _column_map(value, *_TABLE_FIELDS[str(info.field_name)])
+        defaults, required = _TABLE_FIELDS[str(info.field_name)]
+        unknown = sorted(set(value) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; fields are {list(defaults)}")
+        merged = {**defaults, **value}
+        off = sorted(name for name in required if merged[name] is None)
+        if off:
+            raise ValueError(f"field(s) {off} cannot be switched off (null): subsync needs them")
+        seen: dict[str, str] = {}
+        for name, column in merged.items():
+            if column is None:
+                continue
+            if not _IDENTIFIER.match(column):
+                raise ValueError(f"{name}: {column!r} is not a column name")
+            if column.upper() in seen:
+                raise ValueError(
+                    f"fields {seen[column.upper()]} and {name} both map to column {column}"
+                )
+            seen[column.upper()] = name
         return value
 
 
@@ -226,8 +220,7 @@ class PersonifyConfig(_Strict):
     def _constants_fill_unmapped_columns(self) -> PersonifyConfig:
         for table in _TABLE_FIELDS:
             taken = {column.upper(): name for name, column in self.columns_of(table).items()}
-            constants: dict[str, Constant] = getattr(self.constants, table)
-            for column in constants:
+            for column in getattr(self.constants, table):
                 if column.upper() in taken:
                     raise ValueError(
                         f"constants.{table}.{column}: the column is already written from "
