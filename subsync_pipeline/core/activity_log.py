@@ -131,9 +131,7 @@ def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:
     conn.execute(
         records.insert().from_select(
             ["event_id", "activity_id", "recorded_at"],
-            sa.select(log.c.event_id, log.c.activity_id, sa.literal(now, sa.DateTime)).where(
-                logged, log.c.action == INSERT
-            ),
+            inserted.add_columns(log.c.activity_id, sa.literal(now, sa.DateTime)),
         )
     )
     conn.execute(log.delete().where(logged))
