@@ -33,10 +33,6 @@ DELETE = "delete"
 _PAIR = ["event_id", "activity_id"]
 
 
-def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
-    return stage_distinct(conn, "subsync_activity", state.activity_write_log, frame, names)
-
-
 def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     """(event_id, activity_id, gone) of subsync's rows of `members` (MEMBER, `since_at`): those
     of their ledger events from each one's `since_at` on (NULL: all), and every record whose
@@ -85,11 +81,7 @@ def finalize(state_engine: Engine, write_id: str, now: datetime) -> None:
         _apply(conn, [write_id], now)
 
 
-def recover(
-    state_engine: Engine,
-    exists: Callable[[pd.Series], pd.Series],
-    now: datetime,
-) -> int:
+def recover(state_engine: Engine, exists: Callable[[pd.Series], pd.Series], now: datetime) -> int:
     """Settle the logs of writes that died between their log and their finalize (step 1).
 
     `exists` tells which activity ids Personify holds, read under the Personify write lock.
@@ -111,7 +103,7 @@ def recover(
         if len(rolled_back):
             log = state.activity_write_log
             entry = ["write_id", *_PAIR]
-            stage = _stage(conn, rolled_back, entry)
+            stage = stage_distinct(conn, "subsync_activity", log, rolled_back, entry)
             conn.execute(log.delete().where(in_stage(log, stage, entry)))
             stage.drop(conn)
         _apply(conn, sorted(set(entries["write_id"])), now)
@@ -139,9 +131,7 @@ def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:
     conn.execute(
         records.insert().from_select(
             ["event_id", "activity_id", "recorded_at"],
-            sa.select(log.c.event_id, log.c.activity_id, sa.literal(now, sa.DateTime)).where(
-                logged, log.c.action == INSERT
-            ),
+            inserted.add_columns(log.c.activity_id, sa.literal(now, sa.DateTime)),
         )
     )
     conn.execute(log.delete().where(logged))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,6 +79,10 @@ REQUIRED_OPT_IN: frozenset[str] = frozenset(
 REQUIRED_ACTIVITY: frozenset[str] = frozenset(
     {"id", "master_customer_id", "sub_customer_id", "activity_code", "activity_date"}
 )
+_TABLE_FIELDS: dict[str, tuple[dict[str, str | None], frozenset[str]]] = {
+    "opt_in": (OPT_IN_COLUMNS, REQUIRED_OPT_IN),
+    "activity": (ACTIVITY_COLUMNS, REQUIRED_ACTIVITY),
+}
 
 
 class ConfigError(ValueError):
@@ -148,46 +153,36 @@ class PersonifyTables(_Strict):
         return value
 
 
-def _column_map(
-    value: dict[str, str | None], defaults: dict[str, str | None], required: frozenset[str]
-) -> dict[str, str | None]:
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; fields are {list(defaults)}")
-    merged = {**defaults, **value}
-    off = sorted(name for name in required if merged[name] is None)
-    if off:
-        raise ValueError(f"field(s) {off} cannot be switched off (null): subsync needs them")
-    seen: dict[str, str] = {}
-    for name, column in merged.items():
-        if column is None:
-            continue
-        if not _IDENTIFIER.match(column):
-            raise ValueError(f"{name}: {column!r} is not a column name")
-        if column.upper() in seen:
-            raise ValueError(
-                f"fields {seen[column.upper()]} and {name} both map to column {column}"
-            )
-        seen[column.upper()] = name
-    return merged
-
-
 class PersonifyColumns(_Strict):
     """Field -> physical column (or null: not written), over the defaults of SPEC §5."""
 
     opt_in: dict[str, str | None] = Field(default_factory=dict)
     activity: dict[str, str | None] = Field(default_factory=dict)
 
-    @field_validator("opt_in")
+    @field_validator("opt_in", "activity")
     @classmethod
-    def _opt_in(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        _column_map(value, OPT_IN_COLUMNS, REQUIRED_OPT_IN)
-        return value
-
-    @field_validator("activity")
-    @classmethod
-    def _activity(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        _column_map(value, ACTIVITY_COLUMNS, REQUIRED_ACTIVITY)
+    def _known_fields(
+        cls, value: dict[str, str | None], info: pydantic.ValidationInfo
+    ) -> dict[str, str | None]:
+        defaults, required = _TABLE_FIELDS[str(info.field_name)]
+        unknown = sorted(set(value) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; fields are {list(defaults)}")
+        merged = {**defaults, **value}
+        off = sorted(name for name in required if merged[name] is None)
+        if off:
+            raise ValueError(f"field(s) {off} cannot be switched off (null): subsync needs them")
+        seen: dict[str, str] = {}
+        for name, column in merged.items():
+            if column is None:
+                continue
+            if not _IDENTIFIER.match(column):
+                raise ValueError(f"{name}: {column!r} is not a column name")
+            if column.upper() in seen:
+                raise ValueError(
+                    f"fields {seen[column.upper()]} and {name} both map to column {column}"
+                )
+            seen[column.upper()] = name
         return value
 
 
@@ -223,13 +218,9 @@ class PersonifyConfig(_Strict):
 
     @model_validator(mode="after")
     def _constants_fill_unmapped_columns(self) -> PersonifyConfig:
-        for table, mapped in (
-            ("opt_in", self.opt_in_columns()),
-            ("activity", self.activity_columns()),
-        ):
-            taken = {column.upper(): name for name, column in mapped.items() if column}
-            constants: dict[str, Constant] = getattr(self.constants, table)
-            for column in constants:
+        for table in _TABLE_FIELDS:
+            taken = {column.upper(): name for name, column in self.columns_of(table).items()}
+            for column in getattr(self.constants, table):
                 if column.upper() in taken:
                     raise ValueError(
                         f"constants.{table}.{column}: the column is already written from "
@@ -237,14 +228,10 @@ class PersonifyConfig(_Strict):
                     )
         return self
 
-    def opt_in_columns(self) -> dict[str, str]:
-        """The CUS_OPT_IN fields subsync writes, each with its column."""
-        merged = {**OPT_IN_COLUMNS, **self.columns.opt_in}
-        return {name: column for name, column in merged.items() if column is not None}
-
-    def activity_columns(self) -> dict[str, str]:
-        """The CUS_ACTIVITY fields subsync writes (or reads: `id`), each with its column."""
-        merged = {**ACTIVITY_COLUMNS, **self.columns.activity}
+    def columns_of(self, table: str) -> dict[str, str]:
+        """The fields subsync writes into CUS_OPT_IN or CUS_ACTIVITY (or reads: activity's `id`),
+        each with its column."""
+        merged = {**_TABLE_FIELDS[table][0], **getattr(self.columns, table)}
         return {name: column for name, column in merged.items() if column is not None}
 
 
@@ -303,13 +290,6 @@ class NotifyConfig(_Strict):
         return value
 
 
-def _http_url(value: str) -> str:
-    """An http(s) base URL without its trailing slash, or empty."""
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    return value.rstrip("/")
-
-
 class SubsyncConfig(_Strict):
     timezone: str = "America/New_York"
     start_date: date = date(2026, 1, 1)
@@ -337,7 +317,9 @@ class SubsyncConfig(_Strict):
     @field_validator("ui_base_url")
     @classmethod
     def _ui_url(cls, value: str) -> str:
-        return _http_url(value)
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("timezone")
     @classmethod

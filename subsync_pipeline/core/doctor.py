@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Inspector
 from sqlalchemy.exc import DBAPIError
 
-from subsync_pipeline.core.config import SCOPE_TYPES, Constant, SubsyncConfig
+from subsync_pipeline.core.config import SCOPE_TYPES, SubsyncConfig
 from subsync_pipeline.core.manifest import list_landed_files
 from subsync_pipeline.core.personify.connection import (
     PersonifyConnectionError,
@@ -275,28 +275,17 @@ def known_lengths(config: SubsyncConfig) -> dict[str, int]:
     }
 
 
-def _expect_field(
-    field: str, column_type: sa.types.TypeEngine[Any], known: dict[str, int]
-) -> _Expected:
-    family = FLAG if field in FLAG_FIELDS else _family(column_type) or TEXT
-    if field in known:
-        return _Expected(f"field {field}", family, known[field])
-    return _Expected(f"field {field}", family, getattr(column_type, "length", None), exact=False)
-
-
-def _expect_constant(value: Constant, column_type: sa.types.TypeEngine[Any]) -> _Expected:
-    length = len(value) if isinstance(value, str) else None
-    return _Expected(f"constant {value!r}", _family(column_type) or TEXT, length)
-
-
 def _expectations(shape: TableShape, known: dict[str, int]) -> dict[str, _Expected]:
-    expected = {
-        column: _expect_field(field, shape.column(field).type, known)
-        for field, column in shape.columns.items()
-    }
-    expected.update(
-        {c: _expect_constant(v, shape.table.c[c].type) for c, v in shape.constants.items()}
-    )
+    expected = {}
+    for field, column in shape.columns.items():
+        column_type = shape.column(field).type
+        family = FLAG if field in FLAG_FIELDS else _family(column_type) or TEXT
+        length = known.get(field, getattr(column_type, "length", None))
+        expected[column] = _Expected(f"field {field}", family, length, exact=field in known)
+    for column, value in shape.constants.items():
+        length = len(value) if isinstance(value, str) else None
+        family = _family(shape.table.c[column].type) or TEXT
+        expected[column] = _Expected(f"constant {value!r}", family, length)
     return expected
 
 
@@ -388,7 +377,6 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
 
 
 def _written(config: SubsyncConfig, tables: PersonifyTables) -> list[tuple[str, TableShape]]:
-    """The tables subsync writes under this config, by role."""
     writes = {"opt_in": config.personify.write_opt_in, "activity": config.personify.write_activity}
     return [(role, getattr(tables, role)) for role, on in writes.items() if on]
 
@@ -649,18 +637,14 @@ def check_landing(config: SubsyncConfig, landing: Path) -> list[Finding]:
         if key not in mapped and key[0] in SCOPE_TYPES and key[1] != ""
     ]
     for scope_type, scope_id in unmapped:
-        name = names.get((scope_type, scope_id), "no scope_name")
-        findings.append(
-            Finding(
-                WARN,
-                SCOPE,
-                f"{_scope_of(scope_type, scope_id)} ({name!r}, {events[(scope_type, scope_id)]} "
-                f"events in {landing}) maps to no interest area: its events write activity "
-                "rows only, never CUS_OPT_IN",
-                f'add to interest_areas: - {{scope_type: {scope_type}, scope_id: "{scope_id}", '
-                "opt_in_code: <CODE>}",
-            )
+        key = (scope_type, scope_id)
+        about = f"{names.get(key, 'no scope_name')!r}, {events[key]} events in {landing}"
+        message = (
+            f"{_scope_of(scope_type, scope_id)} ({about}) maps to no interest area: its events "
+            "write activity rows only, never CUS_OPT_IN"
         )
+        area = f'{{scope_type: {scope_type}, scope_id: "{scope_id}", opt_in_code: <CODE>}}'
+        findings.append(Finding(WARN, SCOPE, message, f"add to interest_areas: - {area}"))
     if not unmapped:
         scopes = f"every Real Magnet scope in the {len(files)} file(s) in {landing}"
         findings.append(Finding(OK, SCOPE, f"{scopes} maps to an interest area"))

@@ -22,8 +22,6 @@ RATE_DECIMALS = 6
 
 @dataclass(frozen=True)
 class ValidationFigures:
-    """The validation's figures for some days."""
-
     rows: int
     validated: int
     rejected: int

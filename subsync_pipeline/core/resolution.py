@@ -397,9 +397,7 @@ def _undecided(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve(
-    events: pd.DataFrame,
-    source_ranks: Mapping[str, int],
-    initial: pd.DataFrame | None = None,
+    events: pd.DataFrame, source_ranks: Mapping[str, int], initial: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Decide every event: returns the events in key and time order with the decision columns.
 
@@ -527,11 +525,7 @@ def _after(initial: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
         merged[column] = merged[column].where(merged[column].notna(), before[column].to_numpy())
     for column in ("forced", "subscribe_applied"):
         merged[column] = merged[column] | before[column].fillna(False).to_numpy(bool)
-    rank = merged["min_rank"].to_numpy("int64")
-    earlier_rank = before["min_rank"]
-    merged["min_rank"] = np.where(
-        earlier_rank.isna().to_numpy(),
-        rank,
-        np.minimum(rank, earlier_rank.fillna(0).to_numpy("int64")),
-    )
+    # fmin skips NaN: a key new in `later` keeps its own rank.
+    earlier_rank = before["min_rank"].to_numpy("float64", na_value=np.nan)
+    merged["min_rank"] = np.fmin(merged["min_rank"].to_numpy("int64"), earlier_rank).astype("int64")
     return pd.concat([untouched, merged], ignore_index=True)[STATE_COLUMNS]

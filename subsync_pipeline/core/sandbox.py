@@ -374,10 +374,7 @@ class _DayWriter:
 
 
 def _demo_rows(
-    day_index: int,
-    day: date,
-    customers: pd.DataFrame,
-    rng: random.Random,
+    day_index: int, day: date, customers: pd.DataFrame, rng: random.Random
 ) -> list[dict[str, str]]:
     emails = {
         (str(master), int(sub)): str(email)

@@ -17,13 +17,6 @@ _temp_names = count(1)
 _COPY_SLICE_ROWS = 100_000
 
 
-def records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
-    """DataFrame rows as DBAPI parameter dicts: NaN/NaT become None, numpy scalars Python ones."""
-    subset = frame[list(columns)].astype(object)
-    subset = subset.where(subset.notna(), None)
-    return subset.to_dict("records")  # type: ignore[return-value]
-
-
 def insert_frame(
     conn: Connection, table: sa.Table, frame: pd.DataFrame, *, staging: bool = False
 ) -> int:
@@ -40,7 +33,10 @@ def insert_frame(
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         copy_frame(conn, table, frame[columns])
     else:
-        conn.execute(table.insert(), records(frame, columns))
+        # As DBAPI parameters: NaN/NaT become None, numpy scalars Python ones.
+        values = frame[columns].astype(object)
+        values = values.where(values.notna(), None)
+        conn.execute(table.insert(), values.to_dict("records"))  # type: ignore[arg-type]
     if staging:
         analyze(conn, table)
     return len(frame)

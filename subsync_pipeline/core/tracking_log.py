@@ -96,11 +96,8 @@ def is_tracking_file(path: Path) -> bool:
 
 def content_hash(path: Path) -> str:
     """SHA-256 of the bytes as stored: the identity of a file's content whatever its name."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _failure(status: str, error: str) -> FileRead:
@@ -118,7 +115,6 @@ class _Refused(Exception):
 
 
 def _open(path: Path) -> BinaryIO | gzip.GzipFile:
-    """The file's bytes, unpacked when it is gzip."""
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rb")
     return path.open("rb")

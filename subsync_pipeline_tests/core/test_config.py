@@ -51,9 +51,9 @@ def test_spec_example_loads(tmp_path: Path) -> None:
         "EVENTS": ("EVENTS", "EVENTS"),
     }
     assert config.source_ranks["third_party"] == 5
-    assert config.personify.opt_in_columns()["code"] == "OPTION_SHORT_NAME"
-    assert "source" not in config.personify.opt_in_columns()  # extras are off by default
-    assert "external_id" not in config.personify.activity_columns()
+    assert config.personify.columns_of("opt_in")["code"] == "OPTION_SHORT_NAME"
+    assert "source" not in config.personify.columns_of("opt_in")  # extras are off by default
+    assert "external_id" not in config.personify.columns_of("activity")
 
 
 def test_column_map_renames_and_switches_off_fields() -> None:
@@ -68,7 +68,7 @@ def test_column_map_renames_and_switches_off_fields() -> None:
             }
         }
     ).personify
-    opt_in, activity = personify.opt_in_columns(), personify.activity_columns()
+    opt_in, activity = personify.columns_of("opt_in"), personify.columns_of("activity")
     assert (opt_in["flag"], opt_in["source"]) == ("IS_OPTED_IN", "SRC")
     assert "opt_out_reason" not in opt_in
     assert activity["external_id"] == "RM_EVENT_ID" and "mod_date" not in activity

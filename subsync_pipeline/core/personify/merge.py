@@ -41,6 +41,7 @@ def _compile_inserted(inserted: Inserted, compiler: SQLCompiler, **kw: Any) -> s
     return f"INSERTED.{compiler.preparer.quote(inserted.column.name)}"
 
 
+@dataclass(eq=False)
 class Merge(Executable, ClauseElement):
     """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
     that returns (action, rows) for 'INSERT' and 'UPDATE', or with `output` the named values of
@@ -54,21 +55,12 @@ class Merge(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(
-        self,
-        target: sa.Table,
-        alias: FromClause,
-        source: FromClause,
-        on: sa.ColumnElement[bool],
-        whens: Sequence[When],
-        output: Mapping[str, sa.ColumnElement[Any] | Inserted] | None = None,
-    ) -> None:
-        self.target = target
-        self.alias = alias
-        self.source = source
-        self.on = on
-        self.whens = list(whens)
-        self.output = dict(output or {})
+    target: sa.Table
+    alias: FromClause
+    source: FromClause
+    on: sa.ColumnElement[bool]
+    whens: Sequence[When]
+    output: Mapping[str, sa.ColumnElement[Any] | Inserted] = field(default_factory=dict)
 
 
 @compiles(Merge, "mssql")
@@ -112,9 +104,5 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
             values = ", ".join(compiler.process(value, **kw) for value in when.values.values())
             action = f"INSERT ({names}) VALUES ({values})"  # noqa: S608
         lines.append(f"{head} THEN {action}")
-    lines += [
-        f"OUTPUT {outputs} INTO {into};",
-        result,
-        "SET NOCOUNT OFF;",
-    ]
+    lines += [f"OUTPUT {outputs} INTO {into};", result, "SET NOCOUNT OFF;"]
     return "\n".join(lines)

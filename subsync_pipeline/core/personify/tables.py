@@ -22,14 +22,11 @@ from subsync_pipeline.core.config import Constant, PersonifyConfig
 # Personify on SQL Server stores text as nvarchar and times as datetime2; the staging tables copy
 # these types, so fast_executemany binds Unicode and full-precision timestamps.
 TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
+_FLAG = sa.CHAR(1).with_variant(mssql.NCHAR(1), "mssql")
 
 
 def _text(length: int) -> sa.types.TypeEngine[str]:
     return sa.String(length).with_variant(mssql.NVARCHAR(length), "mssql")
-
-
-def _flag() -> sa.types.TypeEngine[str]:
-    return sa.CHAR(1).with_variant(mssql.NCHAR(1), "mssql")
 
 
 IDENTITY = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -40,12 +37,12 @@ OPT_IN_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "option_type": _text(24),
     "code": _text(24),
     "subcode": _text(24),
-    "flag": _flag(),
+    "flag": _FLAG,
     "opt_in_date": TIMESTAMP,
     "opt_out_date": TIMESTAMP,
     "opt_out_reason": _text(24),
     "source": _text(40),
-    "forced": _flag(),
+    "forced": _FLAG,
     "first_subscribed_date": TIMESTAMP,
     "first_unsubscribed_date": TIMESTAMP,
     "last_subscribe_request_date": TIMESTAMP,
@@ -119,7 +116,6 @@ class TableShape:
         return [self.columns[field] for field in fields if field in self.columns]
 
     def mapped(self, fields: Iterable[str]) -> list[str]:
-        """Those of `fields` that are mapped, in order."""
         return [field for field in fields if field in self.columns]
 
     def physical(self, frame: pd.DataFrame, fields: Iterable[str]) -> pd.DataFrame:
@@ -155,22 +151,22 @@ def _table(meta: sa.MetaData, qualified: str, *columns: sa.Column[Any]) -> sa.Ta
 
 def _shape(
     meta: sa.MetaData,
-    qualified: str,
-    columns: dict[str, str],
-    constants: dict[str, Constant],
+    config: PersonifyConfig,
+    role: str,
     types: dict[str, sa.types.TypeEngine[Any]],
     key: list[str],
 ) -> TableShape:
+    columns, constants = config.columns_of(role), getattr(config.constants, role)
     table = _table(
         meta,
-        qualified,
+        getattr(config.tables, role),
         *[
             sa.Column(column, types[field], primary_key=field in key)
             for field, column in columns.items()
         ],
         *[sa.Column(column, _constant_type(value)) for column, value in constants.items()],
     )
-    return TableShape(table=table, columns=dict(columns), constants=dict(constants))
+    return TableShape(table=table, columns=columns, constants=dict(constants))
 
 
 def _code_columns(*names: str) -> list[sa.Column[Any]]:
@@ -188,22 +184,8 @@ def personify_tables(config: PersonifyConfig) -> PersonifyTables:
             sa.Column("MASTER_CUSTOMER_ID", _text(24), primary_key=True),
             sa.Column("SUB_CUSTOMER_ID", sa.Integer, primary_key=True),
         ),
-        opt_in=_shape(
-            meta,
-            names.opt_in,
-            config.opt_in_columns(),
-            config.constants.opt_in,
-            OPT_IN_TYPES,
-            OPT_IN_KEY,
-        ),
-        activity=_shape(
-            meta,
-            names.activity,
-            config.activity_columns(),
-            config.constants.activity,
-            ACTIVITY_TYPES,
-            ["id"],
-        ),
+        opt_in=_shape(meta, config, "opt_in", OPT_IN_TYPES, OPT_IN_KEY),
+        activity=_shape(meta, config, "activity", ACTIVITY_TYPES, ["id"]),
         app_code=_table(meta, names.app_code, *_code_columns("CODE")),
         app_subcode=_table(meta, names.app_subcode, *_code_columns("CODE", "SUBCODE")),
     )

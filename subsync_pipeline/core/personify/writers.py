@@ -127,6 +127,7 @@ class PersonifyWriter:
         self.opt_in_key = self.opt_in.names(OPT_IN_KEY)
         self.opt_in_data = self.opt_in.names(OPT_IN_DATA)
         self.activity_data = self.activity.names(ACTIVITY_DATA)
+        self.identity = self.activity.column("id")
 
     def lock(self, conn: Connection) -> None:
         """Serialise subsync's writers on this database, across processes, until the transaction
@@ -260,16 +261,14 @@ class PersonifyWriter:
     def foreign_activity(self, stage: sa.Table, records: sa.Table) -> sa.Select[Any]:
         """Rows another system wrote under an external id we are about to write (only when
         the site maps `external_id`)."""
-        external, identity = self.activity.column("external_id"), self.activity.column("id")
-        ours = sa.exists().where(records.c.activity_id == identity)
+        external = self.activity.column("external_id")
+        ours = sa.exists().where(records.c.activity_id == self.identity)
         joined = self.activity.table.join(stage, self.code_point(external) == stage.c.event_id)
         return sa.select(external).select_from(joined).where(~ours).limit(5)
 
     def _held(self, records: sa.Table) -> sa.Join:
         """`records` (or staged ids) joined to the rows of ours CUS_ACTIVITY still holds."""
-        return records.join(
-            self.activity.table, self.activity.column("id") == records.c.activity_id
-        )
+        return records.join(self.activity.table, self.identity == records.c.activity_id)
 
     def present_records(self, records: sa.Table) -> sa.Select[Any]:
         """The event ids whose recorded row of ours still exists and is still wanted."""
@@ -278,9 +277,8 @@ class PersonifyWriter:
 
     def activity_delete(self, records: sa.Table) -> sa.Delete:
         """Our rows whose events no longer want one (rejected, gone, no longer a change)."""
-        identity = self.activity.column("id")
         stale = sa.select(records.c.activity_id).where(records.c.stale == _ONE)
-        return sa.delete(self.activity.table).where(identity.in_(stale))
+        return sa.delete(self.activity.table).where(self.identity.in_(stale))
 
     def activity_update(self, records: sa.Table, stage: sa.Table, now: datetime) -> sa.Update:
         """Our rows whose event's row now reads differently (its text, its area), in place."""
@@ -290,7 +288,7 @@ class PersonifyWriter:
             sa.update(target)
             .values(self._updated(self.activity, target, stage, data, now))
             .where(
-                self.activity.column("id") == records.c.activity_id,
+                self.identity == records.c.activity_id,
                 records.c.stale == _ZERO,
                 records.c.event_id == stage.c.event_id,
                 _differs(target, stage, data),
@@ -309,12 +307,11 @@ class PersonifyWriter:
         (`records` then holds the new rows too): staged rows without an identical row of ours,
         stale rows of ours still there, and events with more than one row of ours."""
         target = self.activity.table
-        identity = self.activity.column("id")
         data = self.activity_data
         identical = sa.exists().where(
             records.c.event_id == stage.c.event_id,
             records.c.stale == _ZERO,
-            identity == records.c.activity_id,
+            self.identity == records.c.activity_id,
             ~_differs(target, stage, data),
         )
         missing = sa.select(sa.func.count()).select_from(stage).where(~identical)
@@ -354,14 +351,13 @@ class PersonifyWriter:
         """The rows `reconcile_activity` would insert, update (with the target's values beside
         them) and delete: the same conditions as its statements, as queries."""
         target = self.activity.table
-        identity = self.activity.column("id")
         data = self.activity_data
         ours = self._held(records)
         new = sa.select(*stage.c).where(self.activity_missing(records, stage))
         changed = (
             sa.select(
                 records.c.event_id,
-                identity.label("activity_id"),
+                self.identity.label("activity_id"),
                 *(target.c[name].label(f"{name} (old)") for name in data),
                 *(stage.c[name].label(f"{name} (new)") for name in data),
             )
@@ -370,7 +366,7 @@ class PersonifyWriter:
         )
         gone = (
             sa.select(
-                records.c.event_id, identity.label("activity_id"), *(target.c[n] for n in data)
+                records.c.event_id, self.identity.label("activity_id"), *(target.c[n] for n in data)
             )
             .select_from(ours)
             .where(records.c.stale == _ONE)
@@ -383,7 +379,6 @@ class PersonifyWriter:
     # --- steps --------------------------------------------------------------------------
 
     def stage(self, conn: Connection, kind: StageKind, frame: pd.DataFrame) -> sa.Table:
-        """A temporary table holding `frame`, loaded in bulk."""
         columns = self.stage_columns(kind)
         table = self.stage_table(f"subsync_{kind}_{next(_stage_ids)}", columns)
         table.create(conn)
@@ -545,7 +540,7 @@ class UpsertWriter(PersonifyWriter):
                 list(values),
                 sa.select(*values.values()).where(self.activity_missing(records, stage)),
             )
-            .returning(self.activity.column("id"), *[target.c[name] for name in data])
+            .returning(self.identity, *[target.c[name] for name in data])
         )
 
 
@@ -637,21 +632,18 @@ class PostgresWriter(UpsertWriter):
                 for column in columns
                 for key in (sa.func.coalesce(sa.cast(column, sa.Text), ""), column.is_(None))
             ]
-            return (
-                sa.select(
-                    first,
-                    *[key.label(f"k{n}") for n, key in enumerate(keys)],
-                    sa.func.row_number().over(partition_by=keys, order_by=order).label("nth"),
-                ),
-                len(keys),
+            return sa.select(
+                first,
+                *[key.label(f"k{n}") for n, key in enumerate(keys)],
+                sa.func.row_number().over(partition_by=keys, order_by=order).label("nth"),
             )
 
-        ours, width = numbered(stage, stage.c.event_id, stage.c.event_id)
+        ours = numbered(stage, stage.c.event_id, stage.c.event_id)
         ours = ours.where(self.activity_missing(records, stage)).subquery("ours")
-        theirs = numbered(inserted, identity, identity.label("activity_id"))[0].subquery("theirs")
+        theirs = numbered(inserted, identity, identity.label("activity_id")).subquery("theirs")
         on = sa.and_(
             ours.c.nth == theirs.c.nth,
-            *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(width)],
+            *[ours.c[f"k{n}"] == theirs.c[f"k{n}"] for n in range(2 * len(data))],
         )
         return sa.select(ours.c.event_id, theirs.c.activity_id).select_from(ours.join(theirs, on))
 
@@ -738,10 +730,7 @@ class MSSQLWriter(PersonifyWriter):
             source,
             on=_ONE == _ZERO,
             whens=[When("not_matched", values=self._inserted(self.activity, source, data, now))],
-            output={
-                "event_id": source.c.event_id,
-                "activity_id": Inserted(self.activity.column("id")),
-            },
+            output={"event_id": source.c.event_id, "activity_id": Inserted(self.identity)},
         )
 
     def merge_opt_in(self, conn: Connection, stage: sa.Table, now: datetime) -> tuple[int, int]:
