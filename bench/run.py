@@ -38,8 +38,9 @@ in order, each its own process (as the backfill daemon's one run per day would l
 total and the largest peak RSS, and the ranged/per-day speed-up. `--per-day-sample K` runs only
 the first K days one run per day and estimates the total as the first run (which scans the whole
 landing folder) plus the mean of the others for each other day (low: later days grow with the
-ledger), marked EXTRAPOLATED in the printout and in RESULTS.md. Both modes must leave as many CUS_OPT_IN and CUS_ACTIVITY rows (not
-compared when sampled). One row per mode goes to the "First loads" table under "## Runs".
+ledger), marked EXTRAPOLATED in the printout and in RESULTS.md. Both modes must leave as many
+CUS_OPT_IN and CUS_ACTIVITY rows (not compared when sampled). One row per mode goes to the
+"First loads" table under "## Runs".
 """
 
 from __future__ import annotations
