@@ -118,8 +118,9 @@ def personify_cus_opt_in(
     description=(
         "Personify's CUS_ACTIVITY (PERSONIFY_DB_URL): one row per status change; subsync records "
         "the id of each row it inserted against the Real Magnet event_id in its state database, "
-        "and reconciles its rows of every contact queued for it in one transaction. Left alone "
-        "when config.personify.write_activity is false."
+        "and reconciles its rows of every contact queued for it in one transaction (a first "
+        "load's in batches of contacts inside it). Left alone when "
+        "config.personify.write_activity is false."
     ),
 )
 def personify_cus_activity(
@@ -134,7 +135,7 @@ def personify_cus_activity(
         "write_activity",
         config,
         lambda: sync.write_activity(
-            personify_db.engine, state_db.engine, config, context.run.run_id
+            personify_db.engine, state_db.engine, config, context.run.run_id, context.log.info
         ),
         personify_db.url,
     )

@@ -33,10 +33,11 @@ DELETE = "delete"
 _PAIR = ["event_id", "activity_id"]
 
 
-def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
+def records(conn: Connection, members: pd.DataFrame, gone: bool) -> pd.DataFrame:
     """(event_id, activity_id, gone) of subsync's rows of `members` (MEMBER, `since_at`): those
-    of their ledger events from each one's `since_at` on (NULL: all), and every record whose
-    event left the ledger (`gone`: its row must go)."""
+    of their ledger events from each one's `since_at` on (NULL: all), and, when `gone`, every
+    record whose event left the ledger (its row must go; it has no member to find it by, so a
+    write in several batches takes these once)."""
     table, ledger = state.activity_records, state.event_ledger
     stage = stage_since(conn, members)
     columns = [table.c.event_id, table.c.activity_id, table.c.gone]
@@ -46,8 +47,8 @@ def records(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
         .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
         .where(~table.c.gone)
     )
-    gone = sa.select(*columns).where(table.c.gone)
-    found = read_frame(conn, sa.union_all(of_members, gone))
+    left = sa.select(*columns).where(table.c.gone)
+    found = read_frame(conn, sa.union_all(of_members, left) if gone else of_members)
     stage.drop(conn)
     return found.astype({"event_id": str, "activity_id": "int64", "gone": bool})
 

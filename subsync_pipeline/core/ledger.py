@@ -385,6 +385,24 @@ def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     return history
 
 
+def count_status_changes(conn: Connection, members: pd.DataFrame) -> int:
+    """How many rows `status_changes(members)` would read, counted in the database."""
+    if members.empty:
+        return 0
+    ledger, decisions = state.event_ledger, state.decisions
+    stage = stage_since(conn, members)
+    query = (
+        sa.select(sa.func.count())
+        .select_from(ledger)
+        .join(decisions, decisions.c.event_id == ledger.c.event_id)
+        .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
+        .where(decisions.c.status_change)
+    )
+    count = int(conn.execute(query).scalar_one())
+    stage.drop(conn)
+    return count
+
+
 def day_figures(conn: Connection, days: list[str]) -> dict[str, Any]:
     """Counts of the decisions of the days' events, whichever run made them (SPEC §8): by
     decision, status changes, first-time events. Counted in the database: a big day has a

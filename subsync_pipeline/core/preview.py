@@ -9,9 +9,12 @@ same conditions as their statements.
 
 from __future__ import annotations
 
+import os
+import pickle
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +27,9 @@ from subsync_pipeline.core.personify.tables import check_tables, personify_table
 from subsync_pipeline.core.personify.writers import Changes, writer_for
 
 INSERT, UPDATE, DELETE = "insert", "update", "delete"
+ACTIONS = (INSERT, UPDATE, DELETE)
+OPT_IN, ACTIVITY = "CUS_OPT_IN", "CUS_ACTIVITY"
+TABLES = (OPT_IN, ACTIVITY)
 CHANGE_COLUMNS = ["table", "action", "row", "column", "old", "new"]
 
 
@@ -80,37 +86,61 @@ def rolled_back(url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
+class _Spill:
+    """The long change list, a part at a time, pickled into an unnamed temporary file (gone
+    when closed, or when the process ends): a first backfill's millions of changes would not
+    fit in memory. Parts are read back one at a time, each from its own offset."""
+
+    def __init__(self) -> None:
+        # Open for as long as the preview is used; closing it (when collected) removes it.
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        self._parts: list[tuple[str, int, int]] = []
+
+    def add(self, table: str, part: pd.DataFrame) -> None:
+        data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+        start = self._file.seek(0, os.SEEK_END)
+        self._file.write(data)
+        self._parts.append((table, start, len(data)))
+
+    def parts(self, table: str | None) -> Iterator[pd.DataFrame]:
+        for name, start, size in self._parts:
+            if table in (None, name):
+                self._file.seek(start)
+                yield pickle.loads(self._file.read(size))
+
+
 @dataclass(frozen=True)
 class Preview:
-    """What a sync of `days` would change in Personify, and the figures of its steps."""
+    """What a sync of `days` would change in Personify, and the figures of its steps: the
+    number of rows each table would insert, update and delete, and every change in the long
+    form of CHANGE_COLUMNS, kept on disk (`_Spill`)."""
 
     days: tuple[str, ...]
     rows_read: int
     rows_rejected: int
     files_failed: int
-    opt_in: Changes
-    activity: Changes
+    tallies: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {table: dict.fromkeys(ACTIONS, 0) for table in TABLES}
+    )
+    spill: _Spill = field(default_factory=_Spill)
+
+    def add(self, table: str, changes: Changes) -> None:
+        """Count and spill one table's changes (a table's may come in several batches)."""
+        rows = (changes.inserted, changes.updated, changes.deleted)
+        for action, frame in zip(ACTIONS, rows, strict=True):
+            self.tallies[table][action] += len(frame)
+        for part in _long(table, changes):
+            self.spill.add(table, part)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return {
-            table: {
-                INSERT: len(changes.inserted),
-                UPDATE: len(changes.updated),
-                DELETE: len(changes.deleted),
-            }
-            for table, changes in self._tables()
-        }
-
-    def _tables(self) -> tuple[tuple[str, Changes], ...]:
-        return (("CUS_OPT_IN", self.opt_in), ("CUS_ACTIVITY", self.activity))
+        return {table: dict(actions) for table, actions in self.tallies.items()}
 
     def change_parts(self, table: str | None = None) -> Iterator[pd.DataFrame]:
         """Every change (of `table`), one row per column changed (an insert or delete: one per
         column), with the row it belongs to named by its key; in parts of one table, action and
-        column, so a first backfill's millions of cells never sit in memory at once."""
-        for name, changes in self._tables():
-            if table in (None, name):
-                yield from _long(name, changes)
+        column (per batch of members, for CUS_ACTIVITY), in the order they were compared, so a
+        first backfill's millions of cells never sit in memory at once."""
+        return self.spill.parts(table)
 
     def changes(self) -> pd.DataFrame:
         """Every change in one frame (see `change_parts`)."""
@@ -204,7 +234,9 @@ def preview(
     """Run the days' sync up to Personify, list what the writes would change, undo the rest.
 
     As a ranged run does: the days in chunks, so memory stays that of one big day however many
-    days (the work queues carry what the chunks leave to the writes at the end).
+    days (the work queues carry what the chunks leave to the writes at the end); CUS_ACTIVITY
+    compared in the real write's batches of members, each batch's changes spilled to disk as
+    soon as they are read.
     """
     tables = personify_tables(config.personify)
     with rolled_back(state_url) as state_engine:
@@ -212,6 +244,8 @@ def preview(
         validated = sync.validate_days(state_engine, personify_engine, config, days, run_id)
         figures = validated.figures
         sync.resolve_queued(state_engine, config, raw.days, run_id, figures.validated)
+        failed = len(raw.failed_files) + len(raw.recorded_failures)
+        found = Preview(tuple(sorted(days)), figures.rows, figures.rejected, failed)
         with personify_engine.connect() as conn:
             writer = writer_for(conn, tables, config.personify.operator)
             written = [
@@ -223,10 +257,12 @@ def preview(
                 if enabled
             ]
             check_tables(conn, written)
-            _, opt_in_rows = sync.opt_in_owed(state_engine, config)
-            _, records, activity_rows = sync.activity_owed(state_engine, config)
-            opt_in = writer.preview_opt_in(conn, opt_in_rows)
-            activity = writer.preview_activity(conn, records, activity_rows)
+            found.add(
+                OPT_IN, writer.preview_opt_in(conn, sync.opt_in_owed(state_engine, config)[1])
+            )
+            _, batches = sync.activity_batches(state_engine, config)
+            for number, batch in enumerate(batches, 1):
+                records, rows = sync.activity_owed(state_engine, config, batch, gone=number == 1)
+                found.add(ACTIVITY, writer.preview_activity(conn, records, rows))
             conn.rollback()
-    failed = len(raw.failed_files) + len(raw.recorded_failures)
-    return Preview(tuple(sorted(days)), figures.rows, figures.rejected, failed, opt_in, activity)
+    return found

@@ -28,7 +28,7 @@ from subsync_pipeline.core.ingest import RawFiles, RawTrackingLog, read_days
 from subsync_pipeline.core.ledger import MEMBER
 from subsync_pipeline.core.personify.rows import activity_rows, audit_now, opt_in_rows
 from subsync_pipeline.core.personify.tables import check_tables, personify_tables
-from subsync_pipeline.core.personify.writers import WriteCounts, writer_for
+from subsync_pipeline.core.personify.writers import PersonifyWriter, WriteCounts, writer_for
 from subsync_pipeline.core.quality import ValidationFigures, validation_figures
 from subsync_pipeline.core.resolution import KEY, current_status, resolve
 from subsync_pipeline.core.tracking_log import FILE_OK
@@ -92,15 +92,17 @@ def forget_kept() -> None:
     _kept.clear()
 
 
-def _served(kind: str, queued: pd.DataFrame) -> tuple[_Kept | None, pd.DataFrame]:
+def _served(
+    kind: str, queued: pd.DataFrame, keep: bool = False
+) -> tuple[_Kept | None, pd.DataFrame]:
     """The frame of `kind` this process kept, and the `queued` members it may serve.
 
     A queue row names a batch only while that batch alone queued the member since the member was
     last dequeued (`queue.enqueue`): the member's owed work is then exactly what that batch
     stored, which the kept frame holds. Any other member is read from the tables. The frame is
-    handed over once.
+    handed over once, unless `keep` (a look at what it would serve).
     """
-    kept = _kept.pop(kind, None)
+    kept = _kept.get(kind) if keep else _kept.pop(kind, None)
     if kept is None:
         return None, queued.iloc[:0]
     return kept, queued.loc[queued["batch_id"].eq(kept.batch_id)]
@@ -454,14 +456,21 @@ def opt_in_owed(state_engine: Engine, config: SubsyncConfig) -> tuple[pd.DataFra
 
 
 def write_activity(
-    personify_engine: Engine, state_engine: Engine, config: SubsyncConfig, run_id: str
+    personify_engine: Engine,
+    state_engine: Engine,
+    config: SubsyncConfig,
+    run_id: str,
+    progress: Callable[[str], None] = print,
 ) -> WriteCounts:
     """Reconcile CUS_ACTIVITY for every member queued for it, in one transaction: subsync's rows
     of each member from its `since_at` on become its status changes from then on. subsync's
     rows are those `activity_log` records; a write's changes to that record are logged before
-    Personify commits (see there)."""
+    Personify commits (see there). The members go in batches of about config.chunk_events
+    status changes (`activity_batches`), each reconciled and logged under the one write id
+    inside the one transaction, so a first load's millions of rows are never held at once."""
     tables = personify_tables(config.personify)
     write_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
+    counts: list[WriteCounts] = []
     with personify_engine.begin() as conn:
         writer = writer_for(conn, tables, config.personify.operator)
         writer.lock(conn)
@@ -469,30 +478,80 @@ def write_activity(
         activity_log.recover(
             state_engine, lambda ids: writer.activity_exists(conn, ids), audit_now()
         )
-        taken, records, rows = activity_owed(state_engine, config)
-        now = audit_now()
-        written = writer.reconcile_activity(conn, records, rows, now)
-        activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
+        taken, batches = activity_batches(state_engine, config)
+        for number, batch in enumerate(batches, 1):
+            # One batch's rows at a time: they are gone once its counts are back.
+            done = _reconcile_batch(
+                conn, writer, state_engine, config, write_id, batch, number == 1
+            )
+            counts.append(done)
+            if len(batches) > 1:
+                progress(
+                    f"wrote CUS_ACTIVITY batch {number} of {len(batches)}: {len(batch):,} "
+                    f"contacts, {done.inserted:,} rows inserted, {done.deleted:,} deleted"
+                )
     activity_log.finalize(state_engine, write_id, audit_now())
     with state_engine.begin() as state_conn:
         queue.dequeue(state_conn, queue.ACTIVITY, taken)
+    return WriteCounts(
+        **{name: sum(getattr(c, name) for c in counts) for name in WriteCounts().as_dict()}
+    )
+
+
+def _reconcile_batch(
+    conn: Connection,
+    writer: PersonifyWriter,
+    state_engine: Engine,
+    config: SubsyncConfig,
+    write_id: str,
+    members: pd.DataFrame,
+    first: bool,
+) -> WriteCounts:
+    """Reconcile the CUS_ACTIVITY rows of `members` inside the write's transaction and log what
+    it changed; the first batch also deletes the rows of records whose event is gone."""
+    records, rows = activity_owed(state_engine, config, members, gone=first)
+    now = audit_now()
+    written = writer.reconcile_activity(conn, records, rows, now)
+    activity_log.log(state_engine, write_id, written.inserted, written.deleted, now)
     return written.counts
 
 
-def activity_owed(
+def activity_batches(
     state_engine: Engine, config: SubsyncConfig
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The members queued for CUS_ACTIVITY; subsync's records of their rows from each one's
-    `since_at` on (event_id, activity_id, stale: the row must go); the rows (by field) their
-    status changes from then on want."""
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The members queued for CUS_ACTIVITY, and the same members in batches (`_batches`) of
+    about config.chunk_events status changes owed: the queue's size says nothing of what a
+    member owes (a replayed one, its whole history). The members a resolution of this process
+    decided are counted in the frame it kept (all its status changes: a member queued again
+    by another run since is counted twice, which only makes the batches smaller); the others
+    in the database, where counting a day's few costs what reading them does."""
     with state_engine.connect() as state_conn:
         taken = queue.queued(state_conn, queue.ACTIVITY)
-        held, mine = _served(DECIDED, taken)
-        changes = [ledger.status_changes(state_conn, _besides(taken, mine))]
+        held, mine = _served(DECIDED, taken, keep=True)
+        owed = ledger.count_status_changes(state_conn, _besides(taken, mine))
+    if held is not None:
+        owed += int(held.frame["status_change"].sum())
+    batches = _batches(taken, math.ceil(owed / config.chunk_events))
+    if len(batches) > 1:
+        # The kept decisions would be served to one batch only, and held through all of them.
+        _kept.pop(DECIDED, None)
+    return taken, batches
+
+
+def activity_owed(
+    state_engine: Engine, config: SubsyncConfig, members: pd.DataFrame, gone: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """subsync's records of the rows of `members` (as queued for CUS_ACTIVITY) from each one's
+    `since_at` on (event_id, activity_id, stale: the row must go), with every record whose
+    event left the ledger when `gone` (they belong to no member: one batch of a write takes
+    them); the rows (by field) the members' status changes from then on want."""
+    with state_engine.connect() as state_conn:
+        held, mine = _served(DECIDED, members)
+        changes = [ledger.status_changes(state_conn, _besides(members, mine))]
         # A member served from memory and not replayed has no record the resolution could
         # have made stale: its events decided now are new, its older rows stay as they are.
         resumed = mine.loc[mine["since_at"].notna()]
-        records = activity_log.records(state_conn, _besides(taken, resumed))
+        records = activity_log.records(state_conn, _besides(members, resumed), gone)
     if held is not None:
         decided = held.frame.loc[held.frame["status_change"].to_numpy(bool)]
         changes.append(_of(decided, mine))
@@ -500,7 +559,7 @@ def activity_owed(
     records["stale"] = records.pop("gone").to_numpy(bool) | ~_is_in(
         records["event_id"], rows["event_id"]
     )
-    return taken, records, rows
+    return records, rows
 
 
 def _is_in(values: pd.Series, others: pd.Series) -> np.ndarray:
