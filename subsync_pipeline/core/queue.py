@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
-from subsync_pipeline.core.sql import in_stage, read_frame, stage_distinct
+from subsync_pipeline.core.sql import analyze, in_stage, read_frame, stage_distinct
 
 RESOLVE = "resolve"
 OPT_IN = "opt_in"
@@ -101,6 +101,11 @@ def enqueue_staged(
             .order_by(stage.c.master_customer_id, stage.c.sub_customer_id),
         )
     )
+    # The queue swings from empty to every contact of a range and back within one run, faster
+    # than autovacuum analyses it. Planned from statistics taken while it was nearly empty, a
+    # writer's dequeue of 78,000 contacts ran as a nested loop over both tables for minutes
+    # (the activity step's stall of bench/RESULTS.md items 17 and 21).
+    analyze(conn, queue)
     return int(conn.execute(sa.select(sa.func.count()).select_from(stage)).scalar_one())
 
 
