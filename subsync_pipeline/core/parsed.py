@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -40,9 +39,3 @@ def load(content_hash: str) -> pd.DataFrame | None:
     """A file's parsed rows if this process kept them."""
     path = _path(content_hash)
     return feather.read_table(path).to_pandas() if path.exists() else None
-
-
-def drop(content_hashes: Iterable[str]) -> None:
-    """Forget files no later read of this run needs (a long backfill's disk stays bounded)."""
-    for content_hash in content_hashes:
-        _path(content_hash).unlink(missing_ok=True)
