@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import count
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import sqlalchemy as sa
@@ -115,9 +115,6 @@ class PersonifyWriter:
     generated ids. Every statement comes from a method returning it unexecuted, so the SQL Server
     ones can be compiled and checked in tests without a SQL Server.
     """
-
-    dialect: ClassVar[str] = ""
-    driver: ClassVar[str | None] = None
 
     def __init__(self, tables: PersonifyTables, operator: str) -> None:
         self.tables = tables
@@ -573,8 +570,6 @@ class SQLiteWriter(UpsertWriter):
     """SQLite cannot put an INSERT in a CTE: the ids come back with the inserted values and are
     paired with the staged events in pandas."""
 
-    dialect = "sqlite"
-
     def lock(self, conn: Connection) -> None:
         # SQLite has one writer at a time; taking the write lock now, not at the first write,
         # makes the whole read-resolve-write section exclusive.
@@ -611,12 +606,11 @@ class SQLiteWriter(UpsertWriter):
 
 
 class PostgresWriter(UpsertWriter):
-    """Stages with COPY (through `insert_frame`), PostgreSQL's own bulk load path. The activity
-    insert pairs its returned ids with the staged events inside the database (the data-modifying
-    CTE and the staged rows see one snapshot), so only (event_id, id) comes back: reading every
-    inserted row's values into Python took longer than the insert itself."""
-
-    dialect = "postgresql"
+    """Stages through `insert_frame`: with COPY, PostgreSQL's own bulk load path, through
+    psycopg; with fast_executemany, as on SQL Server, through pyodbc. The activity insert pairs
+    its returned ids with the staged events inside the database (the data-modifying CTE and the
+    staged rows see one snapshot), so only (event_id, id) comes back: reading every inserted
+    row's values into Python took longer than the insert itself."""
 
     def lock(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
@@ -654,19 +648,10 @@ class PostgresWriter(UpsertWriter):
         return sa.select(ours.c.event_id, theirs.c.activity_id).select_from(ours.join(theirs, on))
 
 
-class PostgresODBCWriter(PostgresWriter):
-    """PostgreSQL reached through pyodbc (`postgresql+pyodbc`): the same statements, staged
-    with fast_executemany as on SQL Server (`insert_frame` uses COPY only through psycopg)."""
-
-    driver = "pyodbc"
-
-
 class MSSQLWriter(PersonifyWriter):
     """SQL Server: `#temp` staging loaded with fast_executemany, a MERGE for opt-ins, and for
     activity an insert through MERGE, whose OUTPUT (unlike INSERT's) can name the staged
     event_id beside the generated id."""
-
-    dialect = "mssql"
 
     def lock_statement(self) -> sa.TextClause:
         return sa.text(
@@ -746,23 +731,21 @@ class MSSQLWriter(PersonifyWriter):
         return actions["INSERT"], actions["UPDATE"]
 
 
-WRITERS: list[type[PersonifyWriter]] = [
-    SQLiteWriter,
-    PostgresODBCWriter,
-    PostgresWriter,
-    MSSQLWriter,
-]
+WRITERS: dict[str, type[PersonifyWriter]] = {
+    "sqlite": SQLiteWriter,
+    "postgresql": PostgresWriter,
+    "mssql": MSSQLWriter,
+}
 
 
 def writer_for(
     engine: Engine | Connection, tables: PersonifyTables, operator: str = "SUBSYNC"
 ) -> PersonifyWriter:
-    """The writer for the engine's dialect (sqlite, postgresql, mssql) and driver."""
-    dialect = engine.dialect
-    for writer in WRITERS:
-        if writer.dialect == dialect.name and writer.driver in (None, dialect.driver):
-            return writer(tables, operator)
-    raise PersonifyWriteError(
-        f"no Personify writer for the {dialect.name!r} dialect; PERSONIFY_DB_URL must use one "
-        f"of {sorted({writer.dialect for writer in WRITERS})}"
-    )
+    """The writer for the engine's dialect (sqlite, postgresql, mssql)."""
+    dialect = engine.dialect.name
+    if dialect not in WRITERS:
+        raise PersonifyWriteError(
+            f"no Personify writer for the {dialect!r} dialect; PERSONIFY_DB_URL must use one "
+            f"of {sorted(WRITERS)}"
+        )
+    return WRITERS[dialect](tables, operator)
