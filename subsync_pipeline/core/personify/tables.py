@@ -31,6 +31,14 @@ def _text(length: int) -> sa.types.TypeEngine[str]:
 
 IDENTITY = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
+# Personify's standard fields, stamped on insert and update but never compared.
+_AUDIT_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "add_oper": _text(60),
+    "add_date": TIMESTAMP,
+    "mod_oper": _text(60),
+    "mod_date": TIMESTAMP,
+    "concurrency_id": sa.Integer(),
+}
 OPT_IN_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "master_customer_id": _text(24),
     "sub_customer_id": sa.Integer(),
@@ -47,11 +55,7 @@ OPT_IN_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "first_unsubscribed_date": TIMESTAMP,
     "last_subscribe_request_date": TIMESTAMP,
     "last_unsubscribe_request_date": TIMESTAMP,
-    "add_oper": _text(60),
-    "add_date": TIMESTAMP,
-    "mod_oper": _text(60),
-    "mod_date": TIMESTAMP,
-    "concurrency_id": sa.Integer(),
+    **_AUDIT_TYPES,
 }
 ACTIVITY_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "id": IDENTITY,
@@ -63,19 +67,13 @@ ACTIVITY_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "activity_date": TIMESTAMP,
     "text": _text(2000),
     "external_id": _text(64),
-    "add_oper": _text(60),
-    "add_date": TIMESTAMP,
-    "mod_oper": _text(60),
-    "mod_date": TIMESTAMP,
-    "concurrency_id": sa.Integer(),
+    **_AUDIT_TYPES,
 }
-# Personify's standard fields, stamped on insert and update but never compared.
-_AUDIT = ("add_oper", "add_date", "mod_oper", "mod_date", "concurrency_id")
 # The fields that name a CUS_OPT_IN row, and those compared to tell whether it must change.
 OPT_IN_KEY: list[str] = ["master_customer_id", "sub_customer_id", "option_type", "code", "subcode"]
-OPT_IN_DATA: list[str] = [name for name in OPT_IN_TYPES if name not in (*OPT_IN_KEY, *_AUDIT)]
+OPT_IN_DATA: list[str] = [n for n in OPT_IN_TYPES if n not in (*OPT_IN_KEY, *_AUDIT_TYPES)]
 # What subsync writes into a CUS_ACTIVITY row (all compared); the row is found by its id.
-ACTIVITY_DATA: list[str] = [name for name in ACTIVITY_TYPES if name not in ("id", *_AUDIT)]
+ACTIVITY_DATA: list[str] = [n for n in ACTIVITY_TYPES if n not in ("id", *_AUDIT_TYPES)]
 SUBSYSTEM = "CUS"
 # Personify's APP_CODE / APP_SUBCODE types of the codes subsync writes (SPEC §5).
 INTEREST_AREA_TYPE = "OPT_IN_INTEREST_AREA"
