@@ -51,6 +51,8 @@ EVENT_ID = sa.String(64).with_variant(mssql.NVARCHAR(64), "mssql")
 # SQL Server's code-point collation for event ids (its usual default is case-insensitive).
 BINARY = CODE_POINT_COLLATIONS["mssql"]
 
+# CUSTOMER's key, which staged member pairs are looked up by.
+_MEMBER_KEY = ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]
 StageKind = Literal["members", "opt_in", "records", "activity", "ids"]
 STAGE_KINDS: tuple[StageKind, ...] = get_args(StageKind)
 
@@ -216,11 +218,8 @@ class PersonifyWriter:
     def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
         """The staging table of each kind, typed like its target's columns and keyed."""
         if kind == "members":
-            customer = self.tables.customer
-            return [
-                sa.Column(name, customer.c[name].type, primary_key=True)
-                for name in ("MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID")
-            ]
+            customer = self.tables.customer.c
+            return [sa.Column(name, customer[name].type, primary_key=True) for name in _MEMBER_KEY]
         if kind == "opt_in":
             table, key = self.opt_in.table, self.opt_in_key
             return [
@@ -246,11 +245,8 @@ class PersonifyWriter:
     def member_lookup(self, stage: sa.Table) -> sa.Select[Any]:
         customer = self.tables.customer
         return (
-            sa.select(
-                stage.c.MASTER_CUSTOMER_ID.label("master_customer_id"),
-                stage.c.SUB_CUSTOMER_ID.label("sub_customer_id"),
-            )
-            .join(customer, _same(stage, customer, ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]))
+            sa.select(*[stage.c[name].label(name.lower()) for name in _MEMBER_KEY])
+            .join(customer, _same(stage, customer, _MEMBER_KEY))
             .distinct()
         )
 
@@ -414,14 +410,9 @@ class PersonifyWriter:
     def preview_opt_in(self, conn: Connection, rows: pd.DataFrame) -> Changes:
         """What `upsert_opt_in(rows)` would change, read without writing."""
         stage = self.stage(conn, "opt_in", self.opt_in.physical(rows, [*OPT_IN_KEY, *OPT_IN_DATA]))
-        new, changed = self.opt_in_changes(stage)
-        changes = Changes(
-            inserted=read_frame(conn, new),
-            updated=read_frame(conn, changed),
-            deleted=pd.DataFrame(columns=list(stage.c.keys())),
-        )
+        inserted, updated = (read_frame(conn, query) for query in self.opt_in_changes(stage))
         stage.drop(conn)
-        return changes
+        return Changes(inserted, updated, deleted=pd.DataFrame(columns=list(stage.c.keys())))
 
     def activity_exists(self, conn: Connection, ids: pd.Series) -> pd.Series:
         """Which of `ids` are rows of CUS_ACTIVITY now."""
@@ -474,12 +465,7 @@ class PersonifyWriter:
     ) -> Changes:
         """What `reconcile_activity(records, rows)` would change, read without writing."""
         staged, stage = self._stage_activity(conn, records, rows.drop_duplicates("event_id"))
-        new, changed, gone = self.activity_changes(staged, stage)
-        changes = Changes(
-            inserted=read_frame(conn, new),
-            updated=read_frame(conn, changed),
-            deleted=read_frame(conn, gone),
-        )
+        changes = Changes(*(read_frame(conn, q) for q in self.activity_changes(staged, stage)))
         stage.drop(conn)
         staged.drop(conn)
         return changes
