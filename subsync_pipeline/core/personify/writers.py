@@ -109,6 +109,10 @@ def _differs(left: sa.FromClause, right: sa.FromClause, names: list[str]) -> sa.
     return sa.or_(*[left.c[name].is_distinct_from(right.c[name]) for name in names])
 
 
+def _like(table: sa.Table, names: list[str], key: list[str]) -> list[sa.Column[Any]]:
+    return [sa.Column(name, table.c[name].type, primary_key=name in key) for name in names]
+
+
 class PersonifyWriter:
     """The steps every dialect shares (staging, member lookup, the statements SQLAlchemy writes
     alike for every dialect, verification).
@@ -218,14 +222,9 @@ class PersonifyWriter:
     def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
         """The staging table of each kind, typed like its target's columns and keyed."""
         if kind == "members":
-            customer = self.tables.customer.c
-            return [sa.Column(name, customer[name].type, primary_key=True) for name in _MEMBER_KEY]
+            return _like(self.tables.customer, _MEMBER_KEY, key=_MEMBER_KEY)
         if kind == "opt_in":
-            table, key = self.opt_in.table, self.opt_in_key
-            return [
-                sa.Column(name, table.c[name].type, primary_key=name in key)
-                for name in [*key, *self.opt_in_data]
-            ]
+            return _like(self.opt_in.table, [*self.opt_in_key, *self.opt_in_data], self.opt_in_key)
         if kind == "records":
             # Every row of ours an event may have: (event_id, activity_id), and whether the
             # event still wants a row (0) or its row is stale (1).
@@ -236,10 +235,9 @@ class PersonifyWriter:
             ]
         if kind == "ids":
             return [sa.Column("activity_id", IDENTITY, primary_key=True)]
-        table = self.activity.table
         return [
             sa.Column("event_id", EVENT_ID, primary_key=True),
-            *[sa.Column(name, table.c[name].type) for name in self.activity_data],
+            *_like(self.activity.table, self.activity_data, key=[]),
         ]
 
     def member_lookup(self, stage: sa.Table) -> sa.Select[Any]:
