@@ -39,13 +39,9 @@ def _installed_odbc_drivers() -> list[str]:
 
 def _sqlstate(error: BaseException) -> str:
     """The SQLSTATE of a DBAPI error: pyodbc puts it first in args, psycopg in .sqlstate."""
-    state = getattr(error, "sqlstate", None)
-    if state:
-        return str(state)
-    args = getattr(error, "args", ())
-    if args and isinstance(args[0], str) and len(args[0]) == 5:
-        return args[0]
-    return ""
+    first = error.args[0] if error.args else None
+    pyodbc = first if isinstance(first, str) and len(first) == 5 else ""
+    return str(getattr(error, "sqlstate", None) or pyodbc)
 
 
 def scrubbed(text: str, url: URL) -> str:

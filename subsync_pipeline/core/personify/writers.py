@@ -379,8 +379,7 @@ class PersonifyWriter:
         columns = self.stage_columns(kind)
         table = self.stage_table(f"subsync_{kind}_{next(_stage_ids)}", columns)
         table.create(conn)
-        if not frame.empty:
-            insert_frame(conn, table, frame[[c.name for c in columns]], staging=True)
+        insert_frame(conn, table, frame[[c.name for c in columns]], staging=True)
         return table
 
     def known_members(self, conn: Connection, pairs: pd.DataFrame) -> pd.DataFrame:
