@@ -7,23 +7,14 @@ writes itself; only the clause keywords are ours.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable, FromClause
-
-
-@dataclass(frozen=True)
-class When:
-    """One WHEN clause: `matched` (UPDATE) or `not_matched` (INSERT) by the target."""
-
-    match: Literal["matched", "not_matched"]
-    condition: sa.ColumnElement[bool] | None = None
-    values: Mapping[str, sa.ColumnElement[Any]] = field(default_factory=dict)
 
 
 class Inserted(ClauseElement):
@@ -43,9 +34,10 @@ def _compile_inserted(inserted: Inserted, compiler: SQLCompiler, **kw: Any) -> s
 
 @dataclass(eq=False)
 class Merge(Executable, ClauseElement):
-    """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ... WHEN ..., as one batch
-    that returns (action, rows) for 'INSERT' and 'UPDATE', or with `output` the named values of
-    every row it touched (source columns and `Inserted` ones).
+    """MERGE INTO target WITH (HOLDLOCK) AS <alias> USING source ON ..., inserting `insert` for
+    unmatched rows and, given `update` (condition, values), updating matched rows that meet the
+    condition; as one batch that returns (action, rows) for 'INSERT' and 'UPDATE', or with
+    `output` the named values of every row it touched (source columns and `Inserted` ones).
 
     HOLDLOCK makes MERGE serializable on the keys it probes, so a concurrent insert cannot slip
     in between its "not matched" test and its INSERT. The actions go `OUTPUT ... INTO` a table
@@ -59,7 +51,8 @@ class Merge(Executable, ClauseElement):
     alias: FromClause
     source: FromClause
     on: sa.ColumnElement[bool]
-    whens: Sequence[When]
+    insert: Mapping[str, sa.ColumnElement[Any]]
+    update: tuple[sa.ColumnElement[bool], Mapping[str, sa.ColumnElement[Any]]] | None = None
     output: Mapping[str, sa.ColumnElement[Any] | Inserted] = field(default_factory=dict)
 
 
@@ -89,20 +82,14 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
         f"USING {compiler.process(merge.source, asfrom=True, **kw)}",
         f"ON {compiler.process(merge.on, **kw)}",
     ]
-    for when in merge.whens:
-        head = "WHEN MATCHED" if when.match == "matched" else "WHEN NOT MATCHED BY TARGET"
-        if when.condition is not None:
-            head += f" AND ({compiler.process(when.condition, **kw)})"
-        if when.match == "matched":
-            action = "UPDATE SET " + ", ".join(
-                f"{quote(name)} = {compiler.process(value, **kw)}"
-                for name, value in when.values.items()
-            )
-        else:
-            # Names come quoted from the dialect's preparer and values as bound parameters.
-            names = ", ".join(quote(name) for name in when.values)
-            values = ", ".join(compiler.process(value, **kw) for value in when.values.values())
-            action = f"INSERT ({names}) VALUES ({values})"  # noqa: S608
-        lines.append(f"{head} THEN {action}")
+    if merge.update is not None:
+        condition, assigned = merge.update
+        head = f"WHEN MATCHED AND ({compiler.process(condition, **kw)})"
+        sets = [f"{quote(name)} = {compiler.process(v, **kw)}" for name, v in assigned.items()]
+        lines.append(f"{head} THEN UPDATE SET {', '.join(sets)}")
+    # Names come quoted from the dialect's preparer and values as bound parameters.
+    columns = ", ".join(quote(name) for name in merge.insert)
+    values = ", ".join(compiler.process(value, **kw) for value in merge.insert.values())
+    lines.append(f"WHEN NOT MATCHED BY TARGET THEN INSERT ({columns}) VALUES ({values})")  # noqa: S608
     lines += [f"OUTPUT {outputs} INTO {into};", result, "SET NOCOUNT OFF;"]
     return "\n".join(lines)

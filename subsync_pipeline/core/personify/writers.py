@@ -28,7 +28,7 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.expression import Executable
 
-from subsync_pipeline.core.personify.merge import Inserted, Merge, When
+from subsync_pipeline.core.personify.merge import Inserted, Merge
 from subsync_pipeline.core.personify.tables import (
     ACTIVITY_DATA,
     IDENTITY,
@@ -682,14 +682,11 @@ class MSSQLWriter(PersonifyWriter):
             alias,
             source,
             on=_same(alias, source, key),
-            whens=[
-                When(
-                    "matched",
-                    _differs(alias, source, data),
-                    values=self._updated(self.opt_in, alias, source, data, now),
-                ),
-                When("not_matched", values=self._inserted(self.opt_in, source, [*key, *data], now)),
-            ],
+            insert=self._inserted(self.opt_in, source, [*key, *data], now),
+            update=(
+                _differs(alias, source, data),
+                self._updated(self.opt_in, alias, source, data, now),
+            ),
         )
 
     def paired_insert(self, records: sa.Table, stage: sa.Table, now: datetime) -> Merge:
@@ -703,7 +700,7 @@ class MSSQLWriter(PersonifyWriter):
             target.alias("target"),
             source,
             on=_ONE == _ZERO,
-            whens=[When("not_matched", values=self._inserted(self.activity, source, data, now))],
+            insert=self._inserted(self.activity, source, data, now),
             output={"event_id": source.c.event_id, "activity_id": Inserted(self.identity)},
         )
 
