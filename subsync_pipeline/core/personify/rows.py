@@ -37,7 +37,6 @@ def opt_in_rows(statuses: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
     # A key whose area the config no longer maps (stored under an older config) is not written.
     mapped = mapped.loc[known.to_numpy(bool)]
     subscribed = mapped["status"].eq(SUBSCRIBED).to_numpy(bool)
-    no_time = pd.Series(pd.NaT, index=mapped.index, dtype="datetime64[ns]")
     personify = config.personify
     return pd.DataFrame(
         {
@@ -48,7 +47,7 @@ def opt_in_rows(statuses: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
             "subcode": mapped["area"].map({area: sub for area, (_, sub) in codes.items()}),
             "flag": np.where(subscribed, "Y", "N"),
             "opt_in_date": mapped["subscribed_date"],
-            "opt_out_date": mapped["status_date"].where(~subscribed, no_time),
+            "opt_out_date": mapped["status_date"].where(~subscribed),
             "opt_out_reason": pd.Series(
                 personify.opt_out_reason, index=mapped.index, dtype=object
             ).where(~subscribed, None),

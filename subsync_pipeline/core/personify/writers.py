@@ -473,9 +473,7 @@ class PersonifyWriter:
         """Stage the records and the wanted rows; refuse to go on when a row another system
         wrote carries an external id subsync would write."""
         staged = self.stage(conn, "records", records.assign(stale=records["stale"].astype("int16")))
-        wanted = pd.concat(
-            [rows[["event_id"]], self.activity.physical(rows, ACTIVITY_DATA)], axis=1
-        )
+        wanted = self.activity.physical(rows, ACTIVITY_DATA).assign(event_id=rows["event_id"])
         stage = self.stage(conn, "activity", wanted)
         if self.activity.has("external_id"):
             foreign = conn.execute(self.foreign_activity(stage, staged)).scalars().all()
