@@ -20,13 +20,18 @@ from sqlalchemy.engine import Connection, Inspector
 from subsync_pipeline.core.config import Constant, PersonifyConfig
 
 # Personify on SQL Server stores text as nvarchar and times as datetime2; the staging tables copy
-# these types, so fast_executemany binds Unicode and full-precision timestamps.
+# these types, so fast_executemany binds Unicode and full-precision timestamps, and their text is
+# collated like the Personify database, not like tempdb: the joins with Personify's tables would
+# otherwise fail with a collation conflict.
+_DATABASE_DEFAULT = "DATABASE_DEFAULT"
 TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
-_FLAG = sa.CHAR(1).with_variant(mssql.NCHAR(1), "mssql")
+_FLAG = sa.CHAR(1).with_variant(mssql.NCHAR(1, collation=_DATABASE_DEFAULT), "mssql")
 
 
 def _text(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(mssql.NVARCHAR(length), "mssql")
+    return sa.String(length).with_variant(
+        mssql.NVARCHAR(length, collation=_DATABASE_DEFAULT), "mssql"
+    )
 
 
 IDENTITY = sa.BigInteger().with_variant(sa.Integer, "sqlite")

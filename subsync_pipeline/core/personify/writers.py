@@ -46,10 +46,10 @@ _ONE: sa.ColumnClause[int] = sa.literal_column("1", sa.Integer)
 _ZERO: sa.ColumnClause[int] = sa.literal_column("0", sa.Integer)
 # One advisory lock for every subsync writer on a PostgreSQL Personify ("subsync" as a number).
 WRITE_LOCK_KEY = int.from_bytes(b"subsync!", "big") & 0x7FFFFFFFFFFFFFFF
-EVENT_ID = sa.String(64).with_variant(mssql.NVARCHAR(64), "mssql")
-
-# SQL Server's code-point collation for event ids (its usual default is case-insensitive).
+# SQL Server's code-point collation for event ids: under its usual case-insensitive default,
+# `abc` and `ABC` would be one event.
 BINARY = CODE_POINT_COLLATIONS["mssql"]
+EVENT_ID = sa.String(64).with_variant(mssql.NVARCHAR(64, collation=BINARY), "mssql")
 
 # CUSTOMER's key, which staged member pairs are looked up by.
 _MEMBER_KEY = ["MASTER_CUSTOMER_ID", "SUB_CUSTOMER_ID"]
@@ -652,21 +652,6 @@ class MSSQLWriter(PersonifyWriter):
     def stage_table(self, name: str, columns: list[sa.Column[Any]]) -> sa.Table:
         # A name starting with # is what makes a SQL Server table temporary.
         return sa.Table("#" + name, sa.MetaData(), *columns)
-
-    def stage_columns(self, kind: StageKind) -> list[sa.Column[Any]]:
-        """Text columns collated like the Personify database, not like tempdb: the joins with
-        Personify's tables would otherwise fail with a collation conflict. Event ids are the
-        exception: binary, so that `abc` and `ABC` (equal under the usual case-insensitive
-        default) are two events."""
-        columns = []
-        for column in super().stage_columns(kind):
-            kind_type = column.type
-            if isinstance(kind_type, sa.String):
-                national = mssql.NCHAR if isinstance(kind_type, sa.CHAR) else mssql.NVARCHAR
-                collation = BINARY if column.name == "event_id" else "DATABASE_DEFAULT"
-                kind_type = national(kind_type.length, collation=collation)
-            columns.append(sa.Column(column.name, kind_type, primary_key=column.primary_key))
-        return columns
 
     def code_point(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return column.collate(BINARY)
