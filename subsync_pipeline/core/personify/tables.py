@@ -90,13 +90,10 @@ class PersonifySchemaError(RuntimeError):
 
 
 def _constant_type(value: Constant) -> sa.types.TypeEngine[Any]:
-    if isinstance(value, bool):
-        return sa.Boolean()
-    if isinstance(value, int):
-        return sa.Integer()
-    if isinstance(value, float):
-        return sa.Float()
-    return _text(max(len(value), 1))
+    if isinstance(value, str):
+        return _text(max(len(value), 1))
+    # Boolean, Integer or Float: the type SQLAlchemy gives the value, as an instance of our own.
+    return type(sa.literal(value).type)()
 
 
 @dataclass(frozen=True)
