@@ -5,9 +5,6 @@ statements reconcile the target with it inside the caller's transaction, so a ta
 commits whole or not at all. Rows are only touched when their data differs, which makes a re-run
 a no-op (MODDATE and CONCURRENCY_ID included).
 
-Columns are the site's (`TableShape`): the writer works on field names and asks the shape which
-column, if any, holds each one.
-
 CUS_ACTIVITY has no column of subsync's own. The rows subsync inserted are known by their
 database-generated ids, which the caller keeps in the state database against each event_id and
 hands back as `records`; every statement on CUS_ACTIVITY is confined to those ids, so a row
@@ -154,8 +151,7 @@ class PersonifyWriter:
         missing: pd.DataFrame,
         now: datetime,
     ) -> pd.DataFrame:
-        """Insert the staged rows that have no row of ours (`missing`, not empty); (event_id,
-        activity_id) of each."""
+        """Run `paired_insert` for `missing` (not empty): (event_id, activity_id) of each row."""
         statement = self.paired_insert(records, stage, now)
         # A select (PostgreSQL's insert in a CTE) comes back through read_frame's COPY: framing
         # a million fetched rows took 12 s, more than the insert.
