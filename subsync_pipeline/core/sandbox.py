@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -28,16 +27,13 @@ from subsync_pipeline.core.personify.tables import (
     ACTIVITY_TYPE,
     INTEREST_AREA_TYPE,
     SUBSYSTEM,
-    TIMESTAMP,
     personify_tables,
 )
 from subsync_pipeline.core.sql import insert_frame
 from subsync_pipeline.core.validation import SOURCE_ALIASES
 
 DDL_FILES: dict[str, str] = {
-    "sqlite": "personify_sqlite.sql",
-    "postgresql": "personify_postgresql.sql",
-    "mssql": "personify_mssql.sql",
+    dialect: f"personify_{dialect}.sql" for dialect in ("sqlite", "postgresql", "mssql")
 }
 CUSTOMER_COLUMNS = [
     "MASTER_CUSTOMER_ID",
@@ -271,8 +267,6 @@ def _add_new(
     existing = pd.DataFrame(result.fetchall(), columns=keys).astype(rows[keys].dtypes.to_dict())
     merged = rows.merge(existing, how="left", on=keys, indicator=True)
     new = merged.loc[merged["_merge"].eq("left_only"), list(rows.columns)]
-    if new.empty:
-        return 0
     if table.name != "CUSTOMER":
         new = new.assign(
             ACTIVE_FLAG="Y",
@@ -280,17 +274,8 @@ def _add_new(
             ADDDATE=datetime.now(UTC).replace(tzinfo=None),
             CONCURRENCY_ID=0,
         )
-    typed: dict[str, sa.types.TypeEngine[Any]] = {
-        "ADDDATE": TIMESTAMP,
-        "CONCURRENCY_ID": sa.Integer(),
-        **{column.name: column.type for column in table.columns},
-    }
-    target = sa.Table(
-        table.name,
-        sa.MetaData(),
-        *[sa.Column(name, typed.get(name, sa.String())) for name in new.columns],
-        schema=table.schema,
-    )
+    # Reflected, as subsync's table objects lack the standard fields filled above.
+    target = sa.Table(table.name, sa.MetaData(), schema=table.schema, autoload_with=conn)
     return insert_frame(conn, target, new)
 
 
