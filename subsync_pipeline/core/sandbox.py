@@ -85,6 +85,7 @@ personify:
 quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
 """
 
+_Scope = tuple[str, str, str]  # scope_type, scope_id, scope_name
 _NEWSLETTER = ("group", "1201", "Weekly Newsletter")
 _ADVOCACY = ("group", "1202", "Advocacy Alerts")
 _EVENTS = ("message_category", "77", "Events and Conferences")
@@ -105,12 +106,12 @@ class _Step:
     source: str
     event_type: str
     forced: bool = False
-    first_subscribed: bool = False
+    first_subscribed: bool | None = False  # None: drawn at random for a subscribe
 
 
 # SPEC §4's worked examples, one member each, one step per demo day, so the report shows every
 # decision kind on data a steward can follow by hand.
-_STORIES: list[tuple[tuple[str, str, str], list[_Step]]] = [
+_STORIES: list[tuple[_Scope, list[_Step]]] = [
     (
         _NEWSLETTER,
         [
@@ -305,42 +306,32 @@ class _DayWriter:
         self.seconds = int((end - self.start).total_seconds())
 
     def add(
-        self,
-        member_id: str,
-        email: str,
-        event_type: str,
-        scope: tuple[str, str, str],
-        source: str,
-        *,
-        at_second: int | None = None,
-        forced: bool = False,
-        first_subscribed: bool | None = None,
+        self, member_id: str, email: str, scope: _Scope, step: _Step, at_second: int | None = None
     ) -> None:
         rng = self.rng
         second = rng.randrange(60, self.seconds - 60) if at_second is None else at_second
         instant = self.start + timedelta(seconds=second)
         local = instant.astimezone(ZoneInfo(DEMO_TIMEZONE))
-        style = rng.randrange(3)
-        if style == 0:
-            occurred = local.replace(tzinfo=None).isoformat(timespec="seconds")
-        elif style == 1:
-            occurred = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-        else:
-            occurred = local.isoformat(timespec="seconds")
+        occurred = (
+            local.replace(tzinfo=None).isoformat(timespec="seconds"),
+            instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            local.isoformat(timespec="seconds"),
+        )[rng.randrange(3)]
+        first_subscribed = step.first_subscribed
         if first_subscribed is None:
-            first_subscribed = event_type == "subscribe" and rng.random() < 0.5
+            first_subscribed = step.event_type == "subscribe" and rng.random() < 0.5
         subscribed_at = instant - timedelta(days=rng.randrange(1, 400))
         self.rows.append(
             {
                 "event_id": f"RM-{self.day:%Y%m%d}-{len(self.rows) + 1:04d}",
                 "email": email,
                 "custom_member_id": member_id,
-                "event_type": event_type,
+                "event_type": step.event_type,
                 "scope_type": scope[0],
                 "scope_id": scope[1],
                 "scope_name": scope[2],
-                "source": source,
-                "force_optin": "true" if forced else rng.choice(["false", "", "0", "no"]),
+                "source": step.source,
+                "force_optin": "true" if step.forced else rng.choice(["false", "", "0", "no"]),
                 "occurred_at": occurred,
                 "timestamp_subscribed": (
                     subscribed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if first_subscribed else ""
@@ -348,14 +339,14 @@ class _DayWriter:
             }
         )
 
-    def add_member(self, key: tuple[str, int], source: str, **options: bool) -> None:
+    def add_member(self, key: tuple[str, int], source: str, forced: bool = False) -> None:
         master, sub = key
         member_id = master if sub == 0 else f"{master}|{sub}"
         event_type = self.rng.choice(["subscribe", "subscribe", "unsubscribe"])
         if source == "unsubscribe_link":
             event_type = "unsubscribe"
         scope = self.rng.choice(_DEMO_SCOPES)
-        self.add(member_id, self.emails[key], event_type, scope, source, **options)
+        self.add(member_id, self.emails[key], scope, _Step(source, event_type, forced, None))
 
 
 def _demo_rows(
@@ -383,17 +374,7 @@ def _demo_rows(
 
     for index, (key, (scope, steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
         if day_index < len(steps):
-            step = steps[day_index]
-            out.add(
-                key[0],
-                emails[key],
-                step.event_type,
-                scope,
-                step.source,
-                at_second=9 * 3600 + 60 * index,
-                forced=step.forced,
-                first_subscribed=step.first_subscribed,
-            )
+            out.add(key[0], emails[key], scope, steps[day_index], at_second=9 * 3600 + 60 * index)
 
     master, _ = pool[0]
     reject_cases = [
@@ -405,8 +386,9 @@ def _demo_rows(
         (master, emails[pool[0]], "carrier_pigeon"),  # invalid_source
     ]
     for member_id, email, source in reject_cases:
-        out.add(member_id, email, "unsubscribe", _NEWSLETTER, source)
-    out.add(master, emails[pool[0]], "subscribe", _UNMAPPED, "form")  # activity only, no opt-in
+        out.add(member_id, email, _NEWSLETTER, _Step(source, "unsubscribe"))
+    # Activity only, no opt-in.
+    out.add(master, emails[pool[0]], _UNMAPPED, _Step("form", "subscribe", first_subscribed=None))
     out.rows.append(dict(out.rows[0]))  # an exact repeat, de-duplicated silently
     return out.rows
 
