@@ -111,46 +111,36 @@ class _Step:
 
 # SPEC §4's worked examples, one member each, one step per demo day, so the report shows every
 # decision kind on data a steward can follow by hand.
-_STORIES: list[tuple[_Scope, list[_Step]]] = [
+_STORIES: list[tuple[_Scope, _Step, _Step, _Step]] = [
     (
         _NEWSLETTER,
-        [
-            _Step("form", "subscribe", first_subscribed=True),
-            _Step("third_party", "unsubscribe"),  # blocked_by_precedence
-            _Step("unsubscribe_link", "unsubscribe"),  # applied
-        ],
+        _Step("form", "subscribe", first_subscribed=True),
+        _Step("third_party", "unsubscribe"),  # blocked_by_precedence
+        _Step("unsubscribe_link", "unsubscribe"),  # applied
     ),
     (
         _ADVOCACY,
-        [
-            _Step("subscription_page", "unsubscribe"),
-            _Step("api", "subscribe", first_subscribed=True),  # blocked_by_precedence
-            _Step("subscription_page", "subscribe", first_subscribed=True),  # applied
-        ],
+        _Step("subscription_page", "unsubscribe"),
+        _Step("api", "subscribe", first_subscribed=True),  # blocked_by_precedence
+        _Step("subscription_page", "subscribe", first_subscribed=True),  # applied
     ),
     (
         _EVENTS,
-        [
-            _Step("api", "subscribe", first_subscribed=True),
-            _Step("csv_upload", "unsubscribe"),  # applied: equal weight
-            _Step("manual", "subscribe"),  # applied: in_app, equal weight
-        ],
+        _Step("api", "subscribe", first_subscribed=True),
+        _Step("csv_upload", "unsubscribe"),  # applied: equal weight
+        _Step("manual", "subscribe"),  # applied: in_app, equal weight
     ),
     (
         _NEWSLETTER,
-        [
-            _Step("third_party", "unsubscribe", forced=True),
-            _Step("preference_centre", "subscribe"),  # blocked_by_forced
-            _Step("form", "subscribe", forced=True, first_subscribed=True),  # applied
-        ],
+        _Step("third_party", "unsubscribe", forced=True),
+        _Step("preference_centre", "subscribe"),  # blocked_by_forced
+        _Step("form", "subscribe", forced=True, first_subscribed=True),  # applied
     ),
     (
         _ADVOCACY,
-        [
-            _Step("importer", "subscribe"),  # no timestamp_subscribed: never a first_subscribe
-            _Step("api", "subscribe", first_subscribed=True),  # no_change
-            _Step("api", "unsubscribe"),  # applied: first_unsubscribe
-        ],
+        _Step("importer", "subscribe"),  # no timestamp_subscribed: never a first_subscribe
+        _Step("api", "subscribe", first_subscribed=True),  # no_change
+        _Step("api", "unsubscribe"),  # applied: first_unsubscribe
     ),
 ]
 
@@ -219,8 +209,7 @@ def create_sandbox_personify(
     try:
         with engine.begin() as conn:
             if reset:
-                for table in reversed(every):
-                    table.drop(conn, checkfirst=True)
+                tables.customer.metadata.drop_all(conn)
             inspector = sa.inspect(conn)
             missing = {table.name for table in every if not inspector.has_table(table.name)}
             _refuse_outdated(inspector, [t for t in every if t.name not in missing], url)
@@ -372,7 +361,7 @@ def _demo_rows(
     if sub_keys:
         out.add_member(rng.choice(sub_keys), "preference_centre")
 
-    for index, (key, (scope, steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
+    for index, (key, (scope, *steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
         if day_index < len(steps):
             out.add(key[0], emails[key], scope, steps[day_index], at_second=9 * 3600 + 60 * index)
 
