@@ -62,9 +62,7 @@ DATETIME, BOOLEAN = "datetime", "boolean"
 FLAG_FIELDS = frozenset({"flag", "forced"})
 # Mapped fields subsync leaves NULL on some inserts: a NOT NULL column without a default under
 # one of them makes such an insert fail.
-_UPDATE_ONLY = {
-    field: "set on update only, so NULL on insert" for field in ("mod_oper", "mod_date")
-}
+_UPDATE_ONLY = dict.fromkeys(("mod_oper", "mod_date"), "set on update only, so NULL on insert")
 NULL_ON_INSERT: dict[str, dict[str, str]] = {
     "opt_in": {
         **_UPDATE_ONLY,
@@ -516,14 +514,9 @@ def _wanted_codes(config: SubsyncConfig) -> list[_Code]:
     for area in config.interest_areas:
         scope = _scope_of(area.scope_type, area.scope_id)
         code, subcode = area.opt_in_code, area.subcode
-        codes += [
-            _Code(INTEREST_AREA_TYPE, (code,), f"interest-area code {code} ({scope})"),
-            _Code(
-                INTEREST_AREA_TYPE,
-                (code, subcode),
-                f"interest-area code/subcode {code}/{subcode} ({scope})",
-            ),
-        ]
+        for key, kind in (((code,), "code"), ((code, subcode), "code/subcode")):
+            what = f"interest-area {kind} {'/'.join(key)} ({scope})"
+            codes.append(_Code(INTEREST_AREA_TYPE, key, what))
     activity = config.personify.activity_codes
     for code in dict.fromkeys((activity.subscribe, activity.unsubscribe)):
         codes.append(_Code(ACTIVITY_TYPE, (code,), f"activity code {code}"))
