@@ -402,21 +402,19 @@ def write_demo_tracking_files(
         raise ValueError(f"demo tracking files need at least {MIN_DEMO_CUSTOMERS} customers")
     rng = random.Random(seed)
     landing_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    late: list[list[dict[str, str]]] = []
-    for index, day in enumerate(days):
-        rows = _demo_rows(index, day, customers, rng)
-        # Late arrivals: events of the day re-sent by a later export as API changes.
-        late.append(
-            [{**row, "event_id": f"{row['event_id']}-L", "source": "api"} for row in rows[:10]]
-        )
-        path = landing_dir / f"rm_tracking_{day.isoformat()}.csv"
+    each_day = [_demo_rows(index, day, customers, rng) for index, day in enumerate(days)]
+    written = [landing_dir / f"rm_tracking_{day.isoformat()}.csv" for day in days]
+    for path, rows in zip(written, each_day, strict=True):
         path.write_text(_csv_text(rows), encoding="utf-8")
-        written.append(path)
     if len(days) >= 2:
+        # Late arrivals: events of each day re-sent by a later export as API changes.
+        late = [
+            {**row, "event_id": f"{row['event_id']}-L", "source": "api"}
+            for rows in each_day[-2:]
+            for row in rows[:10]
+        ]
         path = landing_dir / f"rm_tracking_late_{days[-1].isoformat()}.csv.gz"
-        rows = [row for day_rows in late[-2:] for row in day_rows]
         # mtime=0 keeps the gzip header, and so the file's hash, the same on every re-run.
-        path.write_bytes(gzip.compress(_csv_text(rows).encode("utf-8"), mtime=0))
+        path.write_bytes(gzip.compress(_csv_text(late).encode("utf-8"), mtime=0))
         written.append(path)
     return written
