@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -182,14 +181,11 @@ def doctor(config: SubsyncConfig, url: str, landing: Path | None = None) -> list
     return personify + (check_landing(config, landing) if landing is not None else [])
 
 
-_Check = Callable[[Connection, SubsyncConfig, PersonifyTables], list[Finding]]
-
-
 def check_personify(config: SubsyncConfig, engine: Engine) -> list[Finding]:
     """Every Personify check, each on its own connection so one refused query (a missing grant)
     leaves the others able to run; nothing is committed."""
     tables = personify_tables(config.personify)
-    checks: list[tuple[str, _Check]] = [
+    checks = [
         (TABLE, _check_tables),
         (NOT_NULL, _check_not_null),
         (GRANT, _check_grants),
