@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
 
 from subsync_pipeline.core.config import SOURCES, PersonifyConfig, SubsyncConfig, parse_config
 from subsync_pipeline.core.personify.tables import (
@@ -198,7 +197,7 @@ def create_sandbox_personify(
     Safe to re-run: existing tables and rows are left alone, so a second run returns 0. With
     reset the tables are dropped first. Returns how many customers were added.
     """
-    parsed = make_url(url)
+    parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
@@ -241,7 +240,7 @@ def _refuse_outdated(inspector: sa.Inspector, tables: list[sa.Table], url: str) 
             stale.append(f"{table.name} lacks {', '.join(lacking)}")
     if stale:
         raise SandboxOutdatedError(
-            f"the sandbox Personify at {make_url(url).render_as_string(hide_password=True)} was "
+            f"the sandbox Personify at {sa.make_url(url).render_as_string(hide_password=True)} was "
             f"made by an earlier subsync ({'; '.join(stale)}). Recreate it with "
             "`subsync sandbox --reset` (or `make clean`, then `make demo`)."
         )
