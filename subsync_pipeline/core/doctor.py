@@ -505,7 +505,8 @@ _CODE_FIXES = {
 }
 
 
-def _wanted_codes(config: SubsyncConfig) -> list[_Code]:
+def wanted_codes(config: SubsyncConfig) -> list[_Code]:
+    """The codes this config writes, which Personify should define (the sandbox does)."""
     codes = []
     for area in config.interest_areas:
         scope = _scope_of(area.scope_type, area.scope_id)
@@ -540,7 +541,7 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         fix = "correct personify.tables.app_code / app_subcode if the site names them otherwise"
         findings.append(Finding(WARN, CODE, unchecked, fix))
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for code in _wanted_codes(config):
+    for code in wanted_codes(config):
         table = tables.app_code if len(code.key) == 1 else tables.app_subcode
         if table.name not in present:
             continue

@@ -22,9 +22,8 @@ import sqlalchemy as sa
 import yaml
 
 from subsync_pipeline.core.config import SOURCES, PersonifyConfig, SubsyncConfig, parse_config
+from subsync_pipeline.core.doctor import wanted_codes
 from subsync_pipeline.core.personify.tables import (
-    ACTIVITY_TYPE,
-    INTEREST_AREA_TYPE,
     SUBSYSTEM,
     personify_tables,
 )
@@ -178,14 +177,13 @@ def demo_customers(n: int = 200) -> pd.DataFrame:
 
 
 def demo_codes(config: SubsyncConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """APP_CODE and APP_SUBCODE rows for the interest areas and activity codes of `config`."""
-    codes = [(INTEREST_AREA_TYPE, area.opt_in_code) for area in config.interest_areas]
-    activity = config.personify.activity_codes
-    codes += [(ACTIVITY_TYPE, activity.subscribe), (ACTIVITY_TYPE, activity.unsubscribe)]
-    subcodes = [(INTEREST_AREA_TYPE, a.opt_in_code, a.subcode) for a in config.interest_areas]
-    app_code = pd.DataFrame(codes, columns=["TYPE", "CODE"]).drop_duplicates()
-    app_subcode = pd.DataFrame(subcodes, columns=["TYPE", "CODE", "SUBCODE"]).drop_duplicates()
-    return app_code, app_subcode
+    """APP_CODE and APP_SUBCODE rows of the codes `subsync doctor` looks for under `config`."""
+    rows = [(code.code_type, *code.key) for code in wanted_codes(config)]
+    app_code = pd.DataFrame([r for r in rows if len(r) == 2], columns=["TYPE", "CODE"])
+    app_subcode = pd.DataFrame(
+        [r for r in rows if len(r) == 3], columns=["TYPE", "CODE", "SUBCODE"]
+    )
+    return app_code.drop_duplicates(), app_subcode.drop_duplicates()
 
 
 def create_sandbox_personify(
