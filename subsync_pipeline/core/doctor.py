@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +61,7 @@ DATETIME, BOOLEAN = "datetime", "boolean"
 FLAG_FIELDS = frozenset({"flag", "forced"})
 # Mapped fields subsync leaves NULL on some inserts: a NOT NULL column without a default under
 # one of them makes such an insert fail.
-_UPDATE_ONLY = {
-    field: "set on update only, so NULL on insert" for field in ("mod_oper", "mod_date")
-}
+_UPDATE_ONLY = dict.fromkeys(("mod_oper", "mod_date"), "set on update only, so NULL on insert")
 NULL_ON_INSERT: dict[str, dict[str, str]] = {
     "opt_in": {
         **_UPDATE_ONLY,
@@ -90,22 +87,20 @@ NEEDED_PRIVILEGES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class _GrantQueries:
-    """How a dialect tells whether the login holds a privilege: on a table (:table, :privilege),
-    its database user, and (where staging needs one) a database privilege."""
+    """How a dialect tells whether the login holds a privilege on a table (:table, :privilege),
+    its database user, and (where it takes a grant) whether it may create the TEMPORARY tables
+    the writer stages a day's rows in."""
 
     table: str
     user: str
-    database: str | None = None
-    database_privilege: str = ""
+    temporary: str | None = None
 
 
 GRANT_QUERIES: dict[str, _GrantQueries] = {
     "postgresql": _GrantQueries(
         table="SELECT has_table_privilege(:table, :privilege)",
         user="SELECT current_user",
-        # The writer stages a day's rows in TEMPORARY tables.
-        database="SELECT has_database_privilege(current_database(), 'TEMPORARY')",
-        database_privilege="TEMPORARY",
+        temporary="SELECT has_database_privilege(current_database(), 'TEMPORARY')",
     ),
     "mssql": _GrantQueries(
         table="SELECT HAS_PERMS_BY_NAME(:table, 'OBJECT', :privilege)",
@@ -186,14 +181,11 @@ def doctor(config: SubsyncConfig, url: str, landing: Path | None = None) -> list
     return personify + (check_landing(config, landing) if landing is not None else [])
 
 
-_Check = Callable[[Connection, SubsyncConfig, PersonifyTables], list[Finding]]
-
-
 def check_personify(config: SubsyncConfig, engine: Engine) -> list[Finding]:
     """Every Personify check, each on its own connection so one refused query (a missing grant)
     leaves the others able to run; nothing is committed."""
     tables = personify_tables(config.personify)
-    checks: list[tuple[str, _Check]] = [
+    checks = [
         (TABLE, _check_tables),
         (NOT_NULL, _check_not_null),
         (GRANT, _check_grants),
@@ -270,8 +262,7 @@ def known_lengths(config: SubsyncConfig) -> dict[str, int]:
         "mod_oper": len(personify.operator),
         "activity_code": max(map(len, activity)),
         "subsystem": len(SUBSYSTEM),
-        "flag": 1,
-        "forced": 1,
+        **dict.fromkeys(FLAG_FIELDS, 1),
     }
 
 
@@ -314,11 +305,13 @@ def _type_problem(
     return None
 
 
-def _generated(dialect: str, column: dict[str, Any], primary_key: list[str]) -> bool | None:
+def _generated(inspector: Inspector, table: sa.Table, column: dict[str, Any]) -> bool | None:
     """Whether the database fills the column (identity, autoincrement); None: cannot tell."""
+    dialect = inspector.dialect.name
     if dialect == "sqlite":
         # Only a lone INTEGER primary key is an alias of the rowid, which SQLite generates.
-        return isinstance(column["type"], sa.INTEGER) and primary_key == [column["name"]]
+        key = inspector.get_pk_constraint(table.name, schema=table.schema)["constrained_columns"]
+        return isinstance(column["type"], sa.INTEGER) and key == [column["name"]]
     if column.get("identity") is not None or "nextval(" in str(column.get("default") or ""):
         return True
     if dialect in ("postgresql", "mssql"):
@@ -362,8 +355,7 @@ def _identity_check(inspector: Inspector, dialect: str, activity: TableShape) ->
     column = activity.columns["id"]
     if actual is None or column.upper() not in actual:
         return []
-    primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
-    generated = _generated(dialect, actual[column.upper()], primary_key["constrained_columns"])
+    generated = _generated(inspector, table, actual[column.upper()])
     if generated is None:
         unknown = f"cannot tell on {dialect} whether {table.fullname}.{column} is an identity"
         fix = "make sure the database generates it: subsync reads it, never writes it"
@@ -411,7 +403,6 @@ def _check_not_null(
         actual = reflected_columns(inspector, table)
         if actual is None:
             continue  # reported by the table check
-        primary_key = inspector.get_pk_constraint(table.name, schema=table.schema)
         field_of = {column.upper(): field for field, column in shape.columns.items()}
         constants = {column.upper() for column in shape.constants}
         required = [
@@ -421,7 +412,7 @@ def _check_not_null(
                 column["nullable"]
                 or column.get("default") is not None
                 or column.get("computed")
-                or _generated(conn.dialect.name, column, primary_key["constrained_columns"])
+                or _generated(inspector, table, column)
             )
         ]
         problems = []
@@ -465,15 +456,14 @@ def _check_grants(
     user = str(conn.execute(sa.text(queries.user)).scalar())
     inspector = sa.inspect(conn)
     written = {role for role, _ in _written(config, tables)}
+    held = sa.text(queries.table)
     findings = []
     for role, table in tables.by_role().items():
-        privileges = NEEDED_PRIVILEGES[role]
-        if role in ("opt_in", "activity") and role not in written:
-            privileges = ("SELECT",)
         if not inspector.has_table(table.name, schema=table.schema):
             continue  # reported by the table (or code) check
+        # Every table but those written is only read.
+        privileges = NEEDED_PRIVILEGES[role] if role in written else ("SELECT",)
         name = conn.dialect.identifier_preparer.format_table(table)
-        held = sa.text(queries.table)
         missing = [
             privilege
             for privilege in privileges
@@ -486,10 +476,10 @@ def _check_grants(
         else:
             holds = f"{', '.join(privileges)} on {name}"
             findings.append(Finding(OK, GRANT, f"login {user!r} holds {holds}"))
-    if queries.database and not conn.execute(sa.text(queries.database)).scalar():
-        lacks = f"lacks {queries.database_privilege} on the database"
+    if queries.temporary and not conn.execute(sa.text(queries.temporary)).scalar():
+        lacks = "lacks TEMPORARY on the database"
         why = "the writer stages each day's rows in temporary tables"
-        fix = f"GRANT {queries.database_privilege} ON DATABASE <database> TO {user}"
+        fix = f"GRANT TEMPORARY ON DATABASE <database> TO {user}"
         findings.append(Finding(FAIL, GRANT, f"login {user!r} {lacks}: {why}", fix))
     return findings
 
@@ -515,19 +505,15 @@ _CODE_FIXES = {
 }
 
 
-def _wanted_codes(config: SubsyncConfig) -> list[_Code]:
+def wanted_codes(config: SubsyncConfig) -> list[_Code]:
+    """The codes this config writes, which Personify should define (the sandbox does)."""
     codes = []
     for area in config.interest_areas:
         scope = _scope_of(area.scope_type, area.scope_id)
         code, subcode = area.opt_in_code, area.subcode
-        codes += [
-            _Code(INTEREST_AREA_TYPE, (code,), f"interest-area code {code} ({scope})"),
-            _Code(
-                INTEREST_AREA_TYPE,
-                (code, subcode),
-                f"interest-area code/subcode {code}/{subcode} ({scope})",
-            ),
-        ]
+        for key, kind in (((code,), "code"), ((code, subcode), "code/subcode")):
+            what = f"interest-area {kind} {'/'.join(key)} ({scope})"
+            codes.append(_Code(INTEREST_AREA_TYPE, key, what))
     activity = config.personify.activity_codes
     for code in dict.fromkeys((activity.subscribe, activity.unsubscribe)):
         codes.append(_Code(ACTIVITY_TYPE, (code,), f"activity code {code}"))
@@ -555,7 +541,7 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         fix = "correct personify.tables.app_code / app_subcode if the site names them otherwise"
         findings.append(Finding(WARN, CODE, unchecked, fix))
     known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for code in _wanted_codes(config):
+    for code in wanted_codes(config):
         table = tables.app_code if len(code.key) == 1 else tables.app_subcode
         if table.name not in present:
             continue

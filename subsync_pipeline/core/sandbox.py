@@ -15,29 +15,23 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
 
 from subsync_pipeline.core.config import SOURCES, PersonifyConfig, SubsyncConfig, parse_config
+from subsync_pipeline.core.doctor import wanted_codes
 from subsync_pipeline.core.personify.tables import (
-    ACTIVITY_TYPE,
-    INTEREST_AREA_TYPE,
     SUBSYSTEM,
-    TIMESTAMP,
     personify_tables,
 )
 from subsync_pipeline.core.sql import insert_frame
 from subsync_pipeline.core.validation import SOURCE_ALIASES
 
 DDL_FILES: dict[str, str] = {
-    "sqlite": "personify_sqlite.sql",
-    "postgresql": "personify_postgresql.sql",
-    "mssql": "personify_mssql.sql",
+    dialect: f"personify_{dialect}.sql" for dialect in ("sqlite", "postgresql", "mssql")
 }
 CUSTOMER_COLUMNS = [
     "MASTER_CUSTOMER_ID",
@@ -89,6 +83,7 @@ personify:
 quality: {min_member_match_rate: 0.95, max_reject_rate: 0.05}
 """
 
+_Scope = tuple[str, str, str]  # scope_type, scope_id, scope_name
 _NEWSLETTER = ("group", "1201", "Weekly Newsletter")
 _ADVOCACY = ("group", "1202", "Advocacy Alerts")
 _EVENTS = ("message_category", "77", "Events and Conferences")
@@ -109,51 +104,41 @@ class _Step:
     source: str
     event_type: str
     forced: bool = False
-    first_subscribed: bool = False
+    first_subscribed: bool | None = False  # None: drawn at random for a subscribe
 
 
 # SPEC §4's worked examples, one member each, one step per demo day, so the report shows every
 # decision kind on data a steward can follow by hand.
-_STORIES: list[tuple[tuple[str, str, str], list[_Step]]] = [
+_STORIES: list[tuple[_Scope, _Step, _Step, _Step]] = [
     (
         _NEWSLETTER,
-        [
-            _Step("form", "subscribe", first_subscribed=True),
-            _Step("third_party", "unsubscribe"),  # blocked_by_precedence
-            _Step("unsubscribe_link", "unsubscribe"),  # applied
-        ],
+        _Step("form", "subscribe", first_subscribed=True),
+        _Step("third_party", "unsubscribe"),  # blocked_by_precedence
+        _Step("unsubscribe_link", "unsubscribe"),  # applied
     ),
     (
         _ADVOCACY,
-        [
-            _Step("subscription_page", "unsubscribe"),
-            _Step("api", "subscribe", first_subscribed=True),  # blocked_by_precedence
-            _Step("subscription_page", "subscribe", first_subscribed=True),  # applied
-        ],
+        _Step("subscription_page", "unsubscribe"),
+        _Step("api", "subscribe", first_subscribed=True),  # blocked_by_precedence
+        _Step("subscription_page", "subscribe", first_subscribed=True),  # applied
     ),
     (
         _EVENTS,
-        [
-            _Step("api", "subscribe", first_subscribed=True),
-            _Step("csv_upload", "unsubscribe"),  # applied: equal weight
-            _Step("manual", "subscribe"),  # applied: in_app, equal weight
-        ],
+        _Step("api", "subscribe", first_subscribed=True),
+        _Step("csv_upload", "unsubscribe"),  # applied: equal weight
+        _Step("manual", "subscribe"),  # applied: in_app, equal weight
     ),
     (
         _NEWSLETTER,
-        [
-            _Step("third_party", "unsubscribe", forced=True),
-            _Step("preference_centre", "subscribe"),  # blocked_by_forced
-            _Step("form", "subscribe", forced=True, first_subscribed=True),  # applied
-        ],
+        _Step("third_party", "unsubscribe", forced=True),
+        _Step("preference_centre", "subscribe"),  # blocked_by_forced
+        _Step("form", "subscribe", forced=True, first_subscribed=True),  # applied
     ),
     (
         _ADVOCACY,
-        [
-            _Step("importer", "subscribe"),  # no timestamp_subscribed: never a first_subscribe
-            _Step("api", "subscribe", first_subscribed=True),  # no_change
-            _Step("api", "unsubscribe"),  # applied: first_unsubscribe
-        ],
+        _Step("importer", "subscribe"),  # no timestamp_subscribed: never a first_subscribe
+        _Step("api", "subscribe", first_subscribed=True),  # no_change
+        _Step("api", "unsubscribe"),  # applied: first_unsubscribe
     ),
 ]
 
@@ -192,14 +177,13 @@ def demo_customers(n: int = 200) -> pd.DataFrame:
 
 
 def demo_codes(config: SubsyncConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """APP_CODE and APP_SUBCODE rows for the interest areas and activity codes of `config`."""
-    codes = [(INTEREST_AREA_TYPE, area.opt_in_code) for area in config.interest_areas]
-    activity = config.personify.activity_codes
-    codes += [(ACTIVITY_TYPE, activity.subscribe), (ACTIVITY_TYPE, activity.unsubscribe)]
-    subcodes = [(INTEREST_AREA_TYPE, a.opt_in_code, a.subcode) for a in config.interest_areas]
-    app_code = pd.DataFrame(codes, columns=["TYPE", "CODE"]).drop_duplicates()
-    app_subcode = pd.DataFrame(subcodes, columns=["TYPE", "CODE", "SUBCODE"]).drop_duplicates()
-    return app_code, app_subcode
+    """APP_CODE and APP_SUBCODE rows of the codes `subsync doctor` looks for under `config`."""
+    rows = [(code.code_type, *code.key) for code in wanted_codes(config)]
+    app_code = pd.DataFrame([r for r in rows if len(r) == 2], columns=["TYPE", "CODE"])
+    app_subcode = pd.DataFrame(
+        [r for r in rows if len(r) == 3], columns=["TYPE", "CODE", "SUBCODE"]
+    )
+    return app_code.drop_duplicates(), app_subcode.drop_duplicates()
 
 
 def create_sandbox_personify(
@@ -211,7 +195,7 @@ def create_sandbox_personify(
     Safe to re-run: existing tables and rows are left alone, so a second run returns 0. With
     reset the tables are dropped first. Returns how many customers were added.
     """
-    parsed = make_url(url)
+    parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
@@ -222,8 +206,7 @@ def create_sandbox_personify(
     try:
         with engine.begin() as conn:
             if reset:
-                for table in reversed(every):
-                    table.drop(conn, checkfirst=True)
+                tables.customer.metadata.drop_all(conn)
             inspector = sa.inspect(conn)
             missing = {table.name for table in every if not inspector.has_table(table.name)}
             _refuse_outdated(inspector, [t for t in every if t.name not in missing], url)
@@ -255,7 +238,7 @@ def _refuse_outdated(inspector: sa.Inspector, tables: list[sa.Table], url: str) 
             stale.append(f"{table.name} lacks {', '.join(lacking)}")
     if stale:
         raise SandboxOutdatedError(
-            f"the sandbox Personify at {make_url(url).render_as_string(hide_password=True)} was "
+            f"the sandbox Personify at {sa.make_url(url).render_as_string(hide_password=True)} was "
             f"made by an earlier subsync ({'; '.join(stale)}). Recreate it with "
             "`subsync sandbox --reset` (or `make clean`, then `make demo`)."
         )
@@ -271,8 +254,6 @@ def _add_new(
     existing = pd.DataFrame(result.fetchall(), columns=keys).astype(rows[keys].dtypes.to_dict())
     merged = rows.merge(existing, how="left", on=keys, indicator=True)
     new = merged.loc[merged["_merge"].eq("left_only"), list(rows.columns)]
-    if new.empty:
-        return 0
     if table.name != "CUSTOMER":
         new = new.assign(
             ACTIVE_FLAG="Y",
@@ -280,17 +261,8 @@ def _add_new(
             ADDDATE=datetime.now(UTC).replace(tzinfo=None),
             CONCURRENCY_ID=0,
         )
-    typed: dict[str, sa.types.TypeEngine[Any]] = {
-        "ADDDATE": TIMESTAMP,
-        "CONCURRENCY_ID": sa.Integer(),
-        **{column.name: column.type for column in table.columns},
-    }
-    target = sa.Table(
-        table.name,
-        sa.MetaData(),
-        *[sa.Column(name, typed.get(name, sa.String())) for name in new.columns],
-        schema=table.schema,
-    )
+    # Reflected, as subsync's table objects lack the standard fields filled above.
+    target = sa.Table(table.name, sa.MetaData(), schema=table.schema, autoload_with=conn)
     return insert_frame(conn, target, new)
 
 
@@ -320,42 +292,32 @@ class _DayWriter:
         self.seconds = int((end - self.start).total_seconds())
 
     def add(
-        self,
-        member_id: str,
-        email: str,
-        event_type: str,
-        scope: tuple[str, str, str],
-        source: str,
-        *,
-        at_second: int | None = None,
-        forced: bool = False,
-        first_subscribed: bool | None = None,
+        self, member_id: str, email: str, scope: _Scope, step: _Step, at_second: int | None = None
     ) -> None:
         rng = self.rng
         second = rng.randrange(60, self.seconds - 60) if at_second is None else at_second
         instant = self.start + timedelta(seconds=second)
         local = instant.astimezone(ZoneInfo(DEMO_TIMEZONE))
-        style = rng.randrange(3)
-        if style == 0:
-            occurred = local.replace(tzinfo=None).isoformat(timespec="seconds")
-        elif style == 1:
-            occurred = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-        else:
-            occurred = local.isoformat(timespec="seconds")
+        occurred = (
+            local.replace(tzinfo=None).isoformat(timespec="seconds"),
+            instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            local.isoformat(timespec="seconds"),
+        )[rng.randrange(3)]
+        first_subscribed = step.first_subscribed
         if first_subscribed is None:
-            first_subscribed = event_type == "subscribe" and rng.random() < 0.5
+            first_subscribed = step.event_type == "subscribe" and rng.random() < 0.5
         subscribed_at = instant - timedelta(days=rng.randrange(1, 400))
         self.rows.append(
             {
                 "event_id": f"RM-{self.day:%Y%m%d}-{len(self.rows) + 1:04d}",
                 "email": email,
                 "custom_member_id": member_id,
-                "event_type": event_type,
+                "event_type": step.event_type,
                 "scope_type": scope[0],
                 "scope_id": scope[1],
                 "scope_name": scope[2],
-                "source": source,
-                "force_optin": "true" if forced else rng.choice(["false", "", "0", "no"]),
+                "source": step.source,
+                "force_optin": "true" if step.forced else rng.choice(["false", "", "0", "no"]),
                 "occurred_at": occurred,
                 "timestamp_subscribed": (
                     subscribed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if first_subscribed else ""
@@ -363,14 +325,14 @@ class _DayWriter:
             }
         )
 
-    def add_member(self, key: tuple[str, int], source: str, **options: bool) -> None:
+    def add_member(self, key: tuple[str, int], source: str, forced: bool = False) -> None:
         master, sub = key
         member_id = master if sub == 0 else f"{master}|{sub}"
         event_type = self.rng.choice(["subscribe", "subscribe", "unsubscribe"])
         if source == "unsubscribe_link":
             event_type = "unsubscribe"
         scope = self.rng.choice(_DEMO_SCOPES)
-        self.add(member_id, self.emails[key], event_type, scope, source, **options)
+        self.add(member_id, self.emails[key], scope, _Step(source, event_type, forced, None))
 
 
 def _demo_rows(
@@ -396,19 +358,9 @@ def _demo_rows(
     if sub_keys:
         out.add_member(rng.choice(sub_keys), "preference_centre")
 
-    for index, (key, (scope, steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
+    for index, (key, (scope, *steps)) in enumerate(zip(story_keys, _STORIES, strict=False)):
         if day_index < len(steps):
-            step = steps[day_index]
-            out.add(
-                key[0],
-                emails[key],
-                step.event_type,
-                scope,
-                step.source,
-                at_second=9 * 3600 + 60 * index,
-                forced=step.forced,
-                first_subscribed=step.first_subscribed,
-            )
+            out.add(key[0], emails[key], scope, steps[day_index], at_second=9 * 3600 + 60 * index)
 
     master, _ = pool[0]
     reject_cases = [
@@ -420,8 +372,9 @@ def _demo_rows(
         (master, emails[pool[0]], "carrier_pigeon"),  # invalid_source
     ]
     for member_id, email, source in reject_cases:
-        out.add(member_id, email, "unsubscribe", _NEWSLETTER, source)
-    out.add(master, emails[pool[0]], "subscribe", _UNMAPPED, "form")  # activity only, no opt-in
+        out.add(member_id, email, _NEWSLETTER, _Step(source, "unsubscribe"))
+    # Activity only, no opt-in.
+    out.add(master, emails[pool[0]], _UNMAPPED, _Step("form", "subscribe", first_subscribed=None))
     out.rows.append(dict(out.rows[0]))  # an exact repeat, de-duplicated silently
     return out.rows
 
@@ -446,21 +399,19 @@ def write_demo_tracking_files(
         raise ValueError(f"demo tracking files need at least {MIN_DEMO_CUSTOMERS} customers")
     rng = random.Random(seed)
     landing_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    late: list[list[dict[str, str]]] = []
-    for index, day in enumerate(days):
-        rows = _demo_rows(index, day, customers, rng)
-        # Late arrivals: events of the day re-sent by a later export as API changes.
-        late.append(
-            [{**row, "event_id": f"{row['event_id']}-L", "source": "api"} for row in rows[:10]]
-        )
-        path = landing_dir / f"rm_tracking_{day.isoformat()}.csv"
+    each_day = [_demo_rows(index, day, customers, rng) for index, day in enumerate(days)]
+    written = [landing_dir / f"rm_tracking_{day.isoformat()}.csv" for day in days]
+    for path, rows in zip(written, each_day, strict=True):
         path.write_text(_csv_text(rows), encoding="utf-8")
-        written.append(path)
     if len(days) >= 2:
+        # Late arrivals: events of each day re-sent by a later export as API changes.
+        late = [
+            {**row, "event_id": f"{row['event_id']}-L", "source": "api"}
+            for rows in each_day[-2:]
+            for row in rows[:10]
+        ]
         path = landing_dir / f"rm_tracking_late_{days[-1].isoformat()}.csv.gz"
-        rows = [row for day_rows in late[-2:] for row in day_rows]
         # mtime=0 keeps the gzip header, and so the file's hash, the same on every re-run.
-        path.write_bytes(gzip.compress(_csv_text(rows).encode("utf-8"), mtime=0))
+        path.write_bytes(gzip.compress(_csv_text(late).encode("utf-8"), mtime=0))
         written.append(path)
     return written
