@@ -81,7 +81,7 @@ def rejects_for_stewards(rejected: pd.DataFrame) -> pd.DataFrame:
     where = pd.DataFrame(
         {
             "file": rejected["source_file"].astype("string").to_numpy(),
-            "line": rejected["line_number"].astype("Int64").to_numpy(),
+            "line": rejected["line_number"].astype("Int64").array,
             "reasons": rejected["reasons"].to_numpy(),
             "error": rejected["error"].to_numpy(),
         }
