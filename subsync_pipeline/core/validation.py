@@ -1,4 +1,4 @@
-"""Row validation (SPEC §3): a Pandera model collects every failure lazily, named by reason code;
+"""Row validation (SPEC §3): a Pandera schema collects every failure lazily, named by reason code;
 member ids are then checked against Personify's CUSTOMER in one bulk lookup by the caller, and
 duplicate event ids against the manifest's first-recorded version.
 """
