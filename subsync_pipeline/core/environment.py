@@ -25,8 +25,5 @@ def setting(name: str) -> str:
 
 def config_path() -> Path | None:
     """SUBSYNC_CONFIG, else ./data/subsync.yaml if present, else None (built-in defaults)."""
-    explicit = os.environ.get("SUBSYNC_CONFIG")
-    if explicit:
-        return Path(explicit)
-    default = Path(DEFAULTS["SUBSYNC_CONFIG"])
-    return default if default.exists() else None
+    path = Path(setting("SUBSYNC_CONFIG"))
+    return path if os.environ.get("SUBSYNC_CONFIG") or path.exists() else None

@@ -81,7 +81,7 @@ def rejects_for_stewards(rejected: pd.DataFrame) -> pd.DataFrame:
     where = pd.DataFrame(
         {
             "file": rejected["source_file"].astype("string").to_numpy(),
-            "line": rejected["line_number"].astype("Int64").to_numpy(),
+            "line": rejected["line_number"].astype("Int64").array,
             "reasons": rejected["reasons"].to_numpy(),
             "error": rejected["error"].to_numpy(),
         }
@@ -148,23 +148,19 @@ def trend_svg(days: list[dict[str, Any]]) -> str:
 
 
 def _sample(rejected: pd.DataFrame, size: int = 20) -> list[dict[str, str]]:
-    sample = []
-    for row in rejected.head(size).astype(object).to_dict("records"):
-        original = row["original_values"]
-        values = json.loads(original) if isinstance(original, str) else {}
-        line = row["line_number"]
-        sample.append(
-            {
-                "file": mask_email(Path(str(row["source_file"])).name),
-                "line": "" if line is None or line != line else str(int(line)),
-                "event id": str(values.get("event_id", "")),
-                "email": mask_email(str(values.get("email", ""))),
-                "member id": str(values.get("custom_member_id", "")),
-                "reasons": str(row["reasons"]),
-                "error": mask_email(row["error"]) if isinstance(row["error"], str) else "",
-            }
-        )
-    return sample
+    rows = rejects_for_stewards(rejected.head(size)).astype(object)
+    return [
+        {
+            "file": mask_email(Path(str(row["file"])).name),
+            "line": str(row["line"]),
+            "event id": str(row.get("event_id", "")),
+            "email": mask_email(str(row.get("email", ""))),
+            "member id": str(row.get("custom_member_id", "")),
+            "reasons": str(row["reasons"]),
+            "error": mask_email(str(row["error"])),
+        }
+        for row in rows.where(rows.notna(), "").to_dict("records")
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -159,15 +158,9 @@ class _CheckedStream(io.RawIOBase):
 
 def _line_of(path: Path, offset: int) -> int:
     """The 1-based line holding byte `offset` of the (unpacked) file."""
-    newlines, position = 0, 0
     with _open(path) as handle:
-        while position < offset:
-            block = handle.read(min(1 << 20, offset - position))
-            if not block:
-                break
-            newlines += block.count(b"\n")
-            position += len(block)
-    return newlines + 1
+        blocks = iter(lambda: handle.read(min(1 << 20, offset - handle.tell())), b"")
+        return sum(block.count(b"\n") for block in blocks) + 1
 
 
 def _first_undecodable(path: Path) -> str:
@@ -201,16 +194,6 @@ def _separator_hint(headers: list[str]) -> str:
         if separator in headers[0]:
             return f"; the header looks separated by {name}, not commas: export as comma-separated"
     return ""
-
-
-def _normalise_headers(headers: list[str], renames: dict[str, str]) -> tuple[list[str], str | None]:
-    keys = [str(header).strip().lstrip("\ufeff").strip().lower() for header in headers]
-    normalised = [renames.get(key, key) for key in keys]
-    counts = Counter(normalised)
-    dupes = sorted(h for h in ALL_COLUMNS if counts[h] > 1)
-    if dupes:
-        return normalised, f"column(s) {dupes} appear more than once after renaming"
-    return normalised, None
 
 
 def read_tracking_file(
@@ -263,9 +246,11 @@ def read_tracking_file(
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         return _failure(FILE_UNREADABLE, f"cannot read the file: {exc}")
 
-    headers, problem = _normalise_headers(list(frame.columns), renames)
-    if problem:
-        return _failure(MISSING_COLUMNS, problem)
+    keys = [str(header).strip().lstrip("\ufeff").strip().lower() for header in frame.columns]
+    headers = [renames.get(key, key) for key in keys]
+    dupes = sorted(column for column in ALL_COLUMNS if headers.count(column) > 1)
+    if dupes:
+        return _failure(MISSING_COLUMNS, f"column(s) {dupes} appear more than once after renaming")
     frame.columns = pd.Index(headers)
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
@@ -301,15 +286,13 @@ def parse_timestamps(values: pd.Series, tz: ZoneInfo) -> pd.Series:
     has_offset = pd.Series(
         pc.fill_null(matched, False).to_numpy(zero_copy_only=False), index=text.index
     )
-    blank = text.fillna("").eq("")
-    with_offset = has_offset & ~blank
-    if with_offset.any():
-        parsed = pd.to_datetime(text[with_offset], format="ISO8601", errors="coerce", utc=True)
+    if has_offset.any():
+        parsed = pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce", utc=True)
         parsed = parsed.where(
             parsed.between(_EARLIEST.tz_localize("UTC"), _LATEST.tz_localize("UTC"))
         )
-        result.loc[with_offset] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
-    local = ~has_offset & ~blank
+        result.loc[has_offset] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    local = ~has_offset & text.fillna("").ne("")
     if local.any():
         naive = pd.to_datetime(text[local], format="ISO8601", errors="coerce")
         naive = naive.where(naive.between(_EARLIEST, _LATEST))

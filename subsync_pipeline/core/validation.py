@@ -1,4 +1,4 @@
-"""Row validation (SPEC §3): a Pandera model collects every failure lazily, named by reason code;
+"""Row validation (SPEC §3): a Pandera schema collects every failure lazily, named by reason code;
 member ids are then checked against Personify's CUSTOMER in one bulk lookup by the caller, and
 duplicate event ids against the manifest's first-recorded version.
 """
@@ -12,7 +12,6 @@ from datetime import datetime, time
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from pandera.typing import Series
 
 from subsync_pipeline.core.config import EVENT_TYPES, SCOPE_TYPES, SOURCES, SubsyncConfig
 from subsync_pipeline.core.tracking_log import (
@@ -154,77 +153,58 @@ def _unless_unchanged(original: pd.Series, changed: pd.Series) -> pd.Series:
     return original if bool(changed.eq(original).all()) else changed
 
 
-def tracking_record_model(config: SubsyncConfig) -> type[pa.DataFrameModel]:
-    """The Pandera model for normalised rows under `config`; each check is named by reason code."""
+def tracking_record_schema(config: SubsyncConfig) -> pa.DataFrameSchema:
+    """The Pandera schema for normalised rows under `config`; each check's error is its reason
+    code, which Pandera reports as the check of every failing row."""
     start = datetime.combine(config.start_date, time(0), tzinfo=config.tz)
     start_utc = pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
 
-    class TrackingRecord(pa.DataFrameModel):
-        event_id: Series[str]
-        custom_member_id: Series[str]
-        member_id_ok: Series[bool]
-        event_type: Series[str] = pa.Field(isin=EVENT_TYPES)
-        scope_type: Series[str] = pa.Field(isin=SCOPE_TYPES)
-        scope_id: Series[str]
-        source: Series[str] = pa.Field(isin=SOURCES)
-        force_optin: Series[str] = pa.Field(isin=sorted(_TRUE | _FALSE))
-        occurred_at_utc: Series[pd.Timestamp] = pa.Field(nullable=True)
+    def member_format(frame: pd.DataFrame) -> pd.Series:
+        return frame["custom_member_id"].eq("") | frame["member_id_ok"]
 
-        @pa.check("event_id", name=INVALID_EVENT_ID)
-        def _event_id(cls, value: Series[str]) -> Series[bool]:
-            return value.str.len().between(1, EXTERNAL_ID_MAX)  # type: ignore[return-value]
+    def fits(frame: pd.DataFrame) -> pd.Series:
+        scope_id, scope_name = frame["scope_id"].str.len(), frame["scope_name"].str.len()
+        return (scope_id <= _SCOPE_MAX) & (scope_name <= _SCOPE_MAX)
 
-        @pa.check("custom_member_id", name=MISSING_MEMBER_ID)
-        def _member_present(cls, value: Series[str]) -> Series[bool]:
-            return value.ne("")  # type: ignore[return-value]
+    # A frame-wide check: Pandera leaves nulls out of a nullable column's own checks.
+    def occurred_at(frame: pd.DataFrame) -> pd.Series:
+        value = frame["occurred_at_utc"]
+        return value.notna() & (value >= start_utc) & frame["in_own_day"]
 
-        @pa.dataframe_check(name=INVALID_MEMBER_ID)
-        def _member_format(cls, frame: pd.DataFrame) -> Series[bool]:
-            return frame["custom_member_id"].eq("") | frame["member_id_ok"]  # type: ignore[return-value]
+    def timestamp_subscribed(frame: pd.DataFrame) -> pd.Series:
+        given = frame["timestamp_subscribed"].ne("")
+        subscribed = frame["timestamp_subscribed_utc"]
+        latest = frame["occurred_at_utc"] + _SUBSCRIBED_SLACK
+        return ~given | (subscribed.notna() & (subscribed <= latest))
 
-        @pa.check("scope_id", name=MISSING_SCOPE_ID)
-        def _scope_id(cls, value: Series[str]) -> Series[bool]:
-            return value.ne("")  # type: ignore[return-value]
+    def text(check: pa.Check) -> pa.Column:
+        return pa.Column(str, check)
 
-        @pa.dataframe_check(name=VALUE_TOO_LONG)
-        def _fits(cls, frame: pd.DataFrame) -> Series[bool]:
-            scope_id, scope_name = frame["scope_id"].str.len(), frame["scope_name"].str.len()
-            return (scope_id <= _SCOPE_MAX) & (scope_name <= _SCOPE_MAX)  # type: ignore[return-value]
-
-        # A frame-wide check: Pandera leaves nulls out of a nullable column's own checks.
-        @pa.dataframe_check(name=INVALID_TIMESTAMP)
-        def _occurred_at(cls, frame: pd.DataFrame) -> Series[bool]:
-            value = frame["occurred_at_utc"]
-            return value.notna() & (value >= start_utc) & frame["in_own_day"]  # type: ignore[return-value]
-
-        @pa.dataframe_check(name=INVALID_TIMESTAMP)
-        def _timestamp_subscribed(cls, frame: pd.DataFrame) -> Series[bool]:
-            given = frame["timestamp_subscribed"].ne("")
-            subscribed = frame["timestamp_subscribed_utc"]
-            latest = frame["occurred_at_utc"] + _SUBSCRIBED_SLACK
-            return ~given | (subscribed.notna() & (subscribed <= latest))  # type: ignore[return-value]
-
-        class Config:
-            strict = False
-            coerce = False
-
-    return TrackingRecord
-
-
-# The Field(isin=...) checks report under Pandera's own check names; map them to reason codes.
-_BUILTIN_CHECK_REASONS: dict[str, str] = {
-    "event_type": INVALID_EVENT_TYPE,
-    "scope_type": INVALID_SCOPE_TYPE,
-    "source": INVALID_SOURCE,
-    "force_optin": INVALID_FORCE_OPTIN,
-}
+    return pa.DataFrameSchema(
+        {
+            "event_id": text(pa.Check.str_length(1, EXTERNAL_ID_MAX, error=INVALID_EVENT_ID)),
+            "custom_member_id": text(pa.Check.ne("", error=MISSING_MEMBER_ID)),
+            "member_id_ok": pa.Column(bool),
+            "event_type": text(pa.Check.isin(EVENT_TYPES, error=INVALID_EVENT_TYPE)),
+            "scope_type": text(pa.Check.isin(SCOPE_TYPES, error=INVALID_SCOPE_TYPE)),
+            "scope_id": text(pa.Check.ne("", error=MISSING_SCOPE_ID)),
+            "source": text(pa.Check.isin(SOURCES, error=INVALID_SOURCE)),
+            "force_optin": text(pa.Check.isin(sorted(_TRUE | _FALSE), error=INVALID_FORCE_OPTIN)),
+            "occurred_at_utc": pa.Column(pd.Timestamp, nullable=True),
+        },
+        checks=[
+            pa.Check(member_format, error=INVALID_MEMBER_ID),
+            pa.Check(fits, error=VALUE_TOO_LONG),
+            pa.Check(occurred_at, error=INVALID_TIMESTAMP),
+            pa.Check(timestamp_subscribed, error=INVALID_TIMESTAMP),
+        ],
+    )
 
 
 def schema_reasons(frame: pd.DataFrame, config: SubsyncConfig) -> pd.Series:
-    """Reason codes per row from the Pandera model (a list per failing row, indexed like frame)."""
-    model = tracking_record_model(config)
+    """Reason codes per row from the Pandera schema (a list per failing row, indexed like frame)."""
     try:
-        model.validate(frame, lazy=True)
+        tracking_record_schema(config).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
         row_cases = cases.loc[cases["index"].notna()]
@@ -233,13 +213,8 @@ def schema_reasons(frame: pd.DataFrame, config: SubsyncConfig) -> pd.Series:
             raise RuntimeError(
                 f"tracking records do not have the expected shape: {structural.to_dict('records')}"
             ) from errors
-        reasons = np.where(
-            row_cases["column"].isin(_BUILTIN_CHECK_REASONS.keys())
-            & ~row_cases["check"].isin(REASON_CODES),
-            row_cases["column"].map(_BUILTIN_CHECK_REASONS),
-            row_cases["check"],
-        )
-        return pd.Series(reasons, index=row_cases["index"].astype("int64").to_numpy())
+        index = row_cases["index"].astype("int64").to_numpy()
+        return pd.Series(row_cases["check"].to_numpy(), index=index)
     return pd.Series(dtype=object)
 
 

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from subsync_pipeline.core.redact import mask_email
-from subsync_pipeline.core.report import neutralise_formulas
+from subsync_pipeline.core.report import neutralise_formulas, rejects_for_stewards
 from subsync_pipeline_tests.browser import new_page, screenshot
 from subsync_pipeline_tests.harness import (
     DEFAULT_CONFIG,
@@ -201,3 +201,21 @@ def test_neutralise_formulas_leaves_ordinary_cells() -> None:
     safe = neutralise_formulas(frame)
     assert safe["a"].tolist()[:4] == ["'=1+1", "plain", "'-2", "'@x"]
     assert safe["b"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_rejects_csv_keeps_line_numbers_whole_beside_a_file_reject() -> None:
+    """An unreadable file's reject has no line; the row rejects of the same day keep theirs."""
+    rejected = pd.DataFrame(
+        {
+            "source_file": ["a.csv", "b.csv"],
+            "line_number": [3, None],
+            "reasons": ["unknown_member", "file_unreadable"],
+            "error": [None, "cannot read the file"],
+            "original_values": ['{"event_id": "E1"}', None],
+        }
+    )
+    lines = rejects_for_stewards(rejected).to_csv(index=False).splitlines()
+    assert lines[1:] == [
+        "a.csv,3,unknown_member,,E1",
+        "b.csv,,file_unreadable,cannot read the file,",
+    ]
