@@ -250,9 +250,8 @@ def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
     query = sa.select(
         versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
     ).where(versions.c.event_id.in_(seen_twice))
-    frame = read_frame(conn, query)
-    if frame.empty:
-        return pd.DataFrame({"event_id": [], "winner_fingerprint": []})
-    frame = frame.sort_values(["event_id", "file_id", "line_number"], kind="mergesort")
+    frame = read_frame(conn, query).sort_values(
+        ["event_id", "file_id", "line_number"], kind="mergesort"
+    )
     winners = frame.drop_duplicates("event_id", keep="first")[["event_id", "fingerprint"]]
     return winners.rename(columns={"fingerprint": "winner_fingerprint"}).reset_index(drop=True)
