@@ -82,16 +82,17 @@ def finalize(state_engine: Engine, write_id: str, now: datetime) -> None:
         _apply(conn, [write_id], now)
 
 
-def recover(state_engine: Engine, exists: Callable[[pd.Series], pd.Series], now: datetime) -> int:
+def recover(state_engine: Engine, exists: Callable[[pd.Series], pd.Series], now: datetime) -> None:
     """Settle the logs of writes that died between their log and their finalize (step 1).
 
     `exists` tells which activity ids Personify holds, read under the Personify write lock.
-    Returns how many logged changes were kept.
     """
+    log = state.activity_write_log
+    query = sa.select(log.c.write_id, log.c.event_id, log.c.activity_id, log.c.action)
     with state_engine.connect() as conn:
-        entries = _entries(conn)
+        entries = read_frame(conn, query).astype({"event_id": str, "activity_id": "int64"})
     if entries.empty:
-        return 0
+        return
     held = exists(entries["activity_id"]).to_numpy(bool)
     committed = (entries["action"].eq(INSERT).to_numpy(bool) & held) | (
         entries["action"].eq(DELETE).to_numpy(bool) & ~held
@@ -102,19 +103,11 @@ def recover(state_engine: Engine, exists: Callable[[pd.Series], pd.Series], now:
         # What Personify rolled back is dropped from the log; the rest is applied. A write that
         # finalized meanwhile took its entries already, and applying the same entries is a no-op.
         if len(rolled_back):
-            log = state.activity_write_log
             entry = ["write_id", *_PAIR]
             stage = stage_distinct(conn, "subsync_activity", log, rolled_back, entry)
             conn.execute(log.delete().where(in_stage(log, stage, entry)))
             stage.drop(conn)
         _apply(conn, sorted(set(entries["write_id"])), now)
-    return int(committed.sum())
-
-
-def _entries(conn: Connection) -> pd.DataFrame:
-    log = state.activity_write_log
-    query = sa.select(log.c.write_id, log.c.event_id, log.c.activity_id, log.c.action)
-    return read_frame(conn, query).astype({"event_id": str, "activity_id": "int64"})
 
 
 def _apply(conn: Connection, write_ids: list[str], now: datetime) -> None:

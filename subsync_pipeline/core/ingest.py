@@ -104,7 +104,7 @@ def read_days(scan: ScanResult, days: list[str], config: SubsyncConfig) -> RawTr
     """
     wanted = set(days)
     frames: list[pd.DataFrame] = []
-    files: list[dict[str, object]] = []
+    files: list[tuple[object, ...]] = []
     for entry in scan.covering(wanted):
         # A file that fails as a whole is reported under the first of its days being processed.
         first_day = min(wanted.intersection(entry.days))
@@ -176,13 +176,6 @@ def _failed_elsewhere(scan: ScanResult, wanted: set[str]) -> pd.DataFrame:
 
 def _file_row(
     entry: ManifestEntry, day: str, status: str, error: str | None, rows_read: int = 0
-) -> dict[str, object]:
-    return {
-        "file_id": entry.file_id,
-        "path": entry.path,
-        "day": day,
-        "status": status,
-        "error": error,
-        "rows_read": rows_read,
-        "repeats_dropped": 0,
-    }
+) -> tuple[object, ...]:
+    """A row of FILE_COLUMNS; the repeats dropped are counted over all the files read."""
+    return (entry.file_id, entry.path, day, status, error, rows_read, 0)

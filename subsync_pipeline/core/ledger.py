@@ -42,8 +42,9 @@ def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
     return stage_distinct(conn, prefix, state.key_states, frame, names)
 
 
-def _of_members(table: sa.Table, members: sa.Table) -> sa.ColumnElement[bool]:
-    return in_stage(table, members, MEMBER)
+def same_member(table: sa.Table | sa.Subquery, other: sa.Table) -> sa.ColumnElement[bool]:
+    """The join of two tables' rows of one member."""
+    return sa.and_(*(table.c[name] == other.c[name] for name in MEMBER))
 
 
 # What resolution reads of an event: a change to any of these changes a decision or a CUS_ACTIVITY
@@ -72,7 +73,8 @@ def store_validation(
     slice before or after, so a contact whose event disappeared is re-resolved as well. They are
     found in the database: a million events' members need never come back to Python.
     """
-    stage = _stage_events(conn, events)
+    stage = _ledger_like(conn, "subsync_events")
+    insert_frame(conn, stage, events, staging=True)
     old = _copy_replaced(conn, stage, days, file_ids)
     touched = _touched(conn, stage, old)
     _forget_changed(conn, stage, old)
@@ -97,12 +99,6 @@ def _ledger_like(conn: Connection, prefix: str) -> sa.Table:
     return temp_table(conn, prefix, columns)
 
 
-def _stage_events(conn: Connection, events: pd.DataFrame) -> sa.Table:
-    stage = _ledger_like(conn, "subsync_events")
-    insert_frame(conn, stage, events, staging=True)
-    return stage
-
-
 def _copy_replaced(
     conn: Connection, stage: sa.Table, days: list[str], file_ids: list[int]
 ) -> sa.Table:
@@ -124,7 +120,7 @@ def _copy_replaced(
 
 def _forget_changed(conn: Connection, stage: sa.Table, old: sa.Table) -> None:
     """Delete the decisions of events that leave the ledger or change, and the checkpoints of
-    members with such an event at or before their checkpoint (see `state.key_states`)."""
+    members with such an event at or before their checkpoint (docs/internals.md)."""
     # Auto-correlation picks the table of the enclosing query, so each NOT EXISTS below reads
     # the other table: removed = replaced rows no staged row repeats exactly, added = the reverse.
     same = sa.and_(
@@ -173,13 +169,7 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     states = state.key_states
     stale = (
         sa.select(states.c.master_customer_id, states.c.sub_customer_id)
-        .join(
-            changed,
-            sa.and_(
-                changed.c.master_customer_id == states.c.master_customer_id,
-                changed.c.sub_customer_id == states.c.sub_customer_id,
-            ),
-        )
+        .join(changed, same_member(changed, states))
         .where(
             sa.tuple_(changed.c.occurred_at, code_point(conn, changed.c.event_id))
             <= sa.tuple_(states.c.through_at, code_point(conn, states.c.through_event_id))
@@ -190,7 +180,7 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     found = _stage(conn, pd.DataFrame(columns=MEMBER), MEMBER)
     if conn.execute(found.insert().from_select(MEMBER, stale.distinct())).rowcount:
         analyze(conn, found)
-        conn.execute(states.delete().where(_of_members(states, found)))
+        conn.execute(states.delete().where(in_stage(states, found, MEMBER)))
     found.drop(conn)
 
 
@@ -239,7 +229,7 @@ def member_history(
     """
     ledger = state.event_ledger
     stage = _stage(conn, members, MEMBER)
-    query = sa.select(ledger).where(_of_members(ledger, stage), *_besides(ledger, besides))
+    query = sa.select(ledger).where(in_stage(ledger, stage, MEMBER), *_besides(ledger, besides))
     return _read_staged(conn, query, stage)
 
 
@@ -253,8 +243,7 @@ def events_after(conn: Connection, checkpoints: pd.DataFrame) -> pd.DataFrame:
         .join(
             stage,
             sa.and_(
-                ledger.c.master_customer_id == stage.c.master_customer_id,
-                ledger.c.sub_customer_id == stage.c.sub_customer_id,
+                same_member(ledger, stage),
                 # The index range; the tuple comparison then settles ties at through_at.
                 ledger.c.occurred_at >= stage.c.through_at,
             ),
@@ -272,7 +261,7 @@ def key_states(conn: Connection, members: pd.DataFrame, config_hash: str) -> pd.
     states = state.key_states
     stage = _stage(conn, members, MEMBER)
     query = sa.select(*(c for c in states.c if c.name != "config_hash")).where(
-        _of_members(states, stage), states.c.config_hash == config_hash
+        in_stage(states, stage, MEMBER), states.c.config_hash == config_hash
     )
     return _read_staged(conn, query, stage)
 
@@ -301,9 +290,7 @@ def since_join(
     """Rows of `table` that are a staged member's with `at` from its `since_at` on (NULL: all),
     through the member index."""
     return sa.and_(
-        table.c.master_customer_id == stage.c.master_customer_id,
-        table.c.sub_customer_id == stage.c.sub_customer_id,
-        sa.or_(stage.c.since_at.is_(None), at >= stage.c.since_at),
+        same_member(table, stage), sa.or_(stage.c.since_at.is_(None), at >= stage.c.since_at)
     )
 
 
@@ -327,12 +314,9 @@ def store_resolution(
     stage = _stage(conn, replayed, MEMBER)
     # Through the ledger's member index: decisions of events that left the ledger went with them
     # (`store_validation`).
-    conn.execute(
-        decisions.delete().where(
-            decisions.c.event_id.in_(sa.select(ledger.c.event_id).where(_of_members(ledger, stage)))
-        )
-    )
-    conn.execute(state.key_states.delete().where(_of_members(state.key_states, stage)))
+    of_replayed = sa.select(ledger.c.event_id).where(in_stage(ledger, stage, MEMBER))
+    conn.execute(decisions.delete().where(decisions.c.event_id.in_(of_replayed)))
+    conn.execute(state.key_states.delete().where(in_stage(state.key_states, stage, MEMBER)))
     stage.drop(conn)
     resumed = decided.loc[~is_member_of(decided, replayed), ["event_id"]]
     if len(resumed):
@@ -346,7 +330,7 @@ def store_resolution(
     insert_frame(conn, decisions, rows.take(by_id).assign(decided_in_run=run_id, decided_at=now))
 
     # Of resumed members, only the keys with events decided now are in `states`; the others
-    # keep their rows, states and older throughs (see `state.key_states`).
+    # keep their rows, states and older throughs (docs/internals.md, key_states).
     changed = states.loc[~is_member_of(states, replayed), KEY]
     if len(changed):
         stage = _stage(conn, changed, KEY)
@@ -365,40 +349,32 @@ def is_member_of(frame: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
 def status_changes(conn: Connection, members: pd.DataFrame) -> pd.DataFrame:
     """The decided status changes of `members` (MEMBER, `since_at`) from each one's `since_at`
     (NULL: all of them), with what their CUS_ACTIVITY rows say."""
-    ledger, decisions = state.event_ledger, state.decisions
+    decided = ("area", "mapped", "decision", "status_change", "first_time")
     stage = stage_since(conn, members)
-    query = (
-        sa.select(
-            ledger,
-            decisions.c.area,
-            decisions.c.mapped,
-            decisions.c.decision,
-            decisions.c.status_change,
-            decisions.c.first_time,
-        )
+    query = _status_changes(stage, state.event_ledger, *(state.decisions.c[n] for n in decided))
+    history = _read_staged(conn, query, stage)
+    history["opt_in_code"] = history["area"].where(history["mapped"])
+    return history
+
+
+def _status_changes(stage: sa.Table, *columns: Any) -> sa.Select[Any]:
+    """`columns` of the decided status changes of the members in `stage` (`stage_since`)."""
+    ledger, decisions = state.event_ledger, state.decisions
+    return (
+        sa.select(*columns)
+        .select_from(ledger)
         .join(decisions, decisions.c.event_id == ledger.c.event_id)
         .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
         .where(decisions.c.status_change)
     )
-    history = _read_staged(conn, query, stage)
-    history["opt_in_code"] = history["area"].where(history["mapped"])
-    return history
 
 
 def count_status_changes(conn: Connection, members: pd.DataFrame) -> int:
     """How many rows `status_changes(members)` would read, counted in the database."""
     if members.empty:
         return 0
-    ledger, decisions = state.event_ledger, state.decisions
     stage = stage_since(conn, members)
-    query = (
-        sa.select(sa.func.count())
-        .select_from(ledger)
-        .join(decisions, decisions.c.event_id == ledger.c.event_id)
-        .join(stage, since_join(ledger, ledger.c.occurred_at, stage))
-        .where(decisions.c.status_change)
-    )
-    count = int(conn.execute(query).scalar_one())
+    count = int(conn.execute(_status_changes(stage, sa.func.count())).scalar_one())
     stage.drop(conn)
     return count
 

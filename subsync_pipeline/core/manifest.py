@@ -120,6 +120,11 @@ def _entry(row: dict[str, Any]) -> ManifestEntry:
     )
 
 
+def _update(conn: Connection, file_id: int, **values: Any) -> None:
+    manifest = state.file_manifest
+    conn.execute(manifest.update().where(manifest.c.file_id == file_id).values(**values))
+
+
 def scan(
     conn: Connection, landing_dir: Path, config: SubsyncConfig, days: Collection[str] = ()
 ) -> ScanResult:
@@ -140,12 +145,9 @@ def scan(
         ):
             continue
         digest = content_hash(path)
+        stamp = {"size": stat.st_size, "mtime": stat.st_mtime, "updated_at": now}
         if previous is not None and previous["content_hash"] == digest:
-            conn.execute(
-                state.file_manifest.update()
-                .where(state.file_manifest.c.file_id == previous["file_id"])
-                .values(size=stat.st_size, mtime=stat.st_mtime, updated_at=now)
-            )
+            _update(conn, previous["file_id"], **stamp)
             continue
         read = read_tracking_file(path, config.columns, config.max_file_mb)
         default_day = fallback_day(config, now)
@@ -166,14 +168,12 @@ def scan(
         elif not read.rows.empty and not set(days).isdisjoint(covered):
             parsed.keep(digest, read.rows)
         values = {
-            "size": stat.st_size,
-            "mtime": stat.st_mtime,
+            **stamp,
             "content_hash": digest,
             "days": json.dumps(covered),
             "row_count": len(read.rows),
             "status": read.status,
             "error": read.error,
-            "updated_at": now,
         }
         if previous is None:
             inserted = conn.execute(
@@ -182,11 +182,7 @@ def scan(
             file_id = inserted.inserted_primary_key[0]  # type: ignore[index]
         else:
             file_id = previous["file_id"]
-            conn.execute(
-                state.file_manifest.update()
-                .where(state.file_manifest.c.file_id == file_id)
-                .values(**values)
-            )
+            _update(conn, file_id, **values)
             conn.execute(
                 state.event_versions.delete().where(state.event_versions.c.file_id == file_id)
             )
@@ -250,9 +246,8 @@ def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
     query = sa.select(
         versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
     ).where(versions.c.event_id.in_(seen_twice))
-    frame = read_frame(conn, query)
-    if frame.empty:
-        return pd.DataFrame({"event_id": [], "winner_fingerprint": []})
-    frame = frame.sort_values(["event_id", "file_id", "line_number"], kind="mergesort")
+    frame = read_frame(conn, query).sort_values(
+        ["event_id", "file_id", "line_number"], kind="mergesort"
+    )
     winners = frame.drop_duplicates("event_id", keep="first")[["event_id", "fingerprint"]]
     return winners.rename(columns={"fingerprint": "winner_fingerprint"}).reset_index(drop=True)

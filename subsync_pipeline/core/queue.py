@@ -16,23 +16,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subsync_pipeline.core import state
+from subsync_pipeline.core.ledger import MEMBER, same_member
 from subsync_pipeline.core.sql import analyze, in_stage, read_frame, stage_distinct
 
 RESOLVE = "resolve"
 OPT_IN = "opt_in"
 ACTIVITY = "activity"
 
-MEMBER: list[str] = ["master_customer_id", "sub_customer_id"]
 QUEUED: list[str] = [*MEMBER, "since_at", "batch_id", "ticket"]
 
 
 def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
     return stage_distinct(conn, "subsync_queue", state.work_queue, frame, names, MEMBER)
-
-
-def _of(stage: sa.Table) -> list[sa.ColumnElement[bool]]:
-    queue = state.work_queue
-    return [queue.c[name] == stage.c[name] for name in MEMBER]
 
 
 def enqueue(
@@ -41,8 +36,8 @@ def enqueue(
     members: pd.DataFrame,
     batch_id: str | None,
     now: datetime,
-) -> int:
-    """Queue `members` (MEMBER, optional `since_at`) for `step`; returns how many.
+) -> None:
+    """Queue `members` (MEMBER, optional `since_at`) for `step`.
 
     A member already queued keeps one row: the earlier `since_at` (NULL, the whole history,
     wins) and no batch unless it is `batch_id` again (a retried step).
@@ -55,23 +50,22 @@ def enqueue(
         .astype({"sub_customer_id": "int64"})
     )
     if frame.empty:
-        return 0
+        return
     stage = _stage(conn, frame, [*MEMBER, "since_at"])
-    count = enqueue_staged(conn, step, stage, batch_id, now)
+    enqueue_staged(conn, step, stage, batch_id, now)
     stage.drop(conn)
-    return count
 
 
 def enqueue_staged(
     conn: Connection, step: str, stage: sa.Table, batch_id: str | None, now: datetime
 ) -> int:
-    """`enqueue` for members already in a table of the database (distinct MEMBER, `since_at`)."""
+    """`enqueue` for members already in a table (distinct MEMBER, `since_at`); returns how many."""
     queue = state.work_queue
     ticket = uuid.uuid4().hex
     either_whole = sa.or_(queue.c.since_at.is_(None), stage.c.since_at.is_(None))
     conn.execute(
         queue.update()
-        .where(queue.c.step == step, *_of(stage))
+        .where(queue.c.step == step, same_member(queue, stage))
         .values(
             since_at=sa.case(
                 (either_whole, sa.null()),
@@ -83,7 +77,7 @@ def enqueue_staged(
             queued_at=now,
         )
     )
-    present = sa.exists().where(queue.c.step == step, *_of(stage))
+    present = sa.exists().where(queue.c.step == step, same_member(queue, stage))
     conn.execute(
         queue.insert().from_select(
             ["step", *MEMBER, "since_at", "batch_id", "ticket", "queued_at"],

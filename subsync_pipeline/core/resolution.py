@@ -80,15 +80,7 @@ _NO_RANK = -1
 _NO_ROW = -1
 # Indexed by whether the key is subscribed (False, True), then "no status yet".
 _STATUSES: tuple[str | None, ...] = (UNSUBSCRIBED, SUBSCRIBED, None)
-_NO_STATUS = _STATUSES.index(None)
 _FIRST_TIMES: tuple[str | None, ...] = (FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None)
-_FIRST_SUBSCRIBE_CODE = _FIRST_TIMES.index(FIRST_SUBSCRIBE)
-_FIRST_UNSUBSCRIBE_CODE = _FIRST_TIMES.index(FIRST_UNSUBSCRIBE)
-_NOT_FIRST = _FIRST_TIMES.index(None)
-_APPLIED_CODE = DECISIONS.index(APPLIED)
-_NO_CHANGE_CODE = DECISIONS.index(NO_CHANGE)
-_BLOCKED_BY_PRECEDENCE_CODE = DECISIONS.index(BLOCKED_BY_PRECEDENCE)
-_BLOCKED_BY_FORCED_CODE = DECISIONS.index(BLOCKED_BY_FORCED)
 
 
 def _group_starts(frame: pd.DataFrame) -> np.ndarray:
@@ -337,15 +329,15 @@ def _decisions(
     blocked by it, whatever its rank."""
     return np.select(
         [status_change, applied, under_forced],
-        [_APPLIED_CODE, _NO_CHANGE_CODE, _BLOCKED_BY_FORCED_CODE],
-        default=_BLOCKED_BY_PRECEDENCE_CODE,
+        [DECISIONS.index(APPLIED), DECISIONS.index(NO_CHANGE), DECISIONS.index(BLOCKED_BY_FORCED)],
+        default=DECISIONS.index(BLOCKED_BY_PRECEDENCE),
     )
 
 
 def _status_codes(has_status: np.ndarray, subscribed: np.ndarray) -> np.ndarray:
     """The status after each event as an index into _STATUSES, whose first two indexes are
     `subscribed`'s own False and True: no lookup per row."""
-    return np.where(has_status, subscribed.astype("int64"), _NO_STATUS)
+    return np.where(has_status, subscribed.astype("int64"), _STATUSES.index(None))
 
 
 def _first_applied(
@@ -378,8 +370,8 @@ def _first_times(
     first_unsubscribe = _first_applied(applied & ~is_subscribe, groups, seed.unsubscribe_applied)
     return np.select(
         [first_subscribe, first_unsubscribe],
-        [_FIRST_SUBSCRIBE_CODE, _FIRST_UNSUBSCRIBE_CODE],
-        default=_NOT_FIRST,
+        [_FIRST_TIMES.index(FIRST_SUBSCRIBE), _FIRST_TIMES.index(FIRST_UNSUBSCRIBE)],
+        default=_FIRST_TIMES.index(None),
     )
 
 
@@ -451,20 +443,15 @@ def _any_per_group(groups: _Groups, mask: np.ndarray) -> np.ndarray:
     return result
 
 
-def _last_date_per_group(groups: _Groups, mask: np.ndarray, dates: pd.Series) -> np.ndarray:
-    """Each group's date at its last row in `mask`; NaT where it has none (the date never set)."""
-    values = np.full(groups.count, np.datetime64("NaT"), dtype="datetime64[ns]")
+def _last_value_per_group(
+    groups: _Groups, mask: np.ndarray, values: pd.Series, dtype: str = "datetime64[ns]"
+) -> np.ndarray:
+    """Each group's value at its last row in `mask`, converting only those rows (a million
+    strings as Python objects cost more than the rules); NaT or None where it has none."""
+    result = np.full(groups.count, None, dtype=dtype)
     at, group = _last_per_group(groups, mask)
-    values[group] = dates.to_numpy("datetime64[ns]")[at]
-    return values
-
-
-def _status_source(groups: _Groups, status_change: np.ndarray, sources: pd.Series) -> pd.Series:
-    """Each key's source of its last status change, converting only those rows' strings."""
-    values = np.full(groups.count, None, dtype=object)
-    change_at, change_group = _last_per_group(groups, status_change)
-    values[change_group] = sources.take(change_at).to_numpy(object)
-    return pd.Series(values, dtype=object)
+    result[group] = values.array.take(at).to_numpy(dtype)
+    return result
 
 
 def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -488,22 +475,24 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     result = result.assign(
         status=pd.Series(decided["status_after"].take(last_at).to_numpy(object), dtype=object),
         forced=_any_per_group(groups, decided["force_optin"].to_numpy(bool)),
-        status_date=_last_date_per_group(groups, status_change, occurred_at),
-        status_source=_status_source(groups, status_change, decided["source"]),
-        subscribed_date=_last_date_per_group(
+        status_date=_last_value_per_group(groups, status_change, occurred_at),
+        status_source=pd.Series(
+            _last_value_per_group(groups, status_change, decided["source"], "object"), dtype=object
+        ),
+        subscribed_date=_last_value_per_group(
             groups,
             status_change & decided["status_after"].eq(SUBSCRIBED).to_numpy(bool),
             occurred_at,
         ),
-        first_subscribed_date=_last_date_per_group(
+        first_subscribed_date=_last_value_per_group(
             groups, first_time.eq(FIRST_SUBSCRIBE).to_numpy(bool), decided["timestamp_subscribed"]
         ),
-        first_unsubscribed_date=_last_date_per_group(
+        first_unsubscribed_date=_last_value_per_group(
             groups, first_time.eq(FIRST_UNSUBSCRIBE).to_numpy(bool), occurred_at
         ),
         # Rows are in time order within a key, so the last request of a kind is the latest.
-        last_subscribe_request_date=_last_date_per_group(groups, is_subscribe, occurred_at),
-        last_unsubscribe_request_date=_last_date_per_group(groups, ~is_subscribe, occurred_at),
+        last_subscribe_request_date=_last_value_per_group(groups, is_subscribe, occurred_at),
+        last_unsubscribe_request_date=_last_value_per_group(groups, ~is_subscribe, occurred_at),
         min_rank=np.minimum.reduceat(rank, groups.starts) if groups.count else rank,
         subscribe_applied=_any_per_group(groups, decided["applied"].to_numpy(bool) & is_subscribe),
     )

@@ -94,10 +94,8 @@ def _for_arrow(values: pd.Series, kind: sa.types.TypeEngine[Any]) -> pd.Series:
 
 
 def temp_table(conn: Connection, prefix: str, columns: Sequence[sa.Column[Any]]) -> sa.Table:
-    """Create a session-private temporary table; it disappears with the connection.
-
-    On PostgreSQL it has no key (see `unkeyed`).
-    """
+    """A new session-private temporary table, gone with the connection; on PostgreSQL without
+    a key (`unkeyed`)."""
     name = f"{prefix}_{next(_temp_names)}"
     if conn.dialect.name == "postgresql":
         columns = unkeyed(columns)

@@ -1,6 +1,7 @@
 """subsync's own state database (SUBSYNC_DB_URL): file manifest, event versions, event ledger,
 decisions, rejects and the files fetched from Real Magnet. subsync owns this schema and creates
-it on first use.
+it on first use. The rule each table keeps is written once, in docs/internals.md ("The state
+tables").
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
 
-# Files in recording order: file_id is the "file recorded first" of the duplicate_event rule.
 file_manifest = sa.Table(
     "file_manifest",
     metadata,
@@ -30,8 +30,6 @@ file_manifest = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
-# One row per (file, line) event seen, so a duplicate event_id is judged against every file in the
-# manifest, not only against the days processed so far.
 event_versions = sa.Table(
     "event_versions",
     metadata,
@@ -87,12 +85,6 @@ decisions = sa.Table(
     sa.Index("ix_decisions_day", "day"),
 )
 
-# Each key's resolution state once its member's ledger events up to (through_at,
-# through_event_id) are applied, under the config with `config_hash`: a day resumes from here
-# instead of replaying the member's whole history. Only the keys a resolution decided events of
-# are rewritten, so a member's checkpoint is the latest through of its rows (a key row with an
-# older one had no events since). A change to the ledger at or before a member's checkpoint
-# deletes the member's rows (`ledger.store_validation`), so what is here always holds.
 key_states = sa.Table(
     "key_states",
     metadata,
@@ -116,35 +108,18 @@ key_states = sa.Table(
     sa.Column("config_hash", sa.String(64), nullable=False),
 )
 
-# Members with work owed, one row per step and member: a validation that stores a member's
-# events queues it for `resolve` in the same transaction; a resolution takes every member queued
-# for `resolve`, decides their undecided events and, in its transaction, dequeues them and queues
-# them for each Personify target (`opt_in`, `activity`); a target's write takes its queue under
-# the Personify write lock and dequeues what it wrote once that commits. A run that dies anywhere
-# leaves its members queued for the next run of any day, so a normal run, a dead run's catch-up
-# and two overlapping runs follow one code path (docs/internals.md).
 work_queue = sa.Table(
     "work_queue",
     metadata,
     sa.Column("step", sa.String(16), primary_key=True),
     sa.Column("master_customer_id", sa.String(24), primary_key=True),
     sa.Column("sub_customer_id", sa.Integer, primary_key=True),
-    # For a write: the member's Personify rows lag from this time on (NULL: its whole history).
     sa.Column("since_at", sa.DateTime),
-    # The one batch (a validation) whose events are all this member's undecided ones; NULL once
-    # a second batch queued the member too. Only that batch's process may take the member's
-    # events from the frame it holds in memory (`sync.queued_events`).
     sa.Column("batch_id", sa.String(64)),
-    # New on every enqueue: a step dequeues only the rows whose ticket it took (`queue.dequeue`).
     sa.Column("ticket", sa.String(32), nullable=False),
     sa.Column("queued_at", sa.DateTime, nullable=False),
 )
 
-# The CUS_ACTIVITY rows subsync inserted, by the event each records: Personify's table has no
-# column of subsync's own, so this is how subsync knows its rows (and never touches another's).
-# A write finds its members' records through their events in the ledger. `gone` marks the record
-# of an event that left the ledger (its file changed, or it is rejected now), set in the
-# validation's transaction: the next write deletes the row.
 activity_records = sa.Table(
     "activity_records",
     metadata,
@@ -154,11 +129,6 @@ activity_records = sa.Table(
     sa.Column("gone", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
-# What a CUS_ACTIVITY write inserted and deleted, logged and committed here before Personify's
-# transaction commits, and applied to activity_records after it. A write that died in between
-# leaves its rows here; the next writer (under the Personify write lock, so that write's
-# transaction is over) keeps each logged change that Personify holds: an inserted row that
-# exists, a deleted row that does not (`activity_log.recover`).
 activity_write_log = sa.Table(
     "activity_write_log",
     metadata,
@@ -185,7 +155,6 @@ rejected_records = sa.Table(
     sa.Column("rejected_at", sa.DateTime, nullable=False),
 )
 
-# One row per report: the figures the 30-day trend chart and the index page are drawn from.
 quality_history = sa.Table(
     "quality_history",
     metadata,
@@ -194,9 +163,6 @@ quality_history = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
-# Every version of a file fetched from Real Magnet's FTPS server (name, size and modification
-# time as listed) and the name it was given in the landing folder: a version is fetched once, and
-# a file changed on the server is fetched again under a new name (`core/fetch.py`).
 fetched_files = sa.Table(
     "fetched_files",
     metadata,
@@ -227,18 +193,14 @@ notices = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
-REJECT_COLUMNS: list[str] = [
-    c.name for c in rejected_records.columns if c.name not in ("reject_id",)
-]
+REJECT_COLUMNS: list[str] = [c.name for c in rejected_records.columns if c.name != "reject_id"]
 DECISION_COLUMNS: list[str] = [c.name for c in decisions.columns]
 
 
 def create_state_engine(url: str) -> Engine:
     """An engine on the state database, with its schema in place."""
-    connect_args: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Several runs may share one SQLite state file; wait for a lock instead of failing.
-        connect_args["timeout"] = 60
+    # Several runs may share one SQLite state file; wait for a lock instead of failing.
+    connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
     engine = sa.create_engine(url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -312,17 +274,10 @@ def _queue_owed_work(conn: Connection) -> None:
             .join(pending, pending.c.run_id == decisions.c.decided_in_run)
             .distinct()
         )
-    names = ["step", "master_customer_id", "sub_customer_id"]
+    names = ["step", "master_customer_id", "sub_customer_id", "ticket", "queued_at"]
     for select in owed:
-        rows = conn.execute(select).all()
-        if rows:
-            conn.execute(
-                queue.insert(),
-                [
-                    dict(zip(names, row, strict=True)) | {"ticket": "upgrade", "queued_at": now}
-                    for row in rows
-                ],
-            )
+        stamped = select.add_columns(sa.literal("upgrade"), sa.literal(now, sa.DateTime))
+        conn.execute(queue.insert().from_select(names, stamped))
     for name in retired:
         conn.execute(sa.text(f"DROP TABLE {name}"))
 

@@ -130,10 +130,10 @@ def chunks(conn: Connection, days: list[str], limit: int) -> list[list[str]]:
     for day in sorted(days):
         if groups and held + rows.get(day, 0) <= limit:
             groups[-1].append(day)
-            held += rows.get(day, 0)
         else:
             groups.append([day])
-            held = rows.get(day, 0)
+            held = 0
+        held += rows.get(day, 0)
     return groups
 
 
@@ -195,9 +195,7 @@ def _validate_chunk(
     tables = personify_tables(config.personify)
     rows = raw.rows
     normalised = normalise(rows, config)
-    candidates = normalised.loc[
-        normalised["member_id_ok"], ["master_customer_id", "sub_customer_id"]
-    ]
+    candidates = normalised.loc[normalised["member_id_ok"], MEMBER]
     with personify_engine.connect() as conn:
         check_tables(conn, [tables.customer])
         known = writer_for(conn, tables).known_members(conn, candidates)
@@ -221,10 +219,7 @@ def with_areas(events: pd.DataFrame, config: SubsyncConfig) -> pd.DataFrame:
     """Key each event by its interest area (`area_name`), or by `<scope_type>:<scope_id>` when
     unmapped; `opt_in_code` is the area of a mapped event, as activity rows name it."""
     areas = pd.DataFrame(
-        [
-            {"scope_type": a.scope_type, "scope_id": a.scope_id, "opt_in_code": a.area}
-            for a in config.interest_areas
-        ],
+        [(a.scope_type, a.scope_id, a.area) for a in config.interest_areas],
         columns=["scope_type", "scope_id", "opt_in_code"],
     ).astype({"scope_type": str, "scope_id": str})
     keyed = events.merge(areas, how="left", on=["scope_type", "scope_id"])
@@ -345,10 +340,9 @@ def _since(decided: pd.DataFrame, replayed: pd.DataFrame) -> pd.DataFrame:
     member with events decided now from its earliest one."""
     earliest = decided.groupby(MEMBER, sort=False)["occurred_at"].min()
     since = earliest.rename("since_at").reset_index()
-    resumed = since.loc[~ledger.is_member_of(since, replayed)]
     whole = replayed[MEMBER].copy()
     whole["since_at"] = pd.NaT
-    return pd.concat([whole, resumed], ignore_index=True)
+    return pd.concat([whole, _besides(since, replayed)], ignore_index=True)
 
 
 def resolve_queued(
@@ -363,14 +357,11 @@ def resolve_queued(
     transaction keep the decisions and checkpoints, dequeue the members and queue them for each
     Personify target that is switched on. A range's members (about `events` events to decide)
     go in batches of about config.chunk_events events, one transaction each."""
-    targets = [
-        target
-        for target, enabled in (
-            (queue.OPT_IN, config.personify.write_opt_in),
-            (queue.ACTIVITY, config.personify.write_activity),
-        )
-        if enabled
-    ]
+    switched_on = {
+        queue.OPT_IN: config.personify.write_opt_in,
+        queue.ACTIVITY: config.personify.write_activity,
+    }
+    targets = [target for target, enabled in switched_on.items() if enabled]
     with state_engine.connect() as conn:
         waiting = queue.queued(conn, queue.RESOLVE)
     batches = _batches(waiting, math.ceil(events / config.chunk_events))
