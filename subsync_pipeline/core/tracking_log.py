@@ -75,8 +75,10 @@ _OTHER_SEPARATORS: dict[str, str] = {";": "semicolons", "\t": "tabs", "|": "vert
 _EARLIEST = pd.Timestamp("1678-01-01")
 _LATEST = pd.Timestamp("2261-12-31")
 
-# An offset only counts after a time of day: "2026-11-20" ends in "-20" but has none.
-_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+# An offset only counts after a time of day: "2026-11-20" ends in "-20" but has none. Written
+# as loosely as pandas' ISO-8601 parser reads one (one-digit fields, any digits of offset): a
+# value it reads with an offset must not reach the naive branch, which cannot mix offsets.
+_OFFSET = r"\d{1,2}:\d{1,2}(?::\d{1,2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d+(?::\d+)?)$"
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,13 @@ def test_out_of_range_timestamps_are_unreadable_not_fatal() -> None:
     parsed = parse_timestamps(values, NY)
     assert parsed.iloc[:3].isna().all()
     assert parsed.iloc[3] == pd.Timestamp("2199-01-01T05:00:00")
+
+
+def test_offsets_after_one_digit_times_are_read_as_offsets_not_fatal() -> None:
+    # Found by test_fuzz_reader: pandas reads these offsets; the naive branch raised on them
+    # ("Mixed timezones", an aware/naive comparison) and stopped the run for every file.
+    values = pd.Series(["0114", "0111-1-1T3:0:0-054", "2026-1-1T3:0:0-0500", "2026-01-01T3:00+5"])
+    parsed = parse_timestamps(values, NY)
+    assert parsed.iloc[:2].isna().all()
+    assert parsed.iloc[2] == pd.Timestamp("2026-01-01T08:00:00")
+    assert parsed.iloc[3] == pd.Timestamp("2025-12-31T22:00:00")
