@@ -450,7 +450,7 @@ def _check_grants(
         return [Finding(OK, GRANT, "SQLite has no grants: any process that opens the file writes")]
     queries = GRANT_QUERIES.get(conn.dialect.name)
     if queries is None:
-        needed = "; ".join(f"{p} on {t}" for t, p in NEEDED_PRIVILEGES.items())
+        needed = "; ".join(f"{', '.join(p)} on {t}" for t, p in NEEDED_PRIVILEGES.items())
         fix = f"make sure the login holds: {needed}"
         return [Finding(WARN, GRANT, f"cannot check grants on {conn.dialect.name}", fix)]
     user = str(conn.execute(sa.text(queries.user)).scalar())

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import dagster as dg
 import psycopg
@@ -34,9 +35,11 @@ from subsync_pipeline.core.doctor import (
     TABLE,
     WARN,
     Finding,
+    _check_grants,
     doctor,
     exit_code,
 )
+from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.sandbox import (
     DEMO_CONFIG_YAML,
     DEMO_HEADERS,
@@ -253,6 +256,14 @@ def test_missing_grants_fail_with_the_grant_to_run(
     assert "permission denied" in of(findings, CODE, FAIL)[0].message
     assert of(findings, MEMBER_ID, OK)
     assert exit_code(findings) == 1
+
+
+def test_grants_on_a_database_without_grant_queries_name_what_to_hold() -> None:
+    unknown = cast(sa.Connection, SimpleNamespace(dialect=SimpleNamespace(name="oracle")))
+    [finding] = _check_grants(unknown, config(), personify_tables(config().personify))
+    assert (finding.status, finding.message) == (WARN, "cannot check grants on oracle")
+    assert finding.fix.startswith("make sure the login holds: SELECT on customer; ")
+    assert "SELECT, INSERT, UPDATE, DELETE on activity" in finding.fix
 
 
 def test_missing_codes_warn(tmp_path: Path) -> None:
