@@ -41,6 +41,11 @@ def test_unknown_driver_in_the_url() -> None:
     assert "'mssql+nosuchdriver'" in message and "mssql+pyodbc" in message
 
 
+def test_unknown_database_in_the_url() -> None:
+    message = failure(f"nosuchdb://subsync:{SECRET}@sqlhost/PERSONIFY")
+    assert "'nosuchdb'" in message and "mssql+pyodbc" in message
+
+
 def test_odbc_driver_not_installed() -> None:
     url = (
         f"mssql+pyodbc://subsync:{SECRET}@127.0.0.1:1433/PERSONIFY"

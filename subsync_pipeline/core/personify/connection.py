@@ -113,9 +113,10 @@ def create_personify_engine(url: str) -> Engine:
                 "create a sandbox with `subsync sandbox` or set PERSONIFY_DB_URL"
             )
         options["connect_args"] = {"timeout": 60}
-    if parsed.get_driver_name() == "pyodbc":
-        options["fast_executemany"] = True
     try:
+        # Naming the driver loads the dialect: an unknown database fails here.
+        if parsed.get_driver_name() == "pyodbc":
+            options["fast_executemany"] = True
         engine = sa.create_engine(parsed, **options)
     except (NoSuchModuleError, ImportError) as exc:
         raise PersonifyConnectionError(
