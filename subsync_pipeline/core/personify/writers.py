@@ -14,7 +14,7 @@ another system wrote is never touched.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 from typing import Any, Literal, get_args
@@ -68,9 +68,6 @@ class WriteCounts:
     unchanged: int = 0
     mismatched: int = 0
     duplicate_rows: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def _no_ids() -> pd.DataFrame:
