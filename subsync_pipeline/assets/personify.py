@@ -1,6 +1,7 @@
 """Stage 4: the one-way write into Personify360, one transaction per table."""
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 
 import dagster as dg
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -59,7 +60,7 @@ def _write(
     yield dg.Output(
         counts,
         metadata={
-            **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in counts.as_dict().items()},
+            **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in asdict(counts).items()},
             "personify": dg.MetadataValue.text(masked(url)),
         },
     )

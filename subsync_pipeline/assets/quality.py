@@ -1,5 +1,6 @@
 """Stage 5: the day's data-quality report for stewards."""
 
+from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
@@ -81,8 +82,8 @@ def data_quality_report(
         days = [day for day in history(conn) if day["label"] <= label]
         rejected = ledger.rejects_of_days(conn, list(raw.days))
     written = {
-        "CUS_OPT_IN": personify_cus_opt_in.as_dict(),
-        "CUS_ACTIVITY": personify_cus_activity.as_dict(),
+        "CUS_OPT_IN": asdict(personify_cus_opt_in),
+        "CUS_ACTIVITY": asdict(personify_cus_activity),
     }
     # Each member listed with a newer request gets a page saying why its status stands.
     tables = personify_tables(config.personify)

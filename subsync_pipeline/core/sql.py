@@ -120,9 +120,8 @@ def stage_distinct(
 ) -> sa.Table:
     """A temporary table of the (`names`) rows of `frame`, one per `key` (default: all of
     `names`), typed as `like`'s columns of those names."""
-    key = names if key is None else key
     table = temp_table(
-        conn, prefix, [sa.Column(n, like.c[n].type, primary_key=n in key) for n in names]
+        conn, prefix, [sa.Column(n, like.c[n].type, primary_key=n in (key or names)) for n in names]
     )
     insert_frame(conn, table, frame[names].drop_duplicates(key), staging=True)
     return table
@@ -179,8 +178,10 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
     that distinction, so every text value comes back exactly."""
     # COPY takes no bind parameters, so they are rendered as SQL literals by the dialect.
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    columns = list(query.selected_columns)
-    names = [column.key for column in columns]
+    # Arrow parses the typed columns too (PostgreSQL writes booleans as t/f and timestamps as
+    # ISO 8601), in C++ rather than through pandas column by column.
+    kinds = {column.key: _arrow_type(column.type) for column in query.selected_columns}
+    names = list(kinds)
     buffer = io.BytesIO()
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
@@ -188,11 +189,7 @@ def _copy_out(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) 
         driver_connection.cursor() as cursor,
         cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy,
     ):
-        for block in copy:
-            buffer.write(block)
-    # Arrow parses the typed columns too (PostgreSQL writes booleans as t/f and timestamps as
-    # ISO 8601), in C++ rather than through pandas column by column.
-    kinds = {column.key: _arrow_type(column.type) for column in columns}
+        buffer.writelines(copy)
     if buffer.getbuffer().nbytes:
         arrow = pa_csv.read_csv(
             pa.py_buffer(buffer.getbuffer()),

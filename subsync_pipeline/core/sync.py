@@ -12,7 +12,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -484,9 +484,7 @@ def write_activity(
     activity_log.finalize(state_engine, write_id, audit_now())
     with state_engine.begin() as state_conn:
         queue.dequeue(state_conn, queue.ACTIVITY, taken)
-    return WriteCounts(
-        **{name: sum(getattr(c, name) for c in counts) for name in WriteCounts().as_dict()}
-    )
+    return WriteCounts(*map(sum, zip(*map(astuple, counts), strict=True)))
 
 
 def _reconcile_batch(

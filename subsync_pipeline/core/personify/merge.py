@@ -59,7 +59,6 @@ class Merge(Executable, ClauseElement):
 @compiles(Merge, "mssql")
 def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
     quote = compiler.preparer.quote
-    alias_name = quote(str(merge.alias.name))  # type: ignore[attr-defined]
     if merge.output:
         declared = ", ".join(
             f"{quote(name)} {compiler.dialect.type_compiler_instance.process(value.type)}"
@@ -78,7 +77,7 @@ def _compile_merge(merge: Merge, compiler: SQLCompiler, **kw: Any) -> str:
         "SET NOCOUNT ON;",
         f"DECLARE {into} TABLE ({declared});",
         f"MERGE INTO {compiler.preparer.format_table(merge.target)} WITH (HOLDLOCK) AS "
-        f"{alias_name}",
+        f"{quote(str(merge.alias.name))}",  # type: ignore[attr-defined]
         f"USING {compiler.process(merge.source, asfrom=True, **kw)}",
         f"ON {compiler.process(merge.on, **kw)}",
     ]

@@ -14,7 +14,7 @@ another system wrote is never touched.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 from typing import Any, Literal, get_args
@@ -68,13 +68,6 @@ class WriteCounts:
     unchanged: int = 0
     mismatched: int = 0
     duplicate_rows: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def _no_ids() -> pd.DataFrame:
-    return pd.DataFrame({"event_id": pd.Series(dtype=str), "activity_id": pd.Series(dtype="int64")})
 
 
 @dataclass(frozen=True)
@@ -155,14 +148,9 @@ class PersonifyWriter:
         statement = self.paired_insert(records, stage, now)
         # A select (PostgreSQL's insert in a CTE) comes back through read_frame's COPY: framing
         # a million fetched rows took 12 s, more than the insert.
-        pairs = (
-            read_frame(conn, statement)
-            if isinstance(statement, sa.Select)
-            else pd.DataFrame(
-                conn.execute(statement).fetchall(), columns=["event_id", "activity_id"]
-            )
-        )
-        return pairs.astype({"event_id": str, "activity_id": "int64"})
+        if isinstance(statement, sa.Select):
+            return read_frame(conn, statement)
+        return pd.DataFrame(conn.execute(statement).fetchall(), columns=["event_id", "activity_id"])
 
     # --- names --------------------------------------------------------------------------
 
@@ -388,8 +376,7 @@ class PersonifyWriter:
     def upsert_opt_in(self, conn: Connection, rows: pd.DataFrame, now: datetime) -> WriteCounts:
         """Make CUS_OPT_IN hold `rows` (by field) for their keys: update rows whose data differ,
         insert new ones."""
-        fields = [*OPT_IN_KEY, *OPT_IN_DATA]
-        stage = self.stage(conn, "opt_in", self.opt_in.physical(rows, fields))
+        stage = self.stage(conn, "opt_in", self.opt_in.physical(rows, [*OPT_IN_KEY, *OPT_IN_DATA]))
         inserted, updated = self.merge_opt_in(conn, stage, now)
         mismatched = conn.execute(self.opt_in_verify(stage)).scalar_one()
         stage.drop(conn)
@@ -428,8 +415,10 @@ class PersonifyWriter:
         present = read_frame(conn, self.present_records(staged))["event_id"]
         missing = rows.loc[~rows["event_id"].isin(present)]
         inserted = (
-            self.insert_activity(conn, staged, stage, missing, now) if len(missing) else _no_ids()
-        )
+            self.insert_activity(conn, staged, stage, missing, now)
+            if len(missing)
+            else pd.DataFrame(columns=["event_id", "activity_id"])
+        ).astype({"event_id": str, "activity_id": "int64"})
         if len(inserted) != len(missing):
             raise PersonifyWriteError(
                 f"inserted {len(missing)} rows into {self.activity.table.fullname} but read "
