@@ -9,7 +9,7 @@ import pandas as pd
 
 from subsync_pipeline.core import parsed
 from subsync_pipeline.core.config import SubsyncConfig
-from subsync_pipeline.core.manifest import ManifestEntry, ScanResult, assign_days
+from subsync_pipeline.core.manifest import ManifestEntry, ScanResult, date_rows
 from subsync_pipeline.core.tracking_log import (
     ALL_COLUMNS,
     DAY,
@@ -23,7 +23,6 @@ from subsync_pipeline.core.tracking_log import (
     FileRead,
     content_hash,
     read_tracking_file,
-    row_fingerprints,
 )
 
 # The raw rows: the spec columns, any extra columns files carry, then this bookkeeping.
@@ -153,14 +152,10 @@ def _read(path: Path, entry: ManifestEntry, config: SubsyncConfig) -> FileRead:
         return read
     # The days the scan recorded bound the file's days, so rows dated in the future when it was
     # recorded stay on its earliest day (and are rejected there) however late it is read.
-    row_days, occurred = assign_days(
-        read.rows, config, fallback=entry.days[0], latest=entry.days[-1]
-    )
-    rows = read.rows.assign(**{DAY: row_days, OCCURRED_UTC: occurred})
-    rows[FINGERPRINT] = row_fingerprints(rows)
+    date_rows(read.rows, config, fallback=entry.days[0], latest=entry.days[-1])
     if content_hash(path) == entry.content_hash:
-        parsed.keep(entry.content_hash, rows)
-    return FileRead(rows, FILE_OK, None)
+        parsed.keep(entry.content_hash, read.rows)
+    return read
 
 
 def _failed_elsewhere(scan: ScanResult, wanted: set[str]) -> pd.DataFrame:

@@ -85,9 +85,7 @@ def store_validation(
 
 def _touched(conn: Connection, stage: sa.Table, old: sa.Table) -> sa.Table:
     touched = stage_since(conn, pd.DataFrame(columns=[*MEMBER, "since_at"]), "subsync_touched")
-    members = sa.union(
-        *(sa.select(table.c.master_customer_id, table.c.sub_customer_id) for table in (stage, old))
-    )
+    members = sa.union(*(sa.select(*(table.c[n] for n in MEMBER)) for table in (stage, old)))
     conn.execute(touched.insert().from_select(MEMBER, members))
     analyze(conn, touched)
     return touched
@@ -168,7 +166,7 @@ def _invalidate(conn: Connection, changed: sa.Subquery) -> None:
     """Delete the checkpoints of members with a changed event at or before the checkpoint."""
     states = state.key_states
     stale = (
-        sa.select(states.c.master_customer_id, states.c.sub_customer_id)
+        sa.select(*(states.c[n] for n in MEMBER))
         .join(changed, same_member(changed, states))
         .where(
             sa.tuple_(changed.c.occurred_at, code_point(conn, changed.c.event_id))
@@ -208,15 +206,6 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _besides(
-    ledger: sa.Table, besides: tuple[list[str], list[int]] | None
-) -> list[sa.ColumnElement[bool]]:
-    if besides is None or not besides[1]:
-        return []
-    days, file_ids = besides
-    return [~sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids))]
-
-
 def member_history(
     conn: Connection,
     members: pd.DataFrame,
@@ -229,7 +218,10 @@ def member_history(
     """
     ledger = state.event_ledger
     stage = _stage(conn, members, MEMBER)
-    query = sa.select(ledger).where(in_stage(ledger, stage, MEMBER), *_besides(ledger, besides))
+    query = sa.select(ledger).where(in_stage(ledger, stage, MEMBER))
+    if besides is not None and besides[1]:
+        days, file_ids = besides
+        query = query.where(~sa.and_(ledger.c.day.in_(days), ledger.c.file_id.in_(file_ids)))
     return _read_staged(conn, query, stage)
 
 
@@ -384,16 +376,12 @@ def day_figures(conn: Connection, days: list[str]) -> dict[str, Any]:
     decision, status changes, first-time events. Counted in the database: a big day has a
     million decisions and a handful of figures."""
     table = state.decisions
+    grouped = [table.c.decision, table.c.status_change, table.c.first_time]
     counts = read_frame(
         conn,
-        sa.select(
-            table.c.decision,
-            table.c.status_change,
-            table.c.first_time,
-            sa.func.count().label("events"),
-        )
+        sa.select(*grouped, sa.func.count().label("events"))
         .where(table.c.day.in_(days))
-        .group_by(table.c.decision, table.c.status_change, table.c.first_time),
+        .group_by(*grouped),
     )
     events = counts["events"].astype("int64")
     by_decision = events.groupby(counts["decision"]).sum()
@@ -409,16 +397,14 @@ def blocked_keys(conn: Connection, days: list[str], sample: int) -> tuple[int, p
     """How many keys of the days' contacts have a latest opposite request newer than their
     status (a request the precedence rules blocked), and the first `sample` of them."""
     states, ledger = state.key_states, state.event_ledger
-    of_days = sa.select(ledger.c.master_customer_id, ledger.c.sub_customer_id).where(
-        ledger.c.day.in_(days)
-    )
+    of_days = sa.select(*(ledger.c[n] for n in MEMBER)).where(ledger.c.day.in_(days))
     subscribed = states.c.status == SUBSCRIBED
     opposite = sa.case(
         (subscribed, states.c.last_unsubscribe_request_date),
         else_=states.c.last_subscribe_request_date,
     )
     blocked = sa.and_(
-        sa.tuple_(states.c.master_customer_id, states.c.sub_customer_id).in_(of_days),
+        sa.tuple_(*(states.c[n] for n in MEMBER)).in_(of_days),
         opposite > states.c.status_date,
     )
     count = conn.execute(sa.select(sa.func.count()).where(blocked)).scalar_one()

@@ -92,6 +92,13 @@ def assign_days(
     return days.where(in_range, file_day).astype(str), occurred
 
 
+def date_rows(rows: pd.DataFrame, config: SubsyncConfig, fallback: str, latest: str) -> None:
+    """Add each row's day and occurred_at (`assign_days`) and its fingerprint to the parsed rows:
+    kept with them, so reading the day does not parse and hash them again."""
+    rows[DAY], rows[OCCURRED_UTC] = assign_days(rows, config, fallback, latest)
+    rows[FINGERPRINT] = row_fingerprints(rows)
+
+
 def latest_day(config: SubsyncConfig, now: datetime) -> str:
     """The last day a file recorded `now` may hold events of: tomorrow, for clocks and time zones
     a little ahead. A later event (a clock years off) would otherwise wait, unreported, for a
@@ -133,7 +140,7 @@ def scan(
     a first backfill lands a year of files at once, whose other days later runs read."""
     now = datetime.now(UTC).replace(tzinfo=None)
     known = {row["path"]: row for row in _load_entries(conn)}
-    result = ScanResult(entries=[])
+    failed: dict[str, FileRead] = {}
     for path in list_landed_files(landing_dir):
         key = str(path)
         stat = path.stat()
@@ -152,19 +159,12 @@ def scan(
         read = read_tracking_file(path, config.columns, config.max_file_mb)
         default_day = fallback_day(config, now)
         if read.status == FILE_OK and not read.rows.empty:
-            row_days, occurred = assign_days(
-                read.rows, config, default_day, latest_day(config, now)
-            )
-            covered = sorted(row_days.unique().tolist())
-            # Kept with the rows, so reading the day does not parse and hash them again.
-            read.rows[DAY] = row_days
-            read.rows[OCCURRED_UTC] = occurred
-            read.rows[FINGERPRINT] = row_fingerprints(read.rows)
+            date_rows(read.rows, config, default_day, latest_day(config, now))
+            covered = sorted(read.rows[DAY].unique().tolist())
         else:
-            row_days = pd.Series(dtype=str)
             covered = [default_day]
         if read.status != FILE_OK:
-            result.failed[key] = read
+            failed[key] = read
         elif not read.rows.empty and not set(days).isdisjoint(covered):
             parsed.keep(digest, read.rows)
         values = {
@@ -193,15 +193,14 @@ def scan(
                     "line_number": read.rows[LINE],
                     "event_id": read.rows["event_id"].str.strip(),
                     "fingerprint": read.rows[FINGERPRINT],
-                    "day": row_days,
+                    "day": read.rows[DAY],
                 }
             )
             # An id too long for CUS_ACTIVITY.EXTERNAL_ID is rejected anyway (invalid_event_id)
             # and may not fit event_versions.event_id: it takes no part in the duplicate rule.
             versions = versions.loc[versions["event_id"].str.len() <= EXTERNAL_ID_MAX]
             insert_frame(conn, state.event_versions, versions)
-    result.entries = [_entry(row) for row in _load_entries(conn)]
-    return result
+    return ScanResult(recorded(conn).entries, failed)
 
 
 def recorded(conn: Connection) -> ScanResult:
@@ -243,11 +242,9 @@ def winning_versions(conn: Connection, days: list[str]) -> pd.DataFrame:
             ),
         ),
     )
-    query = sa.select(
-        versions.c.event_id, versions.c.fingerprint, versions.c.file_id, versions.c.line_number
-    ).where(versions.c.event_id.in_(seen_twice))
-    frame = read_frame(conn, query).sort_values(
-        ["event_id", "file_id", "line_number"], kind="mergesort"
+    query = (
+        sa.select(versions.c.event_id, versions.c.fingerprint.label("winner_fingerprint"))
+        .where(versions.c.event_id.in_(seen_twice))
+        .order_by(versions.c.file_id, versions.c.line_number)
     )
-    winners = frame.drop_duplicates("event_id", keep="first")[["event_id", "fingerprint"]]
-    return winners.rename(columns={"fingerprint": "winner_fingerprint"}).reset_index(drop=True)
+    return read_frame(conn, query).drop_duplicates("event_id").reset_index(drop=True)

@@ -83,8 +83,7 @@ def enqueue_staged(
             ["step", *MEMBER, "since_at", "batch_id", "ticket", "queued_at"],
             sa.select(
                 sa.literal(step, queue.c.step.type),
-                stage.c.master_customer_id,
-                stage.c.sub_customer_id,
+                *(stage.c[name] for name in MEMBER),
                 stage.c.since_at,
                 sa.literal(batch_id, queue.c.batch_id.type),
                 sa.literal(ticket, queue.c.ticket.type),
@@ -92,7 +91,7 @@ def enqueue_staged(
             )
             .where(~present)
             # In key order: the queue's primary key then grows page by page, not at random.
-            .order_by(stage.c.master_customer_id, stage.c.sub_customer_id),
+            .order_by(*(stage.c[name] for name in MEMBER)),
         )
     )
     # The queue swings from empty to every contact of a range and back within one run, faster
