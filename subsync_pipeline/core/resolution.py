@@ -194,19 +194,15 @@ def _in_group_prior_min(values: np.ndarray, groups: _Groups) -> np.ndarray:
     Each later group is lifted below every earlier one (ranks are small non-negative ints), so
     one running minimum over the whole array never carries a value across a group boundary.
     """
-    step = int(values.max()) + 1
-    lift = (int(groups.of_row[-1]) - groups.of_row) * step
+    step = int(values.max(initial=0)) + 1
+    lift = (groups.count - 1 - groups.of_row) * step
     running = np.minimum.accumulate(values + lift) - lift
-    prior = np.empty_like(running)
-    prior[0] = _NO_RANK
-    prior[1:] = running[:-1]
-    prior[groups.first] = _NO_RANK
-    return prior
+    return _before_each(running, groups, _NO_RANK)
 
 
-def _before_each(after: np.ndarray, groups: _Groups, seed: np.ndarray) -> np.ndarray:
+def _before_each(after: np.ndarray, groups: _Groups, seed: np.ndarray | int) -> np.ndarray:
     """Each row's value before its event: the previous row's value after it, or on a key's first
-    row the key's value from its checkpoint (`seed`, one per group)."""
+    row the key's value from its checkpoint (`seed`, one per group, or one for every group)."""
     before = np.empty_like(after)
     before[1:] = after[:-1]
     before[groups.first] = seed
@@ -375,19 +371,6 @@ def _first_times(
     )
 
 
-def _undecided(events: pd.DataFrame) -> pd.DataFrame:
-    """No events, with the decision columns and their dtypes: callers need no special case."""
-    return events.reset_index(drop=True).assign(
-        applied=pd.Series(dtype=bool),
-        decision=pd.Series(dtype=object),
-        status_change=pd.Series(dtype=bool),
-        status_after=pd.Series(dtype=object),
-        under_forced=pd.Series(dtype=bool),
-        first_time=pd.Series(dtype=object),
-        rank=pd.Series(dtype="int64"),
-    )
-
-
 def resolve(
     events: pd.DataFrame, source_ranks: Mapping[str, int], initial: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -402,8 +385,6 @@ def resolve(
     and `rank`. Vectorised over positions of the sorted rows (no groupby): a million events take a
     second.
     """
-    if events.empty:
-        return _undecided(events)
     order, key = _order(events)
     frame = events.take(order).reset_index(drop=True)
     groups = _Groups.of_codes(key)
