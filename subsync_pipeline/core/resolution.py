@@ -90,8 +90,7 @@ def _group_starts(frame: pd.DataFrame) -> np.ndarray:
     into Python objects would cost more than the whole comparison.
     """
     starts = np.zeros(len(frame), dtype=bool)
-    if len(frame):
-        starts[0] = True
+    starts[:1] = True
     for column in KEY:
         values = frame[column].array
         starts[1:] |= np.asarray(values[1:] != values[:-1], dtype=bool)
