@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 KEY: list[str] = ["master_customer_id", "sub_customer_id", "area"]
 EVENT_COLUMNS: list[str] = [
@@ -83,16 +84,15 @@ _STATUSES: tuple[str | None, ...] = (UNSUBSCRIBED, SUBSCRIBED, None)
 _FIRST_TIMES: tuple[str | None, ...] = (FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None)
 
 
-def _group_starts(frame: pd.DataFrame) -> np.ndarray:
-    """True on the first row of each key, for a frame already sorted by KEY.
+def _group_starts(*columns: np.ndarray | ExtensionArray) -> np.ndarray:
+    """True on the first row of each key, for rows sorted by the key's `columns` (arrays).
 
     Neighbouring values are compared in the columns' own arrays: turning a million Arrow strings
     into Python objects would cost more than the whole comparison.
     """
-    starts = np.zeros(len(frame), dtype=bool)
+    starts = np.zeros(len(columns[0]), dtype=bool)
     starts[:1] = True
-    for column in KEY:
-        values = frame[column].array
+    for values in columns:
         starts[1:] |= np.asarray(values[1:] != values[:-1], dtype=bool)
     return starts
 
@@ -112,13 +112,6 @@ class _Groups:
     @classmethod
     def at(cls, first: np.ndarray) -> _Groups:
         return cls(first, np.cumsum(first) - 1, np.flatnonzero(first))
-
-    @classmethod
-    def of_codes(cls, key: np.ndarray) -> _Groups:
-        """The groups of sorted key codes: comparing integers, not the key's strings."""
-        first = np.ones(len(key), dtype=bool)
-        first[1:] = key[1:] != key[:-1]
-        return cls.at(first)
 
     @property
     def count(self) -> int:
@@ -386,7 +379,7 @@ def resolve(
     """
     order, key = _order(events)
     frame = events.take(order).reset_index(drop=True)
-    groups = _Groups.of_codes(key)
+    groups = _Groups.at(_group_starts(key))
     seed = _Seed.of(frame[KEY].iloc[groups.starts], initial)
     rank = _ranks(frame["source"], source_ranks)
     forced = frame["force_optin"].to_numpy(bool)
@@ -444,7 +437,7 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     apply, so a later forced re-statement locks the status without changing its date).
     Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
-    groups = _Groups.at(_group_starts(decided))
+    groups = _Groups.at(_group_starts(*(decided[column].array for column in KEY)))
     last_at, _ = _last_per_group(groups, np.ones(len(decided), dtype=bool))
     status_change = decided["status_change"].to_numpy(bool)
     is_subscribe = decided["event_type"].eq(SUBSCRIBE).to_numpy(bool)
