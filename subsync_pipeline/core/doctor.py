@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -540,15 +541,12 @@ def _check_codes(conn: Connection, config: SubsyncConfig, tables: PersonifyTable
         unchecked = f"{table.fullname} not found: the codes it should define are not checked"
         fix = "correct personify.tables.app_code / app_subcode if the site names them otherwise"
         findings.append(Finding(WARN, CODE, unchecked, fix))
-    known: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    known = cache(partial(_known_codes, conn))
     for code in wanted_codes(config):
         table = tables.app_code if len(code.key) == 1 else tables.app_subcode
         if table.name not in present:
             continue
-        which = (table.name, code.code_type)
-        if which not in known:
-            known[which] = _known_codes(conn, table, code.code_type)
-        if code.key not in known[which]:
+        if code.key not in known(table, code.code_type):
             where = f"{table.fullname} (SUBSYSTEM='{SUBSYSTEM}', TYPE='{code.code_type}')"
             fix = _CODE_FIXES[code.code_type]
             findings.append(Finding(WARN, CODE, f"{code.what} is not in {where}", fix))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 KEY: list[str] = ["master_customer_id", "sub_customer_id", "area"]
 EVENT_COLUMNS: list[str] = [
@@ -83,17 +84,15 @@ _STATUSES: tuple[str | None, ...] = (UNSUBSCRIBED, SUBSCRIBED, None)
 _FIRST_TIMES: tuple[str | None, ...] = (FIRST_SUBSCRIBE, FIRST_UNSUBSCRIBE, None)
 
 
-def _group_starts(frame: pd.DataFrame) -> np.ndarray:
-    """True on the first row of each key, for a frame already sorted by KEY.
+def _group_starts(*columns: np.ndarray | ExtensionArray) -> np.ndarray:
+    """True on the first row of each key, for rows sorted by the key's `columns` (arrays).
 
     Neighbouring values are compared in the columns' own arrays: turning a million Arrow strings
     into Python objects would cost more than the whole comparison.
     """
-    starts = np.zeros(len(frame), dtype=bool)
-    if len(frame):
-        starts[0] = True
-    for column in KEY:
-        values = frame[column].array
+    starts = np.zeros(len(columns[0]), dtype=bool)
+    starts[:1] = True
+    for values in columns:
         starts[1:] |= np.asarray(values[1:] != values[:-1], dtype=bool)
     return starts
 
@@ -113,13 +112,6 @@ class _Groups:
     @classmethod
     def at(cls, first: np.ndarray) -> _Groups:
         return cls(first, np.cumsum(first) - 1, np.flatnonzero(first))
-
-    @classmethod
-    def of_codes(cls, key: np.ndarray) -> _Groups:
-        """The groups of sorted key codes: comparing integers, not the key's strings."""
-        first = np.ones(len(key), dtype=bool)
-        first[1:] = key[1:] != key[:-1]
-        return cls.at(first)
 
     @property
     def count(self) -> int:
@@ -194,19 +186,15 @@ def _in_group_prior_min(values: np.ndarray, groups: _Groups) -> np.ndarray:
     Each later group is lifted below every earlier one (ranks are small non-negative ints), so
     one running minimum over the whole array never carries a value across a group boundary.
     """
-    step = int(values.max()) + 1
-    lift = (int(groups.of_row[-1]) - groups.of_row) * step
+    step = int(values.max(initial=0)) + 1
+    lift = (groups.count - 1 - groups.of_row) * step
     running = np.minimum.accumulate(values + lift) - lift
-    prior = np.empty_like(running)
-    prior[0] = _NO_RANK
-    prior[1:] = running[:-1]
-    prior[groups.first] = _NO_RANK
-    return prior
+    return _before_each(running, groups, _NO_RANK)
 
 
-def _before_each(after: np.ndarray, groups: _Groups, seed: np.ndarray) -> np.ndarray:
+def _before_each(after: np.ndarray, groups: _Groups, seed: np.ndarray | int) -> np.ndarray:
     """Each row's value before its event: the previous row's value after it, or on a key's first
-    row the key's value from its checkpoint (`seed`, one per group)."""
+    row the key's value from its checkpoint (`seed`, one per group, or one for every group)."""
     before = np.empty_like(after)
     before[1:] = after[:-1]
     before[groups.first] = seed
@@ -375,19 +363,6 @@ def _first_times(
     )
 
 
-def _undecided(events: pd.DataFrame) -> pd.DataFrame:
-    """No events, with the decision columns and their dtypes: callers need no special case."""
-    return events.reset_index(drop=True).assign(
-        applied=pd.Series(dtype=bool),
-        decision=pd.Series(dtype=object),
-        status_change=pd.Series(dtype=bool),
-        status_after=pd.Series(dtype=object),
-        under_forced=pd.Series(dtype=bool),
-        first_time=pd.Series(dtype=object),
-        rank=pd.Series(dtype="int64"),
-    )
-
-
 def resolve(
     events: pd.DataFrame, source_ranks: Mapping[str, int], initial: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -402,11 +377,9 @@ def resolve(
     and `rank`. Vectorised over positions of the sorted rows (no groupby): a million events take a
     second.
     """
-    if events.empty:
-        return _undecided(events)
     order, key = _order(events)
     frame = events.take(order).reset_index(drop=True)
-    groups = _Groups.of_codes(key)
+    groups = _Groups.at(_group_starts(key))
     seed = _Seed.of(frame[KEY].iloc[groups.starts], initial)
     rank = _ranks(frame["source"], source_ranks)
     forced = frame["force_optin"].to_numpy(bool)
@@ -464,7 +437,7 @@ def current_status(decided: pd.DataFrame, initial: pd.DataFrame | None = None) -
     apply, so a later forced re-statement locks the status without changing its date).
     Positional numpy over the sorted rows: no groupby, so a million events take a second.
     """
-    groups = _Groups.at(_group_starts(decided))
+    groups = _Groups.at(_group_starts(*(decided[column].array for column in KEY)))
     last_at, _ = _last_per_group(groups, np.ones(len(decided), dtype=bool))
     status_change = decided["status_change"].to_numpy(bool)
     is_subscribe = decided["event_type"].eq(SUBSCRIBE).to_numpy(bool)
