@@ -218,7 +218,8 @@ class PersonifyWriter:
                 sa.Column("stale", sa.SmallInteger, nullable=False),
             ]
         if kind == "ids":
-            return [sa.Column("activity_id", IDENTITY, primary_key=True)]
+            # Given ids: not an IDENTITY (SQL Server) or a BIGSERIAL (PostgreSQL) column.
+            return [sa.Column("activity_id", IDENTITY, primary_key=True, autoincrement=False)]
         return [
             sa.Column("event_id", EVENT_ID, primary_key=True),
             *_like(self.activity.table, self.activity_data, key=[]),

@@ -1,4 +1,4 @@
 CREATE TABLE [#subsync_ids_1] (
-	activity_id BIGINT NOT NULL IDENTITY,
+	activity_id BIGINT NOT NULL,
 	PRIMARY KEY (activity_id)
 )
