@@ -122,8 +122,24 @@ def test_overlapping_days_at_once_on_postgresql(
             assert holder != waiter
             assert (wait_type, wait_event) == ("Lock", "advisory"), pair
 
-    pd.testing.assert_frame_equal(concurrent.opt_in(), reference.opt_in())
-    pd.testing.assert_frame_equal(concurrent.activity(), reference.activity())
+    assert_same_rows(concurrent, concurrent.opt_in(), reference.opt_in())
+    assert_same_rows(concurrent, concurrent.activity(), reference.activity())
+
+
+def assert_same_rows(deployment: Deployment, rows: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """assert_frame_equal, but a difference first names the rows only one side has and what the
+    state database holds of their members: a race seen once under load must say where it was."""
+    differ = rows.merge(expected, how="outer", indicator=True).query("_merge != 'both'")
+    if len(differ):
+        member = next(c for c in differ.columns if c.lower() == "master_customer_id")
+        ids = ", ".join(f"'{m}'" for m in differ[member].unique())
+        held = {
+            table: deployment.state(f"SELECT * FROM {table} WHERE master_customer_id IN ({ids})")
+            for table in ("key_states", "work_queue")
+        }
+        details = "\n".join(f"{name}:\n{frame.to_string()}" for name, frame in held.items())
+        raise AssertionError(f"rows only on one side:\n{differ.to_string()}\n{details}")
+    pd.testing.assert_frame_equal(rows, expected)
 
 
 def two_days(
