@@ -277,16 +277,18 @@ def deploy(
     *,
     extras: bool = False,
 ) -> Deployment:
-    """A fresh deployment under `root` whose CUSTOMER table holds `members` (sub id 0); with
-    `extras`, its Personify also has subsync's optional columns, mapped in the config."""
+    """A fresh deployment under `root` whose CUSTOMER table holds `members` (Custom Member IDs:
+    MASTER, or MASTER|SUB); with `extras`, its Personify also has subsync's optional columns,
+    mapped in the config."""
     root.mkdir(parents=True, exist_ok=True)
     url = personify_url or f"sqlite:///{root / 'personify.db'}"
+    ids = [member.partition("|") for member in members]
     customers = pd.DataFrame(
         {
-            "MASTER_CUSTOMER_ID": members,
-            "SUB_CUSTOMER_ID": 0,
+            "MASTER_CUSTOMER_ID": [master for master, _, _ in ids],
+            "SUB_CUSTOMER_ID": [int(sub or 0) for _, _, sub in ids],
             "CUSTOMER_STATUS_CODE": "ACTIVE",
-            "PRIMARY_EMAIL_ADDRESS": [f"m{m}@example.org" for m in members],
+            "PRIMARY_EMAIL_ADDRESS": [f"m{m.replace('|', '.')}@example.org" for m in members],
         }
     )
     create_sandbox_personify(url, customers=customers, reset=True)

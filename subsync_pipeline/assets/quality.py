@@ -7,7 +7,7 @@ import dagster as dg
 
 from subsync_pipeline.assets import catalog
 from subsync_pipeline.core import ledger, state, sync
-from subsync_pipeline.core.explain import explain, member_label
+from subsync_pipeline.core.explain import explain_members
 from subsync_pipeline.core.ingest import RawFiles
 from subsync_pipeline.core.personify.rows import audit_now
 from subsync_pipeline.core.personify.tables import personify_tables
@@ -89,10 +89,13 @@ def data_quality_report(
     tables = personify_tables(config.personify)
     members = resolved.blocked_sample[["master_customer_id", "sub_customer_id"]].drop_duplicates()
     with state_db.engine.connect() as state_conn, personify_db.engine.connect() as personify:
-        explanations = [
-            explain(state_conn, personify, config, tables, member_label(master, sub))
-            for master, sub in members.itertuples(index=False)
-        ]
+        explanations = explain_members(
+            state_conn,
+            personify,
+            config,
+            tables,
+            [(str(master), int(sub)) for master, sub in members.itertuples(index=False)],
+        )
     files = write_report(
         reports.folder,
         label,

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 
 from subsync_pipeline.cli import main
 from subsync_pipeline.core.config import parse_config
-from subsync_pipeline.core.explain import Explanation, explain
+from subsync_pipeline.core.explain import Explanation, explain, explain_members, parse_member
 from subsync_pipeline.core.personify.tables import personify_tables
 from subsync_pipeline.core.state import create_state_engine
 from subsync_pipeline.explanation import EXPLANATION, explain_member_job
-from subsync_pipeline_tests.harness import Deployment, deploy, event
+from subsync_pipeline_tests.harness import MEMBERS, Deployment, deploy, event
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
 T1, T2, T3 = "2026-11-19T09:00:00", "2026-11-20T09:00:00", "2026-11-20T10:00:00"
@@ -26,7 +26,7 @@ STAMPED = "2026-10-01T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    deployment = deploy(tmp_path_factory.mktemp("explain"))
+    deployment = deploy(tmp_path_factory.mktemp("explain"), members=[*MEMBERS, f"{M1}|2"])
     deployment.land(
         "day1.csv",
         [
@@ -38,6 +38,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             event("F1", EDITED, "subscribe", "api", T1),
             # Rejected: an event type Real Magnet does not send, from a member with an email.
             {**event("R1", M1, "resubscribe", "api", T1), "email": "jane.doe@example.org"},
+            # M1's sub-customer 2: another member with the same master id.
+            event("S1", f"{M1}|2", "unsubscribe", "form", T1),
+            event("R2", f"{M1}|2", "resubscribe", "form", T1),
         ],
     )
     deployment.land(
@@ -168,6 +171,34 @@ def test_rejected_rows_show_with_reasons_and_masked_emails(deployment: Deploymen
     assert "j***@example.org" in rejected["original_values"]
     [shown] = explained(deployment, M1, show_emails=True).rejected
     assert "jane.doe@example.org" in shown["original_values"]
+
+
+def test_explaining_many_members_at_once_keeps_each_to_its_own_rows(
+    deployment: Deployment,
+) -> None:
+    """The report explains its sample in one read per table; nothing may cross between members,
+    not even between the subs of one master id."""
+    members = [M1, f"{M1}|2", M2, EDITED, "000999"]
+    config = parse_config(deployment.config)
+    state = create_state_engine(deployment.state_url)
+    personify = deployment.engine()
+    with state.connect() as state_conn, personify.connect() as personify_conn:
+        together = explain_members(
+            state_conn,
+            personify_conn,
+            config,
+            personify_tables(config.personify),
+            [parse_member(member, config) for member in members],
+        )
+    state.dispose()
+    personify.dispose()
+    assert together == [explained(deployment, member) for member in members]
+    sub = together[1]
+    assert sub.member == f"{M1}|2"
+    assert [e.event_id for a in sub.areas for e in a.events] == ["S1"]
+    assert [row["event_id"] for row in sub.rejected] == ["R2"]
+    assert [row["event_id"] for row in together[0].rejected] == ["R1"]
+    assert together[-1].areas == [] and together[-1].rejected == []
 
 
 def test_area_filter(deployment: Deployment) -> None:
