@@ -407,14 +407,16 @@ def blocked_keys(conn: Connection, days: list[str], sample: int) -> tuple[int, p
         sa.tuple_(*(states.c[n] for n in MEMBER)).in_(of_days),
         opposite > states.c.status_date,
     )
-    count = conn.execute(sa.select(sa.func.count()).where(blocked)).scalar_one()
+    # The count rides on the sample's rows: the semi-join over the days' members runs once.
     first = (
-        sa.select(states)
+        sa.select(states, sa.func.count().over().label("blocked"))
         .where(blocked)
         .order_by(states.c.master_customer_id, states.c.sub_customer_id, states.c.area)
         .limit(sample)
     )
-    return int(count), _typed(read_frame(conn, first))
+    frame = read_frame(conn, first)
+    count = int(frame["blocked"].iloc[0]) if len(frame) else 0
+    return count, _typed(frame.drop(columns="blocked"))
 
 
 def rejects_of_days(conn: Connection, days: list[str]) -> pd.DataFrame:

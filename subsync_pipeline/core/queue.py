@@ -9,6 +9,7 @@ took never forgets the newer work.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
@@ -32,12 +33,12 @@ def _stage(conn: Connection, frame: pd.DataFrame, names: list[str]) -> sa.Table:
 
 def enqueue(
     conn: Connection,
-    step: str,
+    steps: Sequence[str],
     members: pd.DataFrame,
     batch_id: str | None,
     now: datetime,
 ) -> None:
-    """Queue `members` (MEMBER, optional `since_at`) for `step`.
+    """Queue `members` (MEMBER, optional `since_at`) for each of `steps`.
 
     A member already queued keeps one row: the earlier `since_at` (NULL, the whole history,
     wins) and no batch unless it is `batch_id` again (a retried step).
@@ -49,19 +50,37 @@ def enqueue(
         .drop_duplicates(MEMBER)
         .astype({"sub_customer_id": "int64"})
     )
-    if frame.empty:
+    if frame.empty or not steps:
         return
     stage = _stage(conn, frame, [*MEMBER, "since_at"])
-    enqueue_staged(conn, step, stage, batch_id, now)
+    enqueue_staged(conn, steps, stage, batch_id, now)
     stage.drop(conn)
 
 
 def enqueue_staged(
-    conn: Connection, step: str, stage: sa.Table, batch_id: str | None, now: datetime
+    conn: Connection, steps: Sequence[str], stage: sa.Table, batch_id: str | None, now: datetime
 ) -> int:
     """`enqueue` for members already in a table (distinct MEMBER, `since_at`); returns how many."""
-    queue = state.work_queue
     ticket = uuid.uuid4().hex
+    for step in steps:
+        _enqueue_step(conn, step, stage, batch_id, ticket, now)
+    # The queue swings from empty to every contact of a range and back within one run, faster
+    # than autovacuum analyses it. Planned from statistics taken while it was nearly empty, a
+    # writer's dequeue of 78,000 contacts ran as a nested loop over both tables for minutes
+    # (the activity step's stall of bench/RESULTS.md items 17 and 21).
+    analyze(conn, state.work_queue)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(stage)).scalar_one())
+
+
+def _enqueue_step(
+    conn: Connection,
+    step: str,
+    stage: sa.Table,
+    batch_id: str | None,
+    ticket: str,
+    now: datetime,
+) -> None:
+    queue = state.work_queue
     either_whole = sa.or_(queue.c.since_at.is_(None), stage.c.since_at.is_(None))
     conn.execute(
         queue.update()
@@ -94,12 +113,6 @@ def enqueue_staged(
             .order_by(*(stage.c[name] for name in MEMBER)),
         )
     )
-    # The queue swings from empty to every contact of a range and back within one run, faster
-    # than autovacuum analyses it. Planned from statistics taken while it was nearly empty, a
-    # writer's dequeue of 78,000 contacts ran as a nested loop over both tables for minutes
-    # (the activity step's stall of bench/RESULTS.md items 17 and 21).
-    analyze(conn, queue)
-    return int(conn.execute(sa.select(sa.func.count()).select_from(stage)).scalar_one())
 
 
 def queued(conn: Connection, step: str) -> pd.DataFrame:

@@ -208,7 +208,7 @@ def _validate_chunk(
         read_ok = raw.files.loc[raw.files["status"].eq(FILE_OK), "file_id"].astype(int).tolist()
         now = audit_now()
         touched = ledger.store_validation(conn, days, read_ok, result.events, rejected, run_id, now)
-        queued = queue.enqueue_staged(conn, queue.RESOLVE, touched, batch_id, now)
+        queued = queue.enqueue_staged(conn, [queue.RESOLVE], touched, batch_id, now)
         touched.drop(conn)
     if keep:
         _kept[EVENTS] = _Kept(batch_id, result.events, tuple(days), tuple(read_ok))
@@ -377,8 +377,7 @@ def resolve_queued(
             batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
             resolution.store(conn, run_id, now)
             since = _since(resolution.decided, resolution.replayed)
-            for target in targets:
-                queue.enqueue(conn, target, since, batch_id, now)
+            queue.enqueue(conn, targets, since, batch_id, now)
             queue.dequeue(conn, queue.RESOLVE, batch)
         decided += len(resolution.decided)
         replayed += len(resolution.replayed)

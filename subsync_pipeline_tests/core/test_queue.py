@@ -42,12 +42,12 @@ def rows(engine: sa.Engine, step: str) -> list[tuple[str, str | None, str | None
 
 def test_a_member_queued_twice_keeps_one_row_with_the_earlier_since(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        queue.enqueue(conn, queue.OPT_IN, members(("A", "2026-11-19"), ("B", None)), "v1", NOW)
+        queue.enqueue(conn, [queue.OPT_IN], members(("A", "2026-11-19"), ("B", None)), "v1", NOW)
         queue.enqueue(
-            conn, queue.OPT_IN, members(("A", "2026-11-18"), ("B", "2026-11-01")), "v2", NOW
+            conn, [queue.OPT_IN], members(("A", "2026-11-18"), ("B", "2026-11-01")), "v2", NOW
         )
-        queue.enqueue(conn, queue.OPT_IN, members(("A", "2026-11-30")), "v2", NOW)
-        queue.enqueue(conn, queue.ACTIVITY, members(("A", "2026-11-30")), "v2", NOW)
+        # One call for both writers' queues: each step keeps its own row.
+        queue.enqueue(conn, [queue.OPT_IN, queue.ACTIVITY], members(("A", "2026-11-30")), "v2", NOW)
     # NULL (the whole history) wins over any time; a second batch clears the batch.
     assert sorted(rows(engine, queue.OPT_IN)) == [
         ("A", "2026-11-18 00:00:00", None),
@@ -58,10 +58,10 @@ def test_a_member_queued_twice_keeps_one_row_with_the_earlier_since(engine: sa.E
 
 def test_the_batch_stays_only_while_one_batch_queued_the_member(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        queue.enqueue(conn, queue.RESOLVE, members(("A", None), ("B", None)), "v1", NOW)
+        queue.enqueue(conn, [queue.RESOLVE], members(("A", None), ("B", None)), "v1", NOW)
         # The same batch again (a retried step) keeps it; another batch's member loses it.
-        queue.enqueue(conn, queue.RESOLVE, members(("A", None)), "v1", NOW)
-        queue.enqueue(conn, queue.RESOLVE, members(("B", None), ("C", None)), "v2", NOW)
+        queue.enqueue(conn, [queue.RESOLVE], members(("A", None)), "v1", NOW)
+        queue.enqueue(conn, [queue.RESOLVE], members(("B", None), ("C", None)), "v2", NOW)
     assert sorted(rows(engine, queue.RESOLVE)) == [
         ("A", None, "v1"),
         ("B", None, None),
@@ -71,11 +71,11 @@ def test_the_batch_stays_only_while_one_batch_queued_the_member(engine: sa.Engin
 
 def test_a_dequeue_leaves_a_member_queued_again_since_it_was_taken(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        queue.enqueue(conn, queue.OPT_IN, members(("A", None), ("B", None)), None, NOW)
+        queue.enqueue(conn, [queue.OPT_IN], members(("A", None), ("B", None)), None, NOW)
     with engine.connect() as conn:
         taken = queue.queued(conn, queue.OPT_IN)
     with engine.begin() as conn:
-        queue.enqueue(conn, queue.OPT_IN, members(("B", None)), None, NOW)
+        queue.enqueue(conn, [queue.OPT_IN], members(("B", None)), None, NOW)
         queue.dequeue(conn, queue.OPT_IN, taken)
     assert rows(engine, queue.OPT_IN) == [("B", None, None)]
 
@@ -92,7 +92,7 @@ def test_an_enqueue_leaves_the_planner_the_queue_s_size(postgres_server: Postgre
     many = pd.DataFrame({"master_customer_id": [f"{n:06d}" for n in range(20_000)]})
     many["sub_customer_id"] = 0
     with engine.begin() as conn:
-        queue.enqueue(conn, queue.ACTIVITY, many, None, NOW)
+        queue.enqueue(conn, [queue.ACTIVITY], many, None, NOW)
     with engine.connect() as conn:
         estimate = conn.exec_driver_sql(
             "SELECT reltuples FROM pg_class WHERE relname = 'work_queue'"
