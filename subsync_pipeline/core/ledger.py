@@ -70,25 +70,29 @@ def store_validation(
 
     The slice is what the files read now say about these days; events of files that are no longer
     readable stay, so nothing validated is lost. Touched members are those with an event in the
-    slice before or after, so a contact whose event disappeared is re-resolved as well. They are
-    found in the database: a million events' members need never come back to Python.
+    slice before or after, so a contact whose event disappeared is re-resolved as well.
     """
     stage = _ledger_like(conn, "subsync_events")
     insert_frame(conn, stage, events, staging=True)
     old = _copy_replaced(conn, stage, days, file_ids)
-    touched = _touched(conn, stage, old)
+    touched = _touched(conn, events, old)
     _forget_changed(conn, stage, old)
     _replace_events(conn, stage, old)
     _replace_rejects(conn, days, rejects, run_id, now)
     return touched
 
 
-def _touched(conn: Connection, stage: sa.Table, old: sa.Table) -> sa.Table:
-    touched = stage_since(conn, pd.DataFrame(columns=[*MEMBER, "since_at"]), "subsync_touched")
-    members = sa.union(*(sa.select(*(table.c[n] for n in MEMBER)) for table in (stage, old)))
-    conn.execute(touched.insert().from_select(MEMBER, members))
-    analyze(conn, touched)
-    return touched
+def _touched(conn: Connection, events: pd.DataFrame, old: sa.Table) -> sa.Table:
+    """The members of the events and of the replaced rows, each once, to queue from.
+
+    Made distinct in pandas from the events in hand: the database's distinct over a million
+    staged rows sorted them on disk (1 s of the 1M-event day)."""
+    replaced = read_frame(conn, sa.select(*(old.c[name] for name in MEMBER)))
+    members = pd.concat(
+        [events[MEMBER], replaced.astype({"sub_customer_id": "int64"})], ignore_index=True
+    )
+    members["since_at"] = pd.NaT
+    return stage_since(conn, members, "subsync_touched")
 
 
 def _ledger_like(conn: Connection, prefix: str) -> sa.Table:

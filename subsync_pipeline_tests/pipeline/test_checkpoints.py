@@ -298,3 +298,23 @@ def test_a_setting_that_decides_nothing_replays_no_history(tmp_path: Path) -> No
     deployment.set_config(source_ranks={**DEFAULT_SOURCE_RANKS, **ranks})
     replayed = resolve_metadata(deployment.materialize("2026-11-20"))
     assert replayed["contacts_replayed"] == 2
+
+
+def test_an_event_taken_out_of_its_file_re_resolves_its_member(deployment: Deployment) -> None:
+    """B's only event of a day leaves the file: B is queued from the replaced slice alone (no
+    event of the new slice names B) and resolved again from its remaining history."""
+    deployment.land("2026-11-18.csv", DAYS["2026-11-18"])
+    deployment.land("2026-11-19.csv", [event("B9", B, "unsubscribe", "api", "2026-11-19T09:00:00")])
+    deployment.materialize("2026-11-18")
+    deployment.materialize("2026-11-19")
+    flags = "SELECT master_customer_id, status FROM key_states WHERE area = 'NEWSLETTER' ORDER BY 1"
+    assert deployment.state(flags).values.tolist() == [[A, "subscribed"], [B, "unsubscribed"]]
+
+    deployment.land("2026-11-19.csv", [event("A9", A, "subscribe", "api", "2026-11-19T09:00:00")])
+    rerun = resolve_metadata(deployment.materialize("2026-11-19"))
+    assert rerun["contacts_resolved"] == 2
+    assert deployment.state(flags).values.tolist() == [[A, "subscribed"], [B, "subscribed"]]
+    opt_in = deployment.opt_in().set_index("MASTER_CUSTOMER_ID")
+    assert opt_in.loc[B, "OPT_IN_FLAG"] == "Y"
+    assert "B9" not in deployment.activity()["event_id"].tolist()
+    assert deployment.state(QUEUED).empty
