@@ -4,7 +4,9 @@ and materialised through Dagster; then a member edited in Personify, rejected ro
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import dagster as dg
 import pytest
@@ -22,6 +24,7 @@ DAY1, DAY2 = "2026-11-19", "2026-11-20"
 T1, T2, T3 = "2026-11-19T09:00:00", "2026-11-20T09:00:00", "2026-11-20T10:00:00"
 M1, M2, M3, M4, M5, EDITED = "000101", "000102", "000103", "000104", "000105", "000106"
 STAMPED = "2026-10-01T00:00:00Z"
+Found = TypeVar("Found")
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +63,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     return deployment
 
 
-def explained(deployment: Deployment, member: str, **options: object) -> Explanation:
+def opened(deployment: Deployment, how: Callable[..., Found]) -> Found:
+    """`how(state_conn, personify_conn, config, tables)` on the deployment's databases."""
     config = parse_config(deployment.config)
     state = create_state_engine(deployment.state_url)
     personify = deployment.engine()
     with state.connect() as state_conn, personify.connect() as personify_conn:
-        found = explain(
-            state_conn,
-            personify_conn,
-            config,
-            personify_tables(config.personify),
-            member,
-            **options,  # type: ignore[arg-type]
-        )
+        found = how(state_conn, personify_conn, config, personify_tables(config.personify))
     state.dispose()
     personify.dispose()
     return found
+
+
+def explained(deployment: Deployment, member: str, **options: Any) -> Explanation:
+    return opened(deployment, lambda *databases: explain(*databases, member, **options))
 
 
 def decisions_and_rules(explanation: Explanation) -> list[tuple[str, str, str]]:
@@ -179,19 +180,12 @@ def test_explaining_many_members_at_once_keeps_each_to_its_own_rows(
     """The report explains its sample in one read per table; nothing may cross between members,
     not even between the subs of one master id."""
     members = [M1, f"{M1}|2", M2, EDITED, "000999"]
-    config = parse_config(deployment.config)
-    state = create_state_engine(deployment.state_url)
-    personify = deployment.engine()
-    with state.connect() as state_conn, personify.connect() as personify_conn:
-        together = explain_members(
-            state_conn,
-            personify_conn,
-            config,
-            personify_tables(config.personify),
-            [parse_member(member, config) for member in members],
-        )
-    state.dispose()
-    personify.dispose()
+    together = opened(
+        deployment,
+        lambda state, personify, config, tables: explain_members(
+            state, personify, config, tables, [parse_member(m, config) for m in members]
+        ),
+    )
     assert together == [explained(deployment, member) for member in members]
     sub = together[1]
     assert sub.member == f"{M1}|2"
