@@ -352,7 +352,6 @@ def _live_opt_in(conn: Connection, tables: PersonifyTables, members: pd.DataFram
     for name in fields:
         if name.endswith("_date"):
             frame[name] = pd.to_datetime(frame[name])
-    frame["sub_customer_id"] = frame["sub_customer_id"].astype("int64")
     return frame.loc[is_member_of(frame, members)]
 
 
@@ -426,8 +425,7 @@ def _activity(
                 for name in ACTIVITY_DATA
                 if name in held and not _same(held[name], row[name])
             ]
-        member = (str(row["master_customer_id"]), int(row["sub_customer_id"]))
-        found.setdefault(member, []).append(
+        found.setdefault(_member(row), []).append(
             {
                 "event_id": row["event_id"],
                 "activity_id": activity_id,
